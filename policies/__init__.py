@@ -1,0 +1,1 @@
+"""Policies: one module each, composed into the pipeline in DESIGN.md's order."""

@@ -1,0 +1,53 @@
+"""One structured log line per request, whatever its outcome."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+
+from proxy.errors import GatewayError, UpstreamError
+from proxy.exchange import Exchange
+from proxy.pipeline import CallNext
+
+
+class AccessLog:
+    """Outermost policy: sees every outcome, including errors and cancels."""
+
+    def __init__(self, logger: logging.Logger | None = None) -> None:
+        self._log = logger or logging.getLogger("gatewise.access")
+
+    async def __call__(self, ex: Exchange, call_next: CallNext) -> None:
+        try:
+            await call_next(ex)
+        except GatewayError as err:
+            ex.error = err
+            ex.status = err.status
+            raise
+        except asyncio.CancelledError:
+            ex.status = ex.status if ex.status == 499 else 499
+            raise
+        finally:
+            if self._log.isEnabledFor(logging.INFO):
+                self._log.info("request", extra={"fields": self._fields(ex)})
+
+    @staticmethod
+    def _fields(ex: Exchange) -> dict:
+        error = ex.error
+        usage = ex.usage
+        fields = {
+            "request_id": ex.request_id,
+            "key": ex.key_name,
+            "model": ex.model.name,
+            "target": ex.target.label if ex.target else None,
+            "stream": ex.stream,
+            "status": ex.status,
+            "error_class": error.error_class.value if isinstance(error, UpstreamError) else None,
+            "error_code": error.code if error else None,
+            "attempts": len(ex.attempts),
+            "prompt_tokens": usage.prompt_tokens if usage else None,
+            "completion_tokens": usage.completion_tokens if usage else None,
+            "latency_ms": round((time.perf_counter_ns() - ex.started_ns) / 1e6, 3),
+            "overhead_ms": round(ex.overhead_ms(), 3),
+        }
+        return fields

@@ -1,0 +1,3 @@
+"""gatewise: an OpenAI-compatible reverse proxy for LLM APIs."""
+
+__version__ = "0.1.0"

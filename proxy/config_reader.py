@@ -1,0 +1,184 @@
+"""Reading untrusted YAML into typed values, collecting every problem with its path.
+
+A config mistake must stop start-up with one line per problem naming the field
+(`models.gpt-4o.targets[1].provider: unknown provider 'azure-us'`), never a
+traceback. `Section` reads one mapping and remembers which keys it consumed,
+so typos are reported as unknown fields instead of being ignored.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any, Callable, Mapping
+
+_ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
+_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, None: 1.0}
+
+
+@dataclass(frozen=True, slots=True)
+class MissingEnv:
+    """A value that was exactly `${VAR}` with VAR unset: the field decides."""
+
+    var: str
+
+
+class Problems(list):
+    def add(self, path: str, message: str) -> None:
+        self.append(f"{path}: {message}" if path else message)
+
+
+def join(path: str, key: str | int) -> str:
+    if isinstance(key, int):
+        return f"{path}[{key}]"
+    return f"{path}.{key}" if path else str(key)
+
+
+def interpolate(node: Any, env: Mapping[str, str], problems: Problems, path: str = "") -> Any:
+    """Replace `${VAR}` and `${VAR:-default}` in every string scalar."""
+    if isinstance(node, dict):
+        return {k: interpolate(v, env, problems, join(path, str(k))) for k, v in node.items()}
+    if isinstance(node, list):
+        return [interpolate(v, env, problems, join(path, i)) for i, v in enumerate(node)]
+    if not isinstance(node, str) or "${" not in node:
+        return node
+    whole = _ENV_REF.fullmatch(node)
+    if whole and whole.group(2) is None and not env.get(whole.group(1)):
+        return MissingEnv(whole.group(1))
+
+    def substitute(match: re.Match[str]) -> str:
+        name, default = match.group(1), match.group(2)
+        value = env.get(name)
+        if value:
+            return value
+        if default is not None:
+            return default
+        problems.add(path, f"environment variable {name} is not set")
+        return ""
+
+    return _ENV_REF.sub(substitute, node)
+
+
+def parse_duration(value: Any) -> float | None:
+    """`5s`, `0.25s`, `5m`, `250ms`, or a bare number of seconds."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, (int, float)):
+        return float(value) if value >= 0 else None
+    if isinstance(value, str):
+        match = _DURATION.match(value)
+        if match:
+            return float(match.group(1)) * _UNITS[match.group(2)]
+    return None
+
+
+_MISSING = object()
+
+
+class Section:
+    """One mapping of the config, read field by field."""
+
+    def __init__(self, raw: Any, path: str, problems: Problems) -> None:
+        self.path = path
+        self.problems = problems
+        self.ok = isinstance(raw, dict)
+        if raw is not None and not self.ok:
+            problems.add(path, f"must be a mapping, got {_kind(raw)}")
+        self.raw: dict = raw if self.ok else {}
+        self._seen: set[str] = set()
+
+    def has(self, key: str) -> bool:
+        return key in self.raw
+
+    def _get(self, key: str, required: bool) -> Any:
+        self._seen.add(key)
+        value = self.raw.get(key, _MISSING)
+        if value is _MISSING or value is None:
+            if required:
+                self.problems.add(join(self.path, key), "is required")
+            return _MISSING
+        if isinstance(value, MissingEnv):
+            self.problems.add(join(self.path, key), f"environment variable {value.var} is not set")
+            return _MISSING
+        return value
+
+    def raw_value(self, key: str) -> Any:
+        """The value as written (possibly `MissingEnv`), for fields that decide themselves."""
+        self._seen.add(key)
+        return self.raw.get(key)
+
+    def str(self, key: str, default: Any = None, *, required: bool = False,
+            choices: tuple[str, ...] | None = None) -> Any:
+        value = self._get(key, required)
+        if value is _MISSING:
+            return default
+        if not isinstance(value, str) or not value:
+            self.problems.add(join(self.path, key), f"must be a non-empty string, got {_kind(value)}")
+            return default
+        if choices and value not in choices:
+            self.problems.add(join(self.path, key),
+                              f"must be one of {', '.join(choices)}; got '{value}'")
+            return default
+        return value
+
+    def number(self, key: str, default: Any = None, *, minimum: float = 0,
+               integer: bool = False, required: bool = False) -> Any:
+        value = self._get(key, required)
+        if value is _MISSING:
+            return default
+        wanted = (int,) if integer else (int, float)
+        if isinstance(value, bool) or not isinstance(value, wanted) or value < minimum:
+            kind = "an integer" if integer else "a number"
+            self.problems.add(join(self.path, key), f"must be {kind} >= {minimum:g}, got {value!r}")
+            return default
+        return value
+
+    def duration(self, key: str, default: float | None) -> float | None:
+        value = self._get(key, False)
+        if value is _MISSING:
+            return default
+        seconds = parse_duration(value)
+        if seconds is None:
+            self.problems.add(join(self.path, key),
+                              f"must be a duration like 5s, 250ms or 2m, got {value!r}")
+            return default
+        return seconds
+
+    def bool(self, key: str, default: bool) -> bool:
+        value = self._get(key, False)
+        if value is _MISSING:
+            return default
+        if not isinstance(value, bool):
+            self.problems.add(join(self.path, key), f"must be true or false, got {value!r}")
+            return default
+        return value
+
+    def section(self, key: str) -> "Section":
+        self._seen.add(key)
+        return Section(self.raw.get(key), join(self.path, key), self.problems)
+
+    def list(self, key: str, item: Callable[[Any, str], Any] | None = None) -> list:
+        value = self._get(key, False)
+        if value is _MISSING:
+            return []
+        if not isinstance(value, list):
+            self.problems.add(join(self.path, key), f"must be a list, got {_kind(value)}")
+            return []
+        if item is None:
+            return value
+        return [item(v, join(join(self.path, key), i)) for i, v in enumerate(value)]
+
+    def finish(self) -> None:
+        """Report every key nobody read: a typo must not pass silently."""
+        for key in self.raw:
+            if key not in self._seen:
+                self.problems.add(join(self.path, str(key)), "unknown field")
+
+
+def _kind(value: Any) -> str:
+    if isinstance(value, MissingEnv):
+        return f"unset ${{{value.var}}}"
+    return {dict: "a mapping", list: "a list", str: "a string", bool: "a boolean",
+            int: "a number", float: "a number", type(None): "nothing"}.get(type(value),
+                                                                           type(value).__name__)

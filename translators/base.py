@@ -1,0 +1,140 @@
+"""The translator contract: one instance per upstream attempt.
+
+A translator turns the client's OpenAI chat request into one upstream request,
+and the upstream's answer (JSON, stream events or error) back into OpenAI's
+wire format. It never mutates the client's request, so a retry translates the
+same input again and gets the same bytes. Usage is returned with the body, so
+nothing is parsed twice.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, ClassVar, Mapping
+
+from proxy.errors import UpstreamError
+from proxy.framing import Event
+
+if TYPE_CHECKING:
+    from proxy.config import ProviderConfig, TargetConfig
+
+
+@dataclass(slots=True)
+class UpstreamRequest:
+    method: str
+    url: str
+    headers: dict[str, str]
+    body: bytes
+    stream: bool
+
+
+@dataclass(slots=True)
+class Usage:
+    """Token usage as OpenAI reports it; what the upstream bills."""
+
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cached_tokens: int = 0
+    reasoning_tokens: int = 0
+
+    @property
+    def total_tokens(self) -> int:
+        return self.prompt_tokens + self.completion_tokens
+
+    @classmethod
+    def from_openai(cls, usage: Mapping[str, Any] | None) -> "Usage | None":
+        if not isinstance(usage, dict):
+            return None
+        prompt_details = usage.get("prompt_tokens_details") or {}
+        completion_details = usage.get("completion_tokens_details") or {}
+        return cls(
+            prompt_tokens=int(usage.get("prompt_tokens") or 0),
+            completion_tokens=int(usage.get("completion_tokens") or 0),
+            cached_tokens=int(prompt_details.get("cached_tokens") or 0),
+            reasoning_tokens=int(completion_details.get("reasoning_tokens") or 0),
+        )
+
+    def to_openai(self) -> dict[str, Any]:
+        return {
+            "prompt_tokens": self.prompt_tokens,
+            "completion_tokens": self.completion_tokens,
+            "total_tokens": self.total_tokens,
+            "prompt_tokens_details": {"cached_tokens": self.cached_tokens, "audio_tokens": 0},
+            "completion_tokens_details": {
+                "reasoning_tokens": self.reasoning_tokens, "audio_tokens": 0,
+                "accepted_prediction_tokens": 0, "rejected_prediction_tokens": 0,
+            },
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class Option:
+    """A provider-type-specific config field (e.g. `api_version` for Azure)."""
+
+    kind: type
+    default: Any = None
+    required: bool = False
+    help: str = ""
+
+
+@dataclass(slots=True)
+class StreamState:
+    """What the dispatcher needs to know about a stream, kept by the translator."""
+
+    has_content: bool = False  # something worth committing the client stream for
+    complete: bool = False  # the upstream's grammar reached its proper end
+    finish_reason: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class Translator(ABC):
+    """Maps one OpenAI chat request onto one upstream wire format and back."""
+
+    #: how the upstream frames a stream: "sse" or "ndjson"
+    framing: ClassVar[str] = "sse"
+    #: used when the provider's config has no base_url; None makes it required
+    default_base_url: ClassVar[str | None] = None
+    #: whether a provider of this type needs an api_key at all
+    requires_api_key: ClassVar[bool] = True
+    #: extra provider fields this type understands
+    provider_options: ClassVar[Mapping[str, Option]] = {}
+    #: in-process transport instead of HTTP (the offline mock)
+    in_process: ClassVar[bool] = False
+
+    def __init__(self, provider: "ProviderConfig") -> None:
+        self.provider = provider
+        self.state = StreamState()
+        self.include_usage = False  # did the client ask for the usage chunk?
+
+    @abstractmethod
+    def request(self, chat: dict[str, Any], target: "TargetConfig", *,
+                stream: bool) -> UpstreamRequest:
+        """Build the upstream request; raise GatewayError (400) for what cannot map."""
+
+    @abstractmethod
+    def response(self, status: int, headers: Mapping[str, str],
+                 body: bytes) -> tuple[bytes | dict[str, Any], Usage | None]:
+        """A successful non-streaming body → an OpenAI chat.completion (bytes or dict)."""
+
+    @abstractmethod
+    def stream(self, event: Event) -> tuple[list[bytes], Usage | None]:
+        """One upstream event → zero or more encoded OpenAI chunk JSON objects.
+
+        Updates `self.state`; raises UpstreamError for an error event.
+        """
+
+    @abstractmethod
+    def error(self, status: int, headers: Mapping[str, str], body: bytes) -> UpstreamError:
+        """An upstream error answer → a classified error in OpenAI's envelope."""
+
+    def end_of_stream(self) -> list[bytes]:
+        """The upstream closed the stream: emit what is left, mark `complete` if it
+        was a proper end. Formats without an end marker end on a finish reason."""
+        if self.state.finish_reason:
+            self.state.complete = True
+        return []
+
+    def partial_usage(self) -> Usage | None:
+        """Best estimate of what a stream cut short was billed (override where known)."""
+        return None

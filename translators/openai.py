@@ -1,0 +1,168 @@
+"""OpenAI chat completions, and every OpenAI-compatible server (DeepSeek, vLLM,
+Groq, Together, LM Studio, llama.cpp's server) as the same type with a base_url.
+
+The request is forwarded nearly as sent; responses and stream chunks pass
+through as the upstream's own bytes wherever nothing needs changing, so the
+client gets exactly what the upstream said.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+import orjson
+
+from proxy.errors import ErrorClass, UpstreamError, parse_retry_after, upstream_auth, upstream_protocol
+from proxy.framing import Event
+from translators.base import Translator, UpstreamRequest, Usage
+
+_CONTENT_KEYS = ("content", "tool_calls", "refusal", "reasoning_content", "function_call")
+
+
+class OpenAITranslator(Translator):
+    default_base_url = "https://api.openai.com/v1"
+    requires_api_key = False  # local OpenAI-compatible servers often need none
+    path = "/chat/completions"
+
+    def __init__(self, provider) -> None:
+        super().__init__(provider)
+        self._role_checked = False
+
+    # --- request -------------------------------------------------------------------
+
+    def request(self, chat: dict[str, Any], target, *, stream: bool) -> UpstreamRequest:
+        body = dict(chat)
+        body["model"] = target.model
+        if stream:
+            options = dict(chat.get("stream_options") or {})
+            self.include_usage = bool(options.get("include_usage"))
+            options["include_usage"] = True  # always learn what the stream cost
+            body["stream_options"] = options
+        return UpstreamRequest("POST", self.url(target), self.headers(), orjson.dumps(body), stream)
+
+    def url(self, target) -> str:
+        return self.provider.base_url + self.path
+
+    def headers(self) -> dict[str, str]:
+        headers = {"content-type": "application/json", **self.provider.headers}
+        if self.provider.api_key:
+            headers["authorization"] = f"Bearer {self.provider.api_key}"
+        return headers
+
+    # --- response ------------------------------------------------------------------
+
+    def response(self, status: int, headers: Mapping[str, str],
+                 body: bytes) -> tuple[bytes | dict[str, Any], Usage | None]:
+        try:
+            parsed = orjson.loads(body)
+        except orjson.JSONDecodeError:
+            raise upstream_protocol(self.provider.name, "the body is not JSON") from None
+        if not isinstance(parsed, dict) or not isinstance(parsed.get("choices"), list):
+            raise upstream_protocol(self.provider.name, "no choices in the completion")
+        return body, Usage.from_openai(parsed.get("usage"))
+
+    # --- stream --------------------------------------------------------------------
+
+    def stream(self, event: Event) -> tuple[list[bytes], Usage | None]:
+        data = event.data
+        if data == b"[DONE]":
+            self.state.complete = True
+            return [], None
+        try:
+            chunk = orjson.loads(data)
+        except orjson.JSONDecodeError:
+            raise upstream_protocol(self.provider.name, "a stream event is not JSON") from None
+        if not isinstance(chunk, dict):
+            raise upstream_protocol(self.provider.name, "a stream event is not an object")
+        if chunk.get("error") or event.name == "error":
+            raise self._classify(200, chunk, None)
+        raw_usage = chunk.get("usage")
+        usage = Usage.from_openai(raw_usage) if raw_usage else None
+        choices = chunk.get("choices")
+        if not choices:
+            # The usage chunk, or an Azure-style prompt-filter preamble.
+            if usage is not None and self.include_usage:
+                return [data], usage
+            return [], usage
+        state = self.state
+        choice = choices[0]
+        if not self._role_checked:
+            self._role_checked = True
+            delta = choice.get("delta")
+            if isinstance(delta, dict) and "role" not in delta:
+                choice["delta"] = {"role": "assistant", **delta}
+                data = orjson.dumps(chunk)
+        finish = choice.get("finish_reason")
+        if finish:
+            state.finish_reason = finish
+            state.has_content = True
+        elif not state.has_content:
+            delta = choice.get("delta") or {}
+            state.has_content = any(delta.get(key) for key in _CONTENT_KEYS)
+        if not self.include_usage and b'"usage"' in data:
+            data = data.replace(b',"usage":null', b"").replace(b', "usage": null', b"")
+        return [data], usage
+
+    # --- errors --------------------------------------------------------------------
+
+    def error(self, status: int, headers: Mapping[str, str], body: bytes) -> UpstreamError:
+        try:
+            parsed = orjson.loads(body)
+        except orjson.JSONDecodeError:
+            parsed = None
+        return self._classify(status, parsed, headers)
+
+    def _classify(self, status: int, parsed: Any, headers: Mapping[str, str] | None) -> UpstreamError:
+        name = self.provider.name
+        if status in (401, 403):
+            return upstream_auth(name, status)
+        error = parsed.get("error") if isinstance(parsed, dict) else None
+        if not isinstance(error, dict):
+            error = {"message": error if isinstance(error, str) else None}
+        message = self._redact(str(error.get("message") or f"Upstream provider '{name}' "
+                                   f"answered HTTP {status}."))
+        type_ = _str_or_none(error.get("type"))
+        code = _str_or_none(error.get("code"))
+        param = _str_or_none(error.get("param"))
+        retry_after = parse_retry_after(headers) if headers else None
+        error_class = classify_openai(status, type_, code)
+        client_status = status if status >= 400 else 500
+        if status < 400:  # an error event inside a 200 stream
+            client_status = {ErrorClass.RATE_LIMITED: 429, ErrorClass.OVERLOADED: 503,
+                             ErrorClass.CONTEXT_WINDOW: 400,
+                             ErrorClass.BAD_REQUEST: 400}.get(error_class, 500)
+        if type_ is None and client_status >= 500:
+            type_ = "server_error"
+        return UpstreamError(error_class, client_status, message, type_, code=code,
+                             param=param, retry_after=retry_after, upstream_status=status)
+
+    def _redact(self, text: str) -> str:
+        key = self.provider.api_key
+        return text.replace(key, "[redacted]") if key and key in text else text
+
+
+def classify_openai(status: int, type_: str | None, code: str | None) -> ErrorClass:
+    """The error class of an OpenAI-shaped error (also Azure and compatible servers)."""
+    if code == "context_length_exceeded":
+        return ErrorClass.CONTEXT_WINDOW
+    if code == "content_filter" or code == "content_policy_violation":
+        return ErrorClass.CONTENT_FILTER
+    if status == 429 or type_ in ("rate_limit_error", "rate_limit_exceeded", "insufficient_quota"):
+        return ErrorClass.RATE_LIMITED
+    if status in (401, 403):
+        return ErrorClass.AUTH
+    if status == 404:
+        return ErrorClass.NOT_FOUND
+    if status == 408 or status == 504:
+        return ErrorClass.TIMEOUT
+    if status in (503, 529) or type_ in ("overloaded_error", "server_overloaded"):
+        return ErrorClass.OVERLOADED
+    if 400 <= status < 500:
+        return ErrorClass.BAD_REQUEST
+    return ErrorClass.SERVER
+
+
+def _str_or_none(value: Any) -> str | None:
+    if value is None:
+        return None
+    return value if isinstance(value, str) else str(value)
