@@ -22,7 +22,7 @@ from translators.mock import MockTransport
 
 log = logging.getLogger("gatewise")
 
-REQUEST_ID = "gatewise.request_id"
+REQUEST_ID = web.RequestKey("request_id", str)
 
 
 class Gateway:

@@ -1,0 +1,1 @@
+"""Faithful fake upstreams: strict like the real APIs, exact in their formats."""
