@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import TYPE_CHECKING, Any, Iterable, Mapping
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping
 
 import orjson
 from aiohttp import web
@@ -44,6 +44,21 @@ def provider_disabled(model: "ModelConfig", reasons: list[str]) -> GatewayError:
         "server_error", code="provider_unavailable", headers={"retry-after": "60"})
 
 
+# A gate says whether a target may be tried now: None, or seconds until it may
+# (per-target rate limits, cool-downs). An observer learns each attempt's outcome
+# (breakers, latency statistics, limit reconciliation).
+TargetGate = Callable[[Exchange, "TargetConfig"], "float | None"]
+AttemptObserver = Callable[[Exchange, Attempt], None]
+
+
+def no_target_room(model: "ModelConfig", retry_after: float) -> GatewayError:
+    seconds = max(1, int(retry_after + 0.999))
+    return GatewayError(
+        429, f"Every target of model '{model.name}' is at its configured rate limit; "
+             f"retry in {seconds}s.", "rate_limit_exceeded", code="upstream_rate_limit",
+        headers={"retry-after": str(seconds)})
+
+
 class Dispatcher:
     """Terminal handler of the pipeline."""
 
@@ -53,6 +68,8 @@ class Dispatcher:
         self._providers = providers
         self._translators = translators
         self._transports = transports
+        self.gates: list[TargetGate] = []
+        self.observers: list[AttemptObserver] = []
 
     def plan(self, ex: Exchange) -> list["TargetConfig"]:
         """The targets to try, in order (routing strategies refine this)."""
@@ -61,11 +78,16 @@ class Dispatcher:
     async def __call__(self, ex: Exchange) -> None:
         disabled: list[str] = []
         last: UpstreamError | None = None
+        gated: list[float] = []
         for target in self.plan(ex):
             provider = self._providers[target.provider]
             if not provider.enabled:
                 disabled.append(f"provider '{provider.name}' is disabled because "
                                 f"{provider.disabled_reason}")
+                continue
+            wait = self._gated(ex, target)
+            if wait is not None:
+                gated.append(wait)
                 continue
             try:
                 await self.attempt(ex, provider, target)
@@ -76,6 +98,8 @@ class Dispatcher:
                     raise
         if last is not None:
             raise last
+        if gated:
+            raise no_target_room(ex.model, min(gated))
         raise provider_disabled(ex.model, disabled or ["it has no targets"])
 
     async def attempt(self, ex: Exchange, provider: "ProviderConfig",
@@ -96,6 +120,15 @@ class Dispatcher:
             raise
         finally:
             attempt.ended_ns = time.perf_counter_ns()
+            for observe in self.observers:
+                observe(ex, attempt)
+
+    def _gated(self, ex: Exchange, target: "TargetConfig") -> float | None:
+        for gate in self.gates:
+            wait = gate(ex, target)
+            if wait is not None:
+                return wait
+        return None
 
     async def _json(self, ex: Exchange, attempt: Attempt, translator: "Translator",
                     transport: Any, request: Any, provider: "ProviderConfig") -> None:

@@ -38,6 +38,8 @@ class Exchange:
     stream: bool = False
     started_ns: int = field(default_factory=time.perf_counter_ns)
     key_name: str | None = None
+    key: Any = None  # the authenticated client key's config (policies/auth.py)
+    routing_hint: str | None = None  # e.g. "cheaper" or "free_only" when a budget runs low
     attempts: list[Attempt] = field(default_factory=list)
     target: "TargetConfig | None" = None  # the target that served
     served_model: str | None = None  # the public model that served (after fallbacks)
