@@ -174,6 +174,8 @@ class Dispatcher:
                                 continue
                             client = await self._commit(ex, attempt, pending)
                             out = pending
+                        if ex.stream_tap is not None and out:
+                            ex.stream_tap(out)
                         if state.complete:
                             await client.write(encode_frames(out) + _DONE)
                             await resp.finish()
@@ -192,6 +194,8 @@ class Dispatcher:
                     if client is None:
                         client = await self._commit(ex, attempt, pending)
                         out = pending + out
+                    if ex.stream_tap is not None and out:
+                        ex.stream_tap(out)
                     await client.write(encode_frames(out) + _DONE)
         except TimeoutError:
             phase = "first token" if client is None else "idle stream"

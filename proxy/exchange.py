@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Callable
 
 if TYPE_CHECKING:
     from aiohttp import web
@@ -51,6 +51,9 @@ class Exchange:
     response_body: bytes | None = None  # a non-streaming answer
     response: "web.StreamResponse | None" = None  # a stream already sent
     extra: dict[str, Any] = field(default_factory=dict)  # per-policy scratch space
+    # Called with each batch of OpenAI chunk JSON bytes as it is written to the
+    # client (e.g. the cache assembling a streamed answer); None costs nothing.
+    stream_tap: Callable[[list[bytes]], None] | None = None
 
     def overhead_ms(self, now_ns: int | None = None) -> float:
         elapsed = (now_ns or time.perf_counter_ns()) - self.started_ns
