@@ -1,0 +1,25 @@
+# gatewise container: slim Python, non-root, config mounted at /etc/gatewise/config.yaml.
+#   docker build -t gatewise .
+#   docker run -p 4000:4000 -v $PWD/proxy.yaml:/etc/gatewise/config.yaml:ro \
+#     -e OPENAI_API_KEY gatewise
+FROM python:3.11-slim AS build
+WORKDIR /src
+COPY pyproject.toml README.md ./
+COPY proxy ./proxy
+COPY translators ./translators
+COPY policies ./policies
+RUN pip install --no-cache-dir --prefix=/install .
+
+FROM python:3.11-slim
+RUN useradd --system --uid 10001 --home-dir /var/lib/gatewise --create-home gatewise
+COPY --from=build /install /usr/local
+COPY proxy.example.yaml /etc/gatewise/config.yaml
+ENV GATEWISE_CONFIG=/etc/gatewise/config.yaml PYTHONUNBUFFERED=1
+USER gatewise
+WORKDIR /var/lib/gatewise
+EXPOSE 4000
+HEALTHCHECK --interval=15s --timeout=3s --start-period=5s --retries=3 \
+  CMD python -c "import urllib.request,sys; sys.exit(0 if urllib.request.urlopen('http://127.0.0.1:4000/health/live', timeout=2).status == 200 else 1)"
+# Inside a container the gateway must listen on every interface.
+ENTRYPOINT ["gatewise"]
+CMD ["serve", "--config", "/etc/gatewise/config.yaml", "--host", "0.0.0.0", "--port", "4000"]
