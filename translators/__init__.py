@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from translators.anthropic import AnthropicTranslator
 from translators.base import Translator
 from translators.mock import MockTranslator
 from translators.openai import OpenAITranslator
@@ -9,6 +10,7 @@ from translators.openai import OpenAITranslator
 PROVIDER_TYPES: dict[str, type[Translator]] = {
     "openai": OpenAITranslator,
     "mock": MockTranslator,
+    "anthropic": AnthropicTranslator,
 }
 
 __all__ = ["PROVIDER_TYPES", "Translator"]

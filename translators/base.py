@@ -101,6 +101,9 @@ class Translator(ABC):
     provider_options: ClassVar[Mapping[str, Option]] = {}
     #: in-process transport instead of HTTP (the offline mock)
     in_process: ClassVar[bool] = False
+    #: the model's `drop_unsupported`: drop what the upstream cannot take instead of a 400
+    #: (set by the dispatcher on each instance)
+    drop_unsupported: bool = False
 
     def __init__(self, provider: "ProviderConfig") -> None:
         self.provider = provider

@@ -1,0 +1,188 @@
+"""Anthropic's streaming grammar → OpenAI chat.completion.chunk objects.
+
+message_start → the role chunk; text / thinking / tool_use blocks → content,
+reasoning_content and tool-call deltas (OpenAI tool index = count of tool_use
+blocks so far, never Anthropic's block index); message_delta → the one finish
+chunk; message_stop → the usage chunk if asked, and the stream is complete.
+ping, signature/citation deltas, block stops and unknown events produce
+nothing. Every chunk of a stream shares one prebuilt prefix (id, created,
+model), so each emitted chunk costs one small orjson.dumps.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+import orjson
+
+from proxy.errors import UpstreamError
+from translators.base import StreamState, Usage
+
+STOP_REASONS = {"end_turn": "stop", "stop_sequence": "stop", "pause_turn": "stop",
+                "max_tokens": "length", "model_context_window_exceeded": "length",
+                "tool_use": "tool_calls", "refusal": "content_filter"}
+
+_TEXT, _TOOL, _JSON, _THINKING = 1, 2, 3, 4
+_SUFFIX = b',"logprobs":null,"finish_reason":null}]'
+_NEEDS_START = frozenset({"content_block_start", "content_block_delta", "message_delta",
+                          "message_stop"})
+
+
+def chunk_id(message_id: str) -> str:
+    return "chatcmpl-" + (message_id.removeprefix("msg_"))
+
+
+def anthropic_usage(raw: dict[str, Any]) -> Usage:
+    """Anthropic usage → OpenAI's: cache reads and writes count as prompt tokens."""
+    cached = raw.get("cache_read_input_tokens") or 0
+    prompt = (raw.get("input_tokens") or 0) + (raw.get("cache_creation_input_tokens") or 0)
+    return Usage(prompt_tokens=prompt + cached, completion_tokens=raw.get("output_tokens") or 0,
+                 cached_tokens=cached)
+
+
+class AnthropicStream:
+    """The per-stream state machine; `feed` takes one parsed event."""
+
+    __slots__ = (
+        "_blocks",
+        "_close",
+        "_finished",
+        "_prefix",
+        "_started",
+        "_tools",
+        "_usage_raw",
+        "include_usage",
+        "json_tool",
+        "raise_error",
+        "state",
+    )
+
+    def __init__(self, state: StreamState, include_usage: bool, json_tool: bool,
+                 raise_error: Callable[[dict[str, Any]], UpstreamError]) -> None:
+        self.state = state
+        self.include_usage = include_usage
+        self.json_tool = json_tool
+        self.raise_error = raise_error
+        self._prefix = b""
+        self._close = _SUFFIX + (b',"usage":null}' if include_usage else b"}")
+        self._blocks: dict[int, tuple[int, int]] = {}  # block index → (kind, tool index)
+        self._tools = 0
+        self._usage_raw: dict[str, Any] = {}
+        self._finished = False
+        self._started = False
+
+    def usage(self) -> Usage | None:
+        return anthropic_usage(self._usage_raw) if self._usage_raw else None
+
+    def _chunk(self, delta: dict[str, Any]) -> bytes:
+        return self._prefix + orjson.dumps(delta) + self._close
+
+    def feed(self, event: dict[str, Any]) -> tuple[list[bytes], Usage | None]:
+        kind = event.get("type")
+        if not self._started and kind in _NEEDS_START:
+            raise ValueError(f"'{kind}' arrived before message_start")
+        if kind == "content_block_delta":
+            return self._delta(event.get("index"), event.get("delta") or {}), None
+        if kind == "content_block_start":
+            return self._start(event.get("index"), event.get("content_block") or {}), None
+        if kind == "message_delta":
+            return self._message_delta(event), None
+        if kind == "message_start":
+            return self._message_start(event.get("message") or {}), None
+        if kind == "message_stop":
+            return self._message_stop()
+        if kind == "error":
+            raise self.raise_error(event)
+        return [], None  # ping, content_block_stop, and events added after this was written
+
+    def _message_start(self, message: dict[str, Any]) -> list[bytes]:
+        if self._started:
+            return []
+        self._started = True
+        self._usage_raw = dict(message.get("usage") or {})
+        head = orjson.dumps({"id": chunk_id(str(message.get("id") or "")),
+                             "object": "chat.completion.chunk", "created": int(time.time()),
+                             "model": message.get("model") or "", "system_fingerprint": None})
+        self._prefix = head[:-1] + b',"choices":[{"index":0,"delta":'
+        return [self._chunk({"role": "assistant", "content": ""})]
+
+    def _start(self, index: Any, block: dict[str, Any]) -> list[bytes]:
+        kind = block.get("type")
+        if kind == "text":
+            self._blocks[index] = (_TEXT, 0)
+            return self._content(block.get("text"))
+        if kind == "tool_use":
+            if self.json_tool:
+                self._blocks[index] = (_JSON, 0)
+                return []
+            k = self._tools
+            self._tools += 1
+            self._blocks[index] = (_TOOL, k)
+            self.state.has_content = True
+            return [self._chunk({"tool_calls": [{
+                "index": k, "id": block.get("id"), "type": "function",
+                "function": {"name": block.get("name"), "arguments": ""}}]})]
+        if kind == "thinking":
+            self._blocks[index] = (_THINKING, 0)
+            thinking = block.get("thinking")
+            if thinking:
+                self.state.has_content = True
+                return [self._chunk({"reasoning_content": thinking})]
+        return []
+
+    def _content(self, text: Any) -> list[bytes]:
+        if not text:
+            return []
+        self.state.has_content = True
+        return [self._chunk({"content": text})]
+
+    def _delta(self, index: Any, delta: dict[str, Any]) -> list[bytes]:
+        kind = delta.get("type")
+        if kind == "text_delta":
+            return self._content(delta.get("text"))
+        if kind == "input_json_delta":
+            fragment = delta.get("partial_json")
+            if not fragment:
+                return []
+            block_kind, k = self._blocks.get(index, (_TOOL, 0))
+            if block_kind == _JSON:
+                return self._content(fragment)
+            self.state.has_content = True
+            return [self._chunk({"tool_calls": [{"index": k,
+                                                 "function": {"arguments": fragment}}]})]
+        if kind == "thinking_delta":
+            thinking = delta.get("thinking")
+            if thinking:
+                self.state.has_content = True
+                return [self._chunk({"reasoning_content": thinking})]
+        return []  # signature_delta, citations_delta, future delta types
+
+    def _message_delta(self, event: dict[str, Any]) -> list[bytes]:
+        usage = event.get("usage")
+        if isinstance(usage, dict):  # cumulative counts: the latest wins
+            self._usage_raw.update({k: v for k, v in usage.items() if v is not None})
+        reason = (event.get("delta") or {}).get("stop_reason")
+        if reason is None or self._finished:
+            return []
+        finish = STOP_REASONS.get(reason, "stop")
+        if finish == "tool_calls" and self.json_tool:
+            finish = "stop"
+        self._finished = True
+        self.state.finish_reason = finish
+        self.state.has_content = True
+        tail = b',"logprobs":null,"finish_reason":"' + finish.encode() + b'"}]'
+        return [self._prefix + b"{}" + tail + (b',"usage":null}' if self.include_usage else b"}")]
+
+    def _message_stop(self) -> tuple[list[bytes], Usage | None]:
+        self.state.complete = True
+        out: list[bytes] = []
+        if not self._finished:  # a message_stop without a stop reason: still one finish
+            out += self._message_delta({"delta": {"stop_reason": "end_turn"}})
+        usage = self.usage()
+        if self.include_usage and usage is not None:
+            usage_prefix = self._prefix[:self._prefix.index(b'"choices"')]
+            out.append(usage_prefix + b'"choices":[],"usage":' + orjson.dumps(usage.to_openai())
+                       + b"}")
+        return out, usage
