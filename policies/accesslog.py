@@ -33,11 +33,14 @@ class AccessLog:
 
     @staticmethod
     def _fields(ex: Exchange) -> dict:
+        """Names, classes and numbers only: never a prompt, a key or an error's text."""
         error = ex.error
         usage = ex.usage
+        now = time.perf_counter_ns()
+        extra = ex.extra
         fields = {
             "request_id": ex.request_id,
-            "key": ex.key_name,
+            "key_name": ex.key_name,
             "model": ex.model.name,
             "target": ex.target.label if ex.target else None,
             "stream": ex.stream,
@@ -45,9 +48,14 @@ class AccessLog:
             "error_class": error.error_class.value if isinstance(error, UpstreamError) else None,
             "error_code": error.code if error else None,
             "attempts": len(ex.attempts),
+            "attempt_targets": [a.target.label for a in ex.attempts] if len(ex.attempts) > 1
+            else None,
             "prompt_tokens": usage.prompt_tokens if usage else None,
             "completion_tokens": usage.completion_tokens if usage else None,
-            "latency_ms": round((time.perf_counter_ns() - ex.started_ns) / 1e6, 3),
-            "overhead_ms": round(ex.overhead_ms(), 3),
+            "cost_usd": ex.cost,  # streams: the only place besides the ledger that has it
+            "cache": extra.get("cache") if extra else None,
+            "cost_saved_usd": extra.get("cost_saved") if extra else None,
+            "latency_ms": round((now - ex.started_ns) / 1e6, 3),
+            "overhead_ms": round(ex.overhead_ms(now), 3),
         }
         return fields

@@ -6,14 +6,17 @@ import asyncio
 import logging
 import re
 import uuid
+from typing import Callable
 
 from aiohttp import web
 
 from policies.accesslog import AccessLog
 from proxy.config import GatewayConfig
+from proxy.admin import add_admin_routes
 from proxy.errors import GatewayError
 from proxy.gateway import GATEWAY, REQUEST_ID, Gateway
 from proxy.handlers import add_routes
+from proxy.health import admin_targets
 
 log = logging.getLogger("gatewise")
 _SAFE_REQUEST_ID = re.compile(r"[A-Za-z0-9._:\-]{1,128}")
@@ -73,12 +76,17 @@ async def _stamp_request_id(request: web.Request, response: web.StreamResponse) 
         response.headers["x-request-id"] = rid
 
 
-def build_app(config: GatewayConfig) -> web.Application:
+def build_app(config: GatewayConfig, now: Callable[[], float] | None = None) -> web.Application:
+    """`now` replaces the wall clock for budget periods (tests roll days over)."""
     max_body = config.server.max_body_bytes
     app = web.Application(client_max_size=max_body, middlewares=[_middleware(max_body)])
-    gateway = Gateway(config, policies=[AccessLog()])
+    gateway = Gateway(config, policies=[AccessLog()], **({"now": now} if now else {}))
     app[GATEWAY] = gateway
     app.cleanup_ctx.append(gateway.lifespan)
     app.on_response_prepare.append(_stamp_request_id)
     add_routes(app)
+    add_admin_routes(app)
+    app.router.add_get("/admin/targets", admin_targets)
+    if config.telemetry.prometheus:
+        app.router.add_get("/metrics", gateway.metrics.handle)
     return app

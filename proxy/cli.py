@@ -65,9 +65,42 @@ def cmd_serve(args: argparse.Namespace) -> int:
         loop_factory = None
     log.info(f"gatewise {__version__} serving {len(config.models)} model(s) from "
              f"{config.source} on http://{host}:{port}")
+    if not config.keys:
+        loopback = host in ("127.0.0.1", "localhost", "::1")
+        (log.info if loopback else log.warning)(
+            f"no client keys configured: serving WITHOUT authentication on {host}"
+            + ("" if loopback else " — anyone who can reach this address can spend your "
+               "provider credit; add `keys:` or bind server.host to 127.0.0.1"))
     runner_kwargs = {"loop": loop_factory()} if loop_factory else {}
     web.run_app(app, host=host, port=port, access_log=None, print=None,
                 handler_cancellation=True, shutdown_timeout=10, **runner_kwargs)
+    return 0
+
+
+def cmd_spend(args: argparse.Namespace) -> int:
+    """Read the ledger file directly (works while the server runs: WAL readers don't block)."""
+    config = _load(args.config)
+    if config is None:
+        return 2
+    import sqlite3
+    import time
+
+    from proxy.admin import spend_table
+    from proxy.ledger import connect, period_start, query_report
+
+    path = config.state.ledger
+    if path is None:
+        print("gatewise: state.ledger is not set: spend is not persisted", file=sys.stderr)
+        return 2
+    try:
+        conn = connect(path, readonly=True)
+        rows = query_report(conn, args.by, period_start(args.period, time.time()))
+        conn.close()
+    except sqlite3.Error as exc:
+        print(f"gatewise: cannot read the ledger {path}: {exc}", file=sys.stderr)
+        return 2
+    print(f"spend by {args.by}, period: {args.period} (UTC), ledger: {path}")
+    print(spend_table(rows, args.by))
     return 0
 
 
@@ -83,6 +116,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     check = sub.add_parser("check", help="validate a config and print its models")
     check.add_argument("--config", default=DEFAULT_CONFIG, help="YAML config file")
     check.set_defaults(func=cmd_check)
+    spend = sub.add_parser("spend", help="print spend from the ledger as a table")
+    spend.add_argument("--config", default=DEFAULT_CONFIG, help="YAML config file")
+    spend.add_argument("--by", choices=("key", "model", "provider"), default="key")
+    spend.add_argument("--period", choices=("day", "month", "total"), default="day")
+    spend.set_defaults(func=cmd_spend)
     args = parser.parse_args(argv)
     try:
         return args.func(args)

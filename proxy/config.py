@@ -15,8 +15,11 @@ from typing import Mapping
 import yaml
 
 from proxy.config_reader import Problems, Section, interpolate, join
+from proxy.config_routing import extract_routing, parse_routing
 from proxy.config_types import (GatewayConfig, ModelConfig, ProviderConfig, ServerConfig,
                                 TargetConfig, TelemetryConfig, Timeouts)
+from proxy.config_policies import parse_budgets, parse_keys, parse_state
+from proxy.config_telemetry import extract_model_cache, parse_cache, parse_telemetry
 from proxy.config_upstreams import (STRATEGIES, optional_secret, parse_models, parse_providers,
                                     parse_timeouts)
 
@@ -61,23 +64,28 @@ def parse_config(text: str, env: Mapping[str, str], source: str = "<memory>") ->
     server = _server(root.section("server"))
     timeouts = parse_timeouts(root.section("policies").raw.get("timeouts"), "policies.timeouts",
                                problems, Timeouts())
-    _policies(root.section("policies"))
+    adaptive_weights, health_checks = extract_routing(root.raw, problems)
+    routing = parse_routing(root.section("policies"), adaptive_weights, health_checks)
+    policies = root.section("policies")
+    _policies(policies)
     providers = parse_providers(root.section("providers"), timeouts)
+    budgets = parse_budgets(policies.raw.get("budgets"), "policies.budgets", problems, providers)
+    keys = parse_keys(root.raw_value("keys"), problems)
+    state = parse_state(root.raw_value("state"), problems)
+    model_cache = extract_model_cache(root.raw.get("models"), problems)
     models = parse_models(root.section("models"), providers)
-    telemetry = _telemetry(root.section("telemetry"))
+    cache = parse_cache(policies.raw.get("cache"), "policies.cache", problems, model_cache)
+    telemetry = parse_telemetry(root.section("telemetry"))
     admin = root.section("admin")
     admin_key = optional_secret(admin, "key")
     admin.finish()
-    for unsupported in ("keys", "state"):
-        if root.has(unsupported):
-            root.raw_value(unsupported)
-            problems.add(unsupported, _NOT_YET)
     root.finish()
     if problems:
         raise ConfigError(list(problems))
     return GatewayConfig(server=server, providers=MappingProxyType(providers),
                          models=MappingProxyType(models), timeouts=timeouts,
-                         telemetry=telemetry, admin_key=admin_key, source=source)
+                         telemetry=telemetry, cache=cache, admin_key=admin_key, source=source,
+                         routing=routing, keys=keys, budgets=budgets, state=state)
 
 
 def _server(s: Section) -> ServerConfig:
@@ -96,17 +104,8 @@ def _server(s: Section) -> ServerConfig:
 
 def _policies(s: Section) -> None:
     s.raw_value("timeouts")  # read above, before providers need it
-    for name in ("retry", "breaker", "budgets", "cache"):
-        if s.has(name):
-            s.raw_value(name)
-            s.problems.add(join(s.path, name), _NOT_YET)
+    s.raw_value("retry")  # parsed by proxy/config_routing.py
+    s.raw_value("breaker")
+    s.raw_value("budgets")  # parsed by proxy/config_policies.py
+    s.raw_value("cache")  # parsed by proxy/config_telemetry.py
     s.finish()
-
-
-def _telemetry(s: Section) -> TelemetryConfig:
-    config = TelemetryConfig(
-        log_format=s.str("log_format", "json", choices=("json", "text")),
-        log_level=s.str("log_level", "info", choices=("debug", "info", "warning", "error")),
-    )
-    s.finish()
-    return config

@@ -26,6 +26,10 @@ class MissingEnv:
 
 class Problems(list):
     def add(self, path: str, message: str) -> None:
+        # An unset variable is the one problem of its field: what the emptied value
+        # then fails (a URL without host, an unknown model '') is only noise.
+        if path and any(p.startswith(f"{path}: environment variable") for p in self):
+            return
         self.append(f"{path}: {message}" if path else message)
 
 
@@ -40,7 +44,8 @@ def interpolate(node: Any, env: Mapping[str, str], problems: Problems, path: str
     if isinstance(node, dict):
         return {k: interpolate(v, env, problems, join(path, str(k))) for k, v in node.items()}
     if isinstance(node, list):
-        return [interpolate(v, env, problems, join(path, i)) for i, v in enumerate(node)]
+        return [_item(interpolate(v, env, problems, join(path, i)), problems, join(path, i))
+                for i, v in enumerate(node)]
     if not isinstance(node, str) or "${" not in node:
         return node
     whole = _ENV_REF.fullmatch(node)
@@ -58,6 +63,14 @@ def interpolate(node: Any, env: Mapping[str, str], problems: Problems, path: str
         return ""
 
     return _ENV_REF.sub(substitute, node)
+
+
+def _item(value: Any, problems: Problems, path: str) -> Any:
+    """A list item is no field that could decide what an unset `${VAR}` means: an error."""
+    if isinstance(value, MissingEnv):
+        problems.add(path, f"environment variable {value.var} is not set")
+        return ""
+    return value
 
 
 def parse_duration(value: Any) -> float | None:
@@ -83,7 +96,9 @@ class Section:
         self.path = path
         self.problems = problems
         self.ok = isinstance(raw, dict)
-        if raw is not None and not self.ok:
+        # A non-mapping is reported once here, not again as each field "is required".
+        self._wrong = raw is not None and not self.ok
+        if self._wrong:
             problems.add(path, f"must be a mapping, got {_kind(raw)}")
         self.raw: dict = raw if self.ok else {}
         self._seen: set[str] = set()
@@ -95,7 +110,7 @@ class Section:
         self._seen.add(key)
         value = self.raw.get(key, _MISSING)
         if value is _MISSING or value is None:
-            if required:
+            if required and not self._wrong:
                 self.problems.add(join(self.path, key), "is required")
             return _MISSING
         if isinstance(value, MissingEnv):

@@ -6,6 +6,9 @@ from dataclasses import dataclass, field
 from typing import Any, Mapping
 
 from proxy.catalog import ModelInfo
+from proxy.config_policies import BudgetsConfig, KeyConfig, StateConfig
+from proxy.config_routing import RoutingConfig
+from proxy.config_telemetry import CacheConfig, TelemetryConfig
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,20 +75,19 @@ class ServerConfig:
 
 
 @dataclass(frozen=True, slots=True)
-class TelemetryConfig:
-    log_format: str = "json"
-    log_level: str = "info"
-
-
-@dataclass(frozen=True, slots=True)
 class GatewayConfig:
     server: ServerConfig
     providers: Mapping[str, ProviderConfig]
     models: Mapping[str, ModelConfig]
     timeouts: Timeouts = Timeouts()
     telemetry: TelemetryConfig = TelemetryConfig()
+    cache: CacheConfig = CacheConfig()  # policies.cache + per-model `cache:`
     admin_key: str | None = field(default=None, repr=False)
     source: str = "<memory>"
+    keys: tuple[KeyConfig, ...] = ()  # client keys (hashes only); empty: no auth
+    budgets: BudgetsConfig = BudgetsConfig()
+    state: StateConfig = StateConfig()
+    routing: RoutingConfig = RoutingConfig()  # retry, breaker, adaptive weights, health checks
 
     def secrets(self) -> list[str]:
         """Every credential loaded, so logs and errors can redact them by value."""

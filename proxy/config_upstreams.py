@@ -23,6 +23,9 @@ def parse_timeouts(raw: Any, path: str, problems: Problems, base: Timeouts) -> T
         idle=s.duration("idle", base.idle),
         total=s.duration("total", base.total),
     )
+    for name in ("connect", "first_token", "idle", "total"):
+        if s.has(name) and getattr(result, name) <= 0:  # it would fail every request at once
+            problems.add(join(path, name), "must be longer than 0s")
     s.finish()
     return result
 
@@ -123,6 +126,8 @@ def parse_models(s: Section, providers: dict[str, ProviderConfig]) -> dict[str, 
             raw, path, s.problems, providers)) if t is not None)
         if m.ok and not m.has("targets"):
             s.problems.add(join(m.path, "targets"), "is required (a list of provider targets)")
+        elif m.ok and isinstance(m.raw["targets"], list | None) and not m.raw["targets"]:
+            s.problems.add(join(m.path, "targets"), "must list at least one target")
         strategy = m.str("strategy", "priority", choices=STRATEGIES)
         fallbacks = tuple(m.list("fallbacks"))
         cw_fallbacks = tuple(m.list("context_window_fallbacks"))

@@ -1,41 +1,48 @@
 """The end of the pipeline: send the exchange upstream and answer the client.
 
-Targets are tried in the plan's order; a retryable failure moves on to the
-next one. A stream is held back until its first content chunk, so a failure
-before that can still fall back and the client sees one clean stream; after
-it, a failure ends the stream with `data: {"error": ...}` and no `[DONE]`.
-Each upstream read becomes at most one write to the client.
+The request's plan (policies/fallback.py) hands out targets: the model's
+capable targets in its strategy's order (policies/routing.py), then its
+fallback models. Before each attempt: the provider must be enabled, every
+gate must let the target in (per-target limits), its circuit breaker must
+admit it, and the retry budget must allow a retry. A stream is held back until
+its first content chunk (proxy/relay.py), so a failure before that still
+falls back and the client sees one clean stream.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
-from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Callable, Mapping
 
-import orjson
-from aiohttp import web
-
-from proxy.errors import (ErrorClass, GatewayError, UpstreamError, upstream_protocol,
-                          upstream_timeout)
+from policies.auth import allowed
+from policies.breaker import PASS, Breakers
+from policies.fallback import (
+    RequestPlan,
+    RetryBudget,
+    all_open,
+    deadline_exceeded,
+    not_capable,
+    request_fallbacks,
+)
+from policies.routing import Needs, Router, View, lacks, request_needs
+from proxy.config_routing import RoutingConfig
+from proxy.config_types import Timeouts
+from proxy.errors import ErrorClass, GatewayError, UpstreamError
 from proxy.exchange import Attempt, Exchange
-from proxy.framing import new_framer
+from proxy.relay import encode_frames, error_frame, relay_json, relay_stream
+from proxy.target_stats import MemoryStatsStore
 
 if TYPE_CHECKING:
     from proxy.config import ModelConfig, ProviderConfig, TargetConfig
     from translators.base import Translator
 
-_DONE = b"data: [DONE]\n\n"
-_SSE_HEADERS = {"content-type": "text/event-stream; charset=utf-8",
-                "cache-control": "no-cache", "x-accel-buffering": "no"}
+__all__ = ["AttemptObserver", "Dispatcher", "TargetGate", "encode_frames", "error_frame",
+           "is_client_error", "no_target_room", "provider_disabled"]
 
-
-def encode_frames(chunks: Iterable[bytes]) -> bytes:
-    return b"".join(b"data: " + chunk + b"\n\n" for chunk in chunks)
-
-
-def error_frame(error: GatewayError) -> bytes:
-    return b"data: " + orjson.dumps({"error": error.payload()}) + b"\n\n"
+attempt_log = logging.getLogger("gatewise.attempt")
 
 
 def provider_disabled(model: "ModelConfig", reasons: list[str]) -> GatewayError:
@@ -59,69 +66,161 @@ def no_target_room(model: "ModelConfig", retry_after: float) -> GatewayError:
         headers={"retry-after": str(seconds)})
 
 
+@dataclass(slots=True)
+class _Skips:
+    """Why targets were not tried, for the answer when none was."""
+
+    disabled: list[str] = field(default_factory=list)
+    gated: list[float] = field(default_factory=list)
+    open: list[float] = field(default_factory=list)
+    missing: set[str] = field(default_factory=set)
+    deadline: bool = False
+
+
 class Dispatcher:
     """Terminal handler of the pipeline."""
 
     def __init__(self, providers: Mapping[str, "ProviderConfig"],
                  translators: Mapping[str, type["Translator"]],
-                 transports: Mapping[str, Any]) -> None:
+                 transports: Mapping[str, Any], *,
+                 models: Mapping[str, "ModelConfig"] | None = None,
+                 routing: RoutingConfig | None = None,
+                 timeouts: Timeouts | None = None,
+                 provider_health: Callable[[str], "bool | None"] | None = None) -> None:
         self._providers = providers
         self._translators = translators
         self._transports = transports
         self.gates: list[TargetGate] = []
         self.observers: list[AttemptObserver] = []
+        self.models: Mapping[str, "ModelConfig"] = models or {}
+        self.routing = routing or RoutingConfig()
+        self.deadline = self.routing.retry.deadline or (timeouts or Timeouts()).total
+        self.stats = MemoryStatsStore()
+        self.breakers = Breakers(self.routing.breaker)
+        self.budget = RetryBudget(self.routing.retry)
+        self.provider_health = provider_health or (lambda name: None)
+        self.router = Router(View(self.stats, self.health_score), self.routing.weights)
+        # May this caller use that model (for per-request `fallbacks`)? The auth policy
+        # may replace it; by default every configured model is allowed.
+        self.model_allowed: Callable[[Exchange, str], bool] = _key_allows
+
+    # --- planning ------------------------------------------------------------------
+
+    def health_score(self, label: str) -> float:
+        """1 healthy, 0.5 half-open, 0 open or failing its active check."""
+        state = self.breakers.state(label)
+        score = 1.0 if state == "closed" else 0.5 if state == "half-open" else 0.0
+        if self.provider_health(label.split("/", 1)[0]) is False:
+            return 0.0
+        return score
+
+    def order(self, ex: Exchange, model: "ModelConfig", needs: Needs | None = None,
+              skips: _Skips | None = None) -> list["TargetConfig"]:
+        """The model's capable targets in its strategy's order; cooling, open or
+        unhealthy targets go last."""
+        needs = needs if needs is not None else request_needs(ex.body)
+        capable = []
+        for target in model.targets:
+            missing = lacks(target, needs)
+            if missing is None:
+                capable.append(target)
+            elif skips is not None:
+                skips.missing.add(missing)
+        ordered = self.router.order(model.name, model.strategy, capable, ex.routing_hint)
+        if len(ordered) > 1:
+            cooling = self.stats.cooling
+            ordered.sort(key=lambda t: cooling(t.label) > 0 or self.health_score(t.label) == 0)
+        return ordered
 
     def plan(self, ex: Exchange) -> list["TargetConfig"]:
-        """The targets to try, in order (routing strategies refine this)."""
-        return list(ex.model.targets)
+        """The requested model's targets to try, in order."""
+        return self.order(ex, ex.model)
+
+    # --- the attempt loop ------------------------------------------------------------
 
     async def __call__(self, ex: Exchange) -> None:
-        disabled: list[str] = []
+        retry = self.routing.retry
+        clock = asyncio.get_running_loop().time
+        self.budget.request()
+        names = request_fallbacks(ex.body, self.models, lambda n: self.model_allowed(ex, n))
+        if names is None:
+            names = list(ex.model.fallbacks)
+        chain = [ex.model] + [self.models[n] for n in dict.fromkeys(names) if n != ex.model.name]
+        needs = request_needs(ex.body)
+        skips = _Skips()
+        plan: RequestPlan
+
+        def order(model: "ModelConfig") -> list["TargetConfig"]:
+            targets = self.order(ex, model, needs, skips)
+            if not targets and any(lacks(t, needs) == "context_window" for t in model.targets):
+                plan.add_context_fallbacks(model)
+            return targets
+
+        plan = RequestPlan(retry, chain, order, self.models, clock, clock() + self.deadline)
+        try:
+            await self._run(ex, plan, skips)
+        except GatewayError as err:
+            err.headers.setdefault("x-gatewise-attempts", str(len(ex.attempts)))
+            if ex.attempts:
+                err.headers.setdefault("x-gatewise-target", ex.attempts[-1].target.label)
+            raise
+
+    async def _run(self, ex: Exchange, plan: RequestPlan, skips: _Skips) -> None:
         last: UpstreamError | None = None
-        gated: list[float] = []
-        for target in self.plan(ex):
+        while True:
+            step = plan.next()
+            if step is None:
+                break
+            if isinstance(step, float):
+                await asyncio.sleep(step)
+                continue
+            target = step.target
             provider = self._providers[target.provider]
             if not provider.enabled:
-                disabled.append(f"provider '{provider.name}' is disabled because "
-                                f"{provider.disabled_reason}")
+                skips.disabled.append(f"provider '{provider.name}' is disabled because "
+                                      f"{provider.disabled_reason}")
                 continue
             wait = self._gated(ex, target)
             if wait is not None:
-                gated.append(wait)
+                skips.gated.append(wait)
                 continue
+            ticket = self.breakers.admit(target.label)
+            if type(ticket) is float:
+                skips.open.append(ticket)
+                continue
+            if plan.attempts and not self.budget.acquire():
+                self.breakers.record(target.label, ticket, None, settled=False)
+                break
+            remaining = plan.remaining()
+            if remaining <= 0:
+                self.breakers.record(target.label, ticket, None, settled=False)
+                skips.deadline = True
+                break
+            plan.attempts += 1
             try:
-                await self.attempt(ex, provider, target)
+                await self.attempt(ex, provider, target, model=step.model, ticket=ticket,
+                                   deadline=remaining)
                 return
             except UpstreamError as err:
                 last = err
-                if not err.error_class.retryable:
-                    raise
-        if last is not None:
-            raise last
-        if gated:
-            raise no_target_room(ex.model, min(gated))
-        raise provider_disabled(ex.model, disabled or ["it has no targets"])
+                cool = plan.failed(step, err)  # raises when the request must end
+                if cool:
+                    self.stats.cool_down(target.label, cool)
+        raise self._no_answer(ex, last, skips, plan)
 
-    async def attempt(self, ex: Exchange, provider: "ProviderConfig",
-                      target: "TargetConfig") -> None:
-        translator = self._translators[provider.type](provider)
-        request = translator.request(ex.body, target, stream=ex.stream)
-        attempt = Attempt(target, time.perf_counter_ns())
-        ex.attempts.append(attempt)
-        transport = self._transports[provider.name]
-        try:
-            if ex.stream:
-                await self._stream(ex, attempt, translator, transport, request, provider)
-            else:
-                await self._json(ex, attempt, translator, transport, request, provider)
-        except UpstreamError as err:
-            attempt.error_class = err.error_class
-            attempt.status = err.upstream_status or err.status
-            raise
-        finally:
-            attempt.ended_ns = time.perf_counter_ns()
-            for observe in self.observers:
-                observe(ex, attempt)
+    def _no_answer(self, ex: Exchange, last: UpstreamError | None, skips: _Skips,
+                   plan: RequestPlan) -> GatewayError:
+        if last is not None:
+            return last
+        if skips.deadline:
+            return deadline_exceeded(self.deadline, plan.attempts)
+        if skips.open:
+            return all_open(ex.model, min(skips.open))
+        if skips.gated:
+            return no_target_room(ex.model, min(skips.gated))
+        if skips.missing and not skips.disabled:
+            return not_capable(ex.model, skips.missing)
+        return provider_disabled(ex.model, skips.disabled or ["it has no targets"])
 
     def _gated(self, ex: Exchange, target: "TargetConfig") -> float | None:
         for gate in self.gates:
@@ -130,125 +229,73 @@ class Dispatcher:
                 return wait
         return None
 
-    async def _json(self, ex: Exchange, attempt: Attempt, translator: "Translator",
-                    transport: Any, request: Any, provider: "ProviderConfig") -> None:
-        try:
-            async with transport.open(request, provider.timeouts) as resp:
-                body = await resp.read()
-        finally:
-            ex.upstream_ns += time.perf_counter_ns() - attempt.started_ns
-        attempt.status = resp.status
-        if resp.status >= 400:
-            raise translator.error(resp.status, resp.headers, body)
-        out, usage = translator.response(resp.status, resp.headers, body)
-        ex.usage = usage
-        ex.target = attempt.target
-        ex.status = 200
-        ex.response_body = out if isinstance(out, bytes) else orjson.dumps(out)
+    # --- one attempt -----------------------------------------------------------------
 
-    async def _stream(self, ex: Exchange, attempt: Attempt, translator: "Translator",
-                      transport: Any, request: Any, provider: "ProviderConfig") -> None:
-        timeouts = provider.timeouts
-        loop = asyncio.get_running_loop()
-        framer = new_framer(translator.framing)
-        state = translator.state
-        pending: list[bytes] = []
-        client: web.StreamResponse | None = None
-        # Pre-commit the deadline is the first token; afterwards it slides with
-        # each read (lazily, at most every `step` seconds, never firing early).
-        idle = timeouts.idle
-        step = min(1.0, idle / 10)
-        next_slide = 0.0
+    async def attempt(self, ex: Exchange, provider: "ProviderConfig", target: "TargetConfig",
+                      *, model: "ModelConfig | None" = None, ticket: int = PASS,
+                      deadline: float | None = None) -> None:
+        model = model or ex.model
+        label = target.label
         try:
-            async with asyncio.timeout(timeouts.first_token) as deadline:
-                async with transport.open(request, timeouts) as resp:
-                    attempt.status = resp.status
-                    if resp.status >= 400:
-                        raise translator.error(resp.status, resp.headers, await resp.read())
-                    chunks = resp.iter_chunks()
-                    async for raw in chunks:
-                        out = self._translate(translator, framer.feed(raw), ex)
-                        if client is None:
-                            pending += out
-                            if not (state.has_content or state.complete):
-                                continue
-                            client = await self._commit(ex, attempt, pending)
-                            out = pending
-                        if ex.stream_tap is not None and out:
-                            ex.stream_tap(out)
-                        if state.complete:
-                            await client.write(encode_frames(out) + _DONE)
-                            await resp.finish()
-                            return
-                        if out:
-                            await client.write(encode_frames(out))
-                        now = loop.time()
-                        if now >= next_slide:
-                            deadline.reschedule(now + idle + step)
-                            next_slide = now + step
-                    out = self._translate(translator, framer.flush(), ex)
-                    out += translator.end_of_stream()
-                    if not state.complete:
-                        raise upstream_protocol(provider.name,
-                                                "the stream ended before it was complete")
-                    if client is None:
-                        client = await self._commit(ex, attempt, pending)
-                        out = pending + out
-                    if ex.stream_tap is not None and out:
-                        ex.stream_tap(out)
-                    await client.write(encode_frames(out) + _DONE)
-        except TimeoutError:
-            phase = "first token" if client is None else "idle stream"
-            seconds = timeouts.first_token if client is None else idle
-            err = upstream_timeout(provider.name, phase, seconds)
-            if client is None:
-                raise err from None
-            await self._fail_stream(ex, attempt, translator, client, err)
-        except UpstreamError as err:
-            if client is None:
-                raise
-            await self._fail_stream(ex, attempt, translator, client, err)
-        except (ConnectionResetError, asyncio.CancelledError):
-            # The client went away: the upstream request was closed on the way out.
-            ex.status = 499
-            if ex.usage is None:
-                ex.usage = translator.partial_usage()
+            translator = self._translators[provider.type](provider)
+            translator.drop_unsupported = model.drop_unsupported
+            request = translator.request(ex.body, target, stream=ex.stream)
+        except BaseException:
+            self.breakers.record(label, ticket, None, settled=False)
             raise
-
-    @staticmethod
-    def _translate(translator: "Translator", events: list, ex: Exchange) -> list[bytes]:
-        out: list[bytes] = []
-        for event in events:
-            chunks, usage = translator.stream(event)
-            if usage is not None:
-                ex.usage = usage
-            if chunks:
-                out += chunks
-        return out
-
-    async def _commit(self, ex: Exchange, attempt: Attempt,
-                      pending: list[bytes]) -> web.StreamResponse:
-        now = time.perf_counter_ns()
-        attempt.first_token_ns = now
-        ex.upstream_ns += now - attempt.started_ns
-        ex.target = attempt.target
-        ex.status = 200
-        response = web.StreamResponse(status=200, headers={**_SSE_HEADERS,
-                                                           **ex.gateway_headers()})
-        await response.prepare(ex.http)
-        ex.response = response
-        return response
-
-    async def _fail_stream(self, ex: Exchange, attempt: Attempt, translator: "Translator",
-                           client: web.StreamResponse, err: UpstreamError) -> None:
-        attempt.error_class = err.error_class
-        ex.error = err
-        if ex.usage is None:
-            ex.usage = translator.partial_usage()
+        attempt = Attempt(target, time.perf_counter_ns())
+        ex.attempts.append(attempt)
+        ex.served_model = model.name
+        transport = self._transports[provider.name]
+        budget = deadline if deadline is not None else self.deadline
+        settled = False
+        self.stats.started(label)
         try:
-            await client.write(error_frame(err))
-        except ConnectionResetError:
-            pass
+            if ex.stream:
+                first_token = min(provider.timeouts.first_token, budget)
+                await relay_stream(ex, attempt, translator, transport, request, provider,
+                                   first_token)
+            else:
+                await relay_json(ex, attempt, translator, transport, request, provider, budget)
+            settled = True
+        except UpstreamError as err:
+            attempt.error_class = err.error_class
+            attempt.status = err.upstream_status or err.status
+            settled = True
+            raise
+        finally:
+            attempt.ended_ns = time.perf_counter_ns()
+            self._settle(ex, attempt, model, ticket, settled)
+            for observe in self.observers:
+                observe(ex, attempt)
+
+    def _settle(self, ex: Exchange, attempt: Attempt, model: "ModelConfig", ticket: int,
+                settled: bool) -> None:
+        label = attempt.target.label
+        cls = attempt.error_class
+        ok: bool | None = None
+        latency = None
+        if settled and cls is None:
+            ok = True
+            end = attempt.first_token_ns or attempt.ended_ns
+            latency = (end - attempt.started_ns) / 1e6
+        elif cls is not None and cls.counts_against_target:
+            ok = False
+        self.stats.finished(label, ok=ok, latency_ms=latency,
+                            error_class=cls.value if cls is not None else None)
+        self.breakers.record(label, ticket, cls, settled=settled)
+        if attempt_log.isEnabledFor(logging.INFO):
+            attempt_log.info("attempt", extra={"fields": {
+                "request_id": ex.request_id, "model": model.name, "target": label,
+                "attempt": len(ex.attempts), "status": attempt.status if settled else 499,
+                "error_class": cls.value if cls is not None else None,
+                "probe": ticket != PASS,
+                "ms": round((attempt.ended_ns - attempt.started_ns) / 1e6, 3)}})
+
+
+def _key_allows(ex: Exchange, model: str) -> bool:
+    """The caller's key allow-list (policies/auth.py) decides; no key: any model."""
+    return ex.key is None or allowed(ex.key, model)
 
 
 def is_client_error(error_class: ErrorClass) -> bool:

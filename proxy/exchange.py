@@ -54,6 +54,21 @@ class Exchange:
     # Called with each batch of OpenAI chunk JSON bytes as it is written to the
     # client (e.g. the cache assembling a streamed answer); None costs nothing.
     stream_tap: Callable[[list[bytes]], None] | None = None
+    # Extra response headers a policy wants on the answer (e.g. x-gatewise-cache).
+    extra_headers: dict[str, str] | None = None
+
+    def add_stream_tap(self, tap: Callable[[list[bytes]], None]) -> None:
+        """Add a stream tap, chaining with any already set (cache and tracing both tap)."""
+        first = self.stream_tap
+        if first is None:
+            self.stream_tap = tap
+            return
+
+        def both(chunks: list[bytes]) -> None:
+            first(chunks)
+            tap(chunks)
+
+        self.stream_tap = both
 
     def overhead_ms(self, now_ns: int | None = None) -> float:
         elapsed = (now_ns or time.perf_counter_ns()) - self.started_ns
@@ -67,4 +82,8 @@ class Exchange:
             headers["x-gatewise-target"] = self.target.label
         if self.served_model and self.served_model != self.model.name:
             headers["x-gatewise-fallback"] = self.served_model
+        if self.cost is not None:  # known once the answer is in (never for a stream's headers)
+            headers["x-gatewise-cost"] = f"{self.cost:.8f}"
+        if self.extra_headers:
+            headers.update(self.extra_headers)
         return headers

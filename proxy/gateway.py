@@ -13,9 +13,19 @@ from typing import Any, AsyncIterator
 import orjson
 from aiohttp import web
 
+from policies.accesslog import AccessLog
+from policies.auth import AdminAuth, Auth
+from policies.budget import Budget
+from policies.cache import build_cache
+from policies.ratelimit import ClientRateLimit, TargetRateLimit
 from proxy.config import GatewayConfig
 from proxy.dispatch import Dispatcher
+from proxy.health import HealthChecker
+from proxy.metrics import Metrics
+from proxy.ledger import SqliteLedger
 from proxy.pipeline import Pipeline, Policy
+from proxy.stores import Clock, wall_clock
+from proxy.telemetry import build_tracing
 from proxy.upstream import HttpTransport, new_session
 from translators import PROVIDER_TYPES
 from translators.mock import MockTransport
@@ -26,12 +36,23 @@ REQUEST_ID = web.RequestKey("request_id", str)
 
 
 class Gateway:
-    def __init__(self, config: GatewayConfig, policies: list[Policy] | None = None) -> None:
+    def __init__(self, config: GatewayConfig, policies: list[Policy] | None = None,
+                 now: Clock = wall_clock) -> None:
         self.config = config
         self.transports: dict[str, Any] = {}
         self.session = None
-        self.dispatcher = Dispatcher(config.providers, PROVIDER_TYPES, self.transports)
-        self.policies: list[Policy] = list(policies) if policies is not None else []
+        self.health = HealthChecker(config, PROVIDER_TYPES, self.transports)
+        self.dispatcher = Dispatcher(config.providers, PROVIDER_TYPES, self.transports,
+                                     models=config.models, routing=config.routing,
+                                     timeouts=config.timeouts, provider_health=self.health.status)
+        self.metrics = Metrics(config)  # always on, cheap
+        self.tracing = build_tracing(config)  # None when off: not in the chain
+        self.cache = build_cache(config.cache)  # None when off: not in the chain
+        self.dispatcher.observers.append(self.metrics.observe_attempt)
+        if self.tracing is not None:
+            self.dispatcher.observers.append(self.tracing.observe_attempt)
+        self.policies: list[Policy] = self._with_observability(
+            (list(policies) if policies is not None else []) + self._access_policies(now))
         self.pipeline = Pipeline(self.policies, self.dispatcher)
         created = int(time.time())
         self.model_entries = {name: {"id": name, "object": "model", "created": created,
@@ -39,14 +60,64 @@ class Gateway:
         self.models_body = orjson.dumps({"object": "list",
                                          "data": list(self.model_entries.values())})
 
+    def _with_observability(self, given: list[Policy]) -> list[Policy]:
+        """DESIGN §2 order: the access log outermost, then metrics and the server
+        span, then the given policies (auth → rate limit → budget), the cache last."""
+        outer = [p for p in given if isinstance(p, AccessLog)]
+        inner = [p for p in given if not isinstance(p, AccessLog)]
+        telemetry: list[Policy] = [self.metrics.policy]
+        if self.tracing is not None:
+            telemetry.append(self.tracing.policy)
+        cache: list[Policy] = [self.cache] if self.cache is not None else []
+        return [*outer, *telemetry, *inner, *cache]
+
+    def _access_policies(self, now: Clock) -> list[Policy]:
+        """Auth → client rate limit → budget, each only when the config asks for it,
+        so an open gateway pays nothing for them; plus their dispatcher gates."""
+        config = self.config
+        self.auth = Auth(config.keys) if config.keys else None
+        self.admin_auth = AdminAuth(config.admin_key, [k.digest for k in config.keys])
+        self.client_limits = ClientRateLimit() if any(k.limited for k in config.keys) else None
+        self.budget: Budget | None = None
+        if (config.state.ledger is not None or config.budgets.any
+                or any(k.budget is not None for k in config.keys)):
+            self.budget = Budget(config, SqliteLedger(config.state.ledger or ":memory:"), now=now,
+                                 alert=self._post_alert if config.budgets.alert_webhook else None)
+            if config.budgets.providers:
+                self.dispatcher.gates.append(self.budget.gate)
+                self.dispatcher.observers.append(self.budget.observe)
+        self.target_limits: TargetRateLimit | None = None
+        if TargetRateLimit.needed(t for m in config.models.values() for t in m.targets):
+            self.target_limits = TargetRateLimit()
+            self.dispatcher.gates.append(self.target_limits.gate)
+            self.dispatcher.observers.append(self.target_limits.observe)
+        return [p for p in (self.auth, self.client_limits, self.budget) if p is not None]
+
+    def authenticate(self, headers: Any) -> Any:
+        """The caller's KeyConfig (401 if keys are configured and none matches), else None."""
+        return self.auth.identify(headers) if self.auth is not None else None
+
+    async def _post_alert(self, event: dict) -> None:
+        try:
+            async with self.session.post(self.config.budgets.alert_webhook,
+                                         data=orjson.dumps(event),
+                                         headers={"content-type": "application/json"}) as resp:
+                await resp.read()
+        except Exception as exc:  # noqa: BLE001 — an alert must never break serving
+            log.warning(f"budget alert webhook failed: {exc!r}")
+
     @property
     def session_open(self) -> bool:
         return self.session is not None and not self.session.closed
 
     def usable_models(self) -> list[str]:
+        """Models with a target whose provider is enabled, not failing its health
+        check, and whose circuit breaker is not open."""
         providers = self.config.providers
+        breakers, health = self.dispatcher.breakers, self.health
         return [name for name, model in self.config.models.items()
-                if any(providers[t.provider].enabled for t in model.targets)]
+                if any(providers[t.provider].enabled and health.status(t.provider) is not False
+                       and not breakers.is_open(t.label) for t in model.targets)]
 
     def warn_disabled(self) -> None:
         for provider in self.config.providers.values():
@@ -61,10 +132,21 @@ class Gateway:
                 self.transports[name] = MockTransport(provider)
             else:
                 self.transports[name] = HttpTransport(self.session, provider)
+        self.health.start()
+        if self.budget is not None:
+            if self.config.state.ledger is None:
+                log.warning("budgets are kept in memory only: set state.ledger (sqlite:PATH) "
+                            "so a restart forgets no spend")
+            await self.budget.start()
         try:
             yield
         finally:
+            if self.budget is not None:
+                await self.budget.stop()
+            await self.health.stop()
             await self.session.close()
+            if self.tracing is not None:
+                self.tracing.shutdown()  # flushes the OTLP batch
 
 
 GATEWAY = web.AppKey("gateway", Gateway)

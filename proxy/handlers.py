@@ -7,6 +7,7 @@ from typing import Any
 import orjson
 from aiohttp import web
 
+from policies.auth import allowed
 from proxy.errors import GatewayError, bad_request, invalid_json, model_not_found
 from proxy.exchange import Exchange
 from proxy.gateway import GATEWAY, REQUEST_ID
@@ -94,13 +95,14 @@ def _json_type(value: Any) -> str:
 
 async def chat_completions(request: web.Request) -> web.StreamResponse:
     gateway = request.app[GATEWAY]
+    key = gateway.authenticate(request.headers)  # 401 before anything else
     body = await read_json(request)
     stream = _parse_chat(body, gateway.config.server.max_messages)
     model = gateway.config.models.get(body["model"])
     if model is None:
         raise model_not_found(body["model"])
     ex = Exchange(request_id=request[REQUEST_ID], http=request, body=body, model=model,
-                  stream=stream)
+                  stream=stream, key=key, key_name=key.name if key is not None else None)
     await gateway.pipeline(ex)
     if ex.response is not None:
         return ex.response
@@ -110,14 +112,20 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
 
 
 async def list_models(request: web.Request) -> web.Response:
-    return web.Response(body=request.app[GATEWAY].models_body, content_type=_JSON)
+    gateway = request.app[GATEWAY]
+    key = gateway.authenticate(request.headers)
+    if key is None or not key.models:
+        return web.Response(body=gateway.models_body, content_type=_JSON)
+    data = [e for name, e in gateway.model_entries.items() if allowed(key, name)]
+    return web.Response(body=orjson.dumps({"object": "list", "data": data}), content_type=_JSON)
 
 
 async def retrieve_model(request: web.Request) -> web.Response:
     gateway = request.app[GATEWAY]
+    key = gateway.authenticate(request.headers)
     name = request.match_info["model"]
     entry = gateway.model_entries.get(name)
-    if entry is None:
+    if entry is None or (key is not None and not allowed(key, name)):
         raise model_not_found(name)
     return web.Response(body=orjson.dumps(entry), content_type=_JSON)
 

@@ -9,6 +9,7 @@ failures become classified `UpstreamError`s here, so callers see one kind.
 from __future__ import annotations
 
 import asyncio
+from contextvars import ContextVar
 from typing import AsyncIterator, Mapping
 
 import aiohttp
@@ -16,6 +17,10 @@ import aiohttp
 from proxy.config import ProviderConfig, Timeouts
 from proxy.errors import upstream_protocol, upstream_timeout, upstream_unreachable
 from translators.base import UpstreamRequest
+
+# The W3C traceparent for the upstream attempt about to be sent, set by tracing
+# (proxy/telemetry.py) for the request's task; None (no header) when tracing is off.
+OUTBOUND_TRACEPARENT: ContextVar[str | None] = ContextVar("gatewise_traceparent", default=None)
 
 
 def new_session(limit: int = 1000) -> aiohttp.ClientSession:
@@ -31,17 +36,21 @@ def new_session(limit: int = 1000) -> aiohttp.ClientSession:
 class HttpResponse:
     """The upstream's answer, with reads whose failures are classified."""
 
-    __slots__ = ("_resp", "_provider", "status", "headers")
+    __slots__ = ("_resp", "_provider", "_total", "status", "headers")
 
-    def __init__(self, resp: aiohttp.ClientResponse, provider: str) -> None:
+    def __init__(self, resp: aiohttp.ClientResponse, provider: str, total: float = 0.0) -> None:
         self._resp = resp
         self._provider = provider
+        self._total = total
         self.status = resp.status
         self.headers: Mapping[str, str] = resp.headers
 
     async def read(self) -> bytes:
         try:
             return await self._resp.read()
+        except (asyncio.TimeoutError, aiohttp.ServerTimeoutError):
+            # Headers came, then the body stalled past the total deadline.
+            raise upstream_timeout(self._provider, "total", self._total) from None
         except aiohttp.ClientPayloadError as exc:
             raise upstream_protocol(self._provider, f"the body was cut short ({exc})") from None
         except (aiohttp.ClientConnectionError, OSError) as exc:
@@ -95,9 +104,13 @@ class _Opened:
         req = self._request
         name = self._provider.name
         t = self._provider.timeouts
+        headers = req.headers
+        traceparent = OUTBOUND_TRACEPARENT.get()
+        if traceparent is not None:
+            headers = {**headers, "traceparent": traceparent}
         try:
             resp = await self._session.request(req.method, req.url, data=req.body,
-                                               headers=req.headers, timeout=self._timeout,
+                                               headers=headers, timeout=self._timeout,
                                                allow_redirects=False)
         except aiohttp.ConnectionTimeoutError:
             raise upstream_timeout(name, "connect", t.connect) from None
@@ -107,7 +120,7 @@ class _Opened:
             raise upstream_timeout(name, "total", t.total) from None
         except (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError, OSError) as exc:
             raise upstream_protocol(name, f"the connection failed ({_reason(exc)})") from None
-        self._response = HttpResponse(resp, name)
+        self._response = HttpResponse(resp, name, t.total)
         return self._response
 
     async def __aexit__(self, exc_type: object, exc: object, tb: object) -> None:

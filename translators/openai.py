@@ -59,6 +59,8 @@ class OpenAITranslator(Translator):
             raise upstream_protocol(self.provider.name, "the body is not JSON") from None
         if not isinstance(parsed, dict) or not isinstance(parsed.get("choices"), list):
             raise upstream_protocol(self.provider.name, "no choices in the completion")
+        if b'"reasoning"' in body and rename_reasoning(parsed.get("choices"), "message"):
+            body = orjson.dumps(parsed)
         return body, Usage.from_openai(parsed.get("usage"))
 
     # --- stream --------------------------------------------------------------------
@@ -74,6 +76,8 @@ class OpenAITranslator(Translator):
             raise upstream_protocol(self.provider.name, "a stream event is not JSON") from None
         if not isinstance(chunk, dict):
             raise upstream_protocol(self.provider.name, "a stream event is not an object")
+        if b'"reasoning"' in data and rename_reasoning(chunk.get("choices"), "delta"):
+            data = orjson.dumps(chunk)
         if chunk.get("error") or event.name == "error":
             raise self._classify(200, chunk, None)
         raw_usage = chunk.get("usage")
@@ -147,7 +151,9 @@ def classify_openai(status: int, type_: str | None, code: str | None) -> ErrorCl
         return ErrorClass.CONTEXT_WINDOW
     if code == "content_filter" or code == "content_policy_violation":
         return ErrorClass.CONTENT_FILTER
-    if status == 429 or type_ in ("rate_limit_error", "rate_limit_exceeded", "insufficient_quota"):
+    # OpenAI's own rate-limit errors say type "requests"/"tokens": the code tells.
+    if (status == 429 or code == "rate_limit_exceeded"
+            or type_ in ("rate_limit_error", "rate_limit_exceeded", "insufficient_quota")):
         return ErrorClass.RATE_LIMITED
     if status in (401, 403):
         return ErrorClass.AUTH
@@ -160,6 +166,20 @@ def classify_openai(status: int, type_: str | None, code: str | None) -> ErrorCl
     if 400 <= status < 500:
         return ErrorClass.BAD_REQUEST
     return ErrorClass.SERVER
+
+
+def rename_reasoning(choices: Any, key: str) -> bool:
+    """Some compatible servers (ollama's /v1, newer vLLM) say `reasoning` where others say
+    `reasoning_content`: clients get one name. True if anything changed."""
+    changed = False
+    for choice in choices if isinstance(choices, list) else ():
+        inner = choice.get(key) if isinstance(choice, dict) else None
+        if isinstance(inner, dict) and "reasoning" in inner:
+            value = inner.pop("reasoning")
+            if value is not None and inner.get("reasoning_content") is None:
+                inner["reasoning_content"] = value
+            changed = True
+    return changed
 
 
 def _str_or_none(value: Any) -> str | None:

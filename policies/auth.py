@@ -1,0 +1,105 @@
+"""Client keys: who is calling, and which models they may use.
+
+Keys are held only as SHA-256 digests; a presented key is hashed and compared
+to every configured digest with `hmac.compare_digest`, without stopping at the
+first match, so timing tells nothing about which key (if any) nearly matched.
+The handler identifies the caller before it reads the body (a stranger gets 401
+before anything else); this policy checks the resolved model against the
+key's allow-list (403 `model_not_allowed`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+from collections.abc import Iterable, Mapping
+from fnmatch import fnmatchcase
+
+from proxy.config_policies import KeyConfig
+from proxy.errors import GatewayError
+from proxy.exchange import Exchange
+from proxy.pipeline import CallNext
+
+_MISSING = ("You didn't provide an API key. You need to provide your API key in an "
+            "Authorization header using Bearer auth (i.e. Authorization: Bearer YOUR_KEY).")
+_WRONG = "Incorrect API key provided. Ask the gateway's operator for a valid key."
+
+
+def unauthorized(message: str) -> GatewayError:
+    return GatewayError(401, message, "invalid_request_error", code="invalid_api_key")
+
+
+def presented_key(headers: Mapping[str, str]) -> str | None:
+    """`Authorization: Bearer <key>` (OpenAI) or `api-key: <key>` (Azure)."""
+    value = headers.get("authorization")
+    if value:
+        scheme, _, token = value.strip().partition(" ")
+        if scheme.lower() == "bearer" and token.strip():
+            return token.strip()
+    value = headers.get("api-key")
+    return value.strip() if value and value.strip() else None
+
+
+def digest_matches(digest: bytes, candidates: Iterable[tuple[bytes, object]]) -> object | None:
+    """The value whose digest equals `digest`, comparing against every candidate."""
+    found = None
+    for candidate, value in candidates:
+        if hmac.compare_digest(digest, candidate):
+            found = value
+    return found
+
+
+def allowed(key: KeyConfig, model: str) -> bool:
+    return not key.models or any(fnmatchcase(model, glob) for glob in key.models)
+
+
+class Auth:
+    """Identifies callers (`identify`) and, as a policy, enforces model allow-lists."""
+
+    def __init__(self, keys: Iterable[KeyConfig]) -> None:
+        self.keys = tuple(keys)
+        self._digests = tuple((k.digest, k) for k in self.keys)
+
+    def identify(self, headers: Mapping[str, str]) -> KeyConfig:
+        token = presented_key(headers)
+        if token is None:
+            raise unauthorized(_MISSING)
+        key = digest_matches(hashlib.sha256(token.encode("utf-8")).digest(), self._digests)
+        if key is None:
+            raise unauthorized(_WRONG)
+        return key  # type: ignore[return-value]
+
+    async def __call__(self, ex: Exchange, call_next: CallNext) -> None:
+        key = ex.key
+        if key is None:  # the handler identifies first; be safe if one did not
+            key = ex.key = self.identify(ex.http.headers)
+            ex.key_name = key.name
+        if key.models and not allowed(key, ex.model.name):
+            raise GatewayError(
+                403, f"The key '{key.name}' is not allowed to use the model "
+                     f"'{ex.model.name}'.", "invalid_request_error", param="model",
+                code="model_not_allowed")
+        await call_next(ex)
+
+
+class AdminAuth:
+    """The admin key alone opens `/admin/...`; a data-plane key gets 403."""
+
+    def __init__(self, admin_key: str | None, client_digests: Iterable[bytes] = ()) -> None:
+        self._digest = hashlib.sha256(admin_key.encode()).digest() if admin_key else None
+        self._clients = tuple((d, True) for d in client_digests)
+
+    def check(self, headers: Mapping[str, str]) -> None:
+        if self._digest is None:
+            raise GatewayError(403, "The admin API is disabled: set admin.key in the gateway's "
+                                    "config.", "invalid_request_error", code="admin_disabled")
+        token = presented_key(headers)
+        if token is None:
+            raise unauthorized(_MISSING)
+        digest = hashlib.sha256(token.encode("utf-8")).digest()
+        if hmac.compare_digest(digest, self._digest):
+            return
+        if digest_matches(digest, self._clients):
+            raise GatewayError(403, "This key may not use the admin API.",
+                               "invalid_request_error", code="admin_only")
+        raise unauthorized(_WRONG)

@@ -1,0 +1,302 @@
+"""Budgets and the spend ledger: a reservation before the call, the real cost after.
+
+Before dispatch the most the request can cost (prompt estimate + max output at
+the priciest eligible target) is held, atomically, in the key's and the global
+budget; a provider's budget is held by a dispatcher gate once the target is
+known. A pending ledger row is made durable before anything goes upstream.
+Afterwards — success, error, client disconnect (CancelledError) alike — the
+hold is replaced by the real cost and the row finalised, in a `finally` that
+does its bookkeeping synchronously, so nothing can interrupt it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+
+from proxy.config_policies import BudgetConfig
+from proxy.config_types import GatewayConfig, TargetConfig
+from proxy.errors import GatewayError, UpstreamError
+from proxy.exchange import Attempt, Exchange
+from proxy.ledger import LedgerStore, Outcome, Pending, SpendRow, period_start
+from proxy.pipeline import CallNext
+from proxy.pricing import cost, estimate, is_free, max_cost
+from proxy.stores import BudgetStore, Clock, MemoryBudgetStore, wall_clock
+
+log = logging.getLogger("gatewise.budget")
+Alert = Callable[[dict], Awaitable[None]]
+_HINT_RANK = {None: 0, "cheaper": 1, "free_only": 2}
+
+
+def period_label(per: str, now: float) -> str:
+    if per == "total":
+        return "total"
+    t = time.gmtime(now)
+    return f"{t.tm_year:04d}-{t.tm_mon:02d}-{t.tm_mday:02d}" if per == "day" \
+        else f"{t.tm_year:04d}-{t.tm_mon:02d}"
+
+
+def period_end(per: str, now: float) -> float | None:
+    if per == "total":
+        return None
+    if per == "day":
+        return period_start("day", now) + 86400
+    return period_start("month", period_start("month", now) + 32 * 86400)
+
+
+def budget_exceeded(who: str, budget: BudgetConfig, spent: float) -> GatewayError:
+    per = "in total" if budget.per == "total" else f"per {budget.per} (UTC)"
+    return GatewayError(
+        429, f"Budget exceeded for {who}: ${spent:.4f} of ${budget.usd:g} {per} is spent or "
+             "held by requests in flight, and this request could cost more than what is left.",
+        "insufficient_quota", code="budget_exceeded", headers={"x-should-retry": "false"})
+
+
+class Budget:
+    """Policy (reserve / settle / ledger) + dispatcher gate and observer (provider budgets)."""
+
+    def __init__(self, config: GatewayConfig, ledger: LedgerStore | None = None,
+                 store: BudgetStore | None = None, now: Clock = wall_clock,
+                 alert: Alert | None = None) -> None:
+        self.config = config
+        self.budgets = config.budgets
+        self.ledger = ledger
+        self.store = store or MemoryBudgetStore()
+        self.now = now
+        self.alert = alert
+        self.alerted: set[tuple[str, float]] = set()
+        self.alerts: list[dict] = []  # every alert raised, newest last (for /admin and tests)
+        self._tasks: set[asyncio.Task] = set()
+
+    # --- scopes --------------------------------------------------------------------
+
+    def _scopes(self, ex: Exchange, now: float) -> list[tuple[str, BudgetConfig, str]]:
+        scopes = []
+        key = ex.key
+        if key is not None and key.budget is not None:
+            scopes.append((f"key:{key.name}:{period_label(key.budget.per, now)}", key.budget,
+                           f"key '{key.name}'"))
+        g = self.budgets.global_
+        if g is not None:
+            scopes.append((f"global:{period_label(g.per, now)}", g, "the gateway"))
+        return scopes
+
+    def _fraction(self, scope: str, budget: BudgetConfig) -> float:
+        spent, _ = self.store.used(scope)
+        return spent / budget.usd if budget.usd > 0 else (1.0 if spent > 0 else 0.0)
+
+    def _hint(self, scopes: list[tuple[str, BudgetConfig, str]]) -> str | None:
+        hint = None
+        for scope, budget, _ in scopes:
+            frac = self._fraction(scope, budget)
+            if budget.local_only_at is not None and frac >= budget.local_only_at:
+                return "free_only"
+            if budget.degrade_at is not None and frac >= budget.degrade_at:
+                hint = "cheaper"
+        return hint
+
+    # --- the policy ----------------------------------------------------------------
+
+    async def __call__(self, ex: Exchange, call_next: CallNext) -> None:
+        now = self.now()
+        scopes = self._scopes(ex, now)
+        hint = self._hint(scopes) if scopes else None
+        if _HINT_RANK[hint] > _HINT_RANK.get(ex.routing_hint, 0):
+            ex.routing_hint = hint
+        targets = ex.model.targets
+        if ex.routing_hint == "free_only":
+            targets = tuple(t for t in targets if is_free(t)) or targets
+        reserved = max_cost(estimate(ex), targets)
+        if scopes:
+            blocked = self.store.reserve(((s, b.usd) for s, b, _ in scopes), reserved)
+            if blocked is not None:
+                _, budget, who = next(x for x in scopes if x[0] == blocked)
+                spent, held = self.store.used(blocked)
+                raise budget_exceeded(who, budget, spent + held)
+        row = Pending(id=uuid.uuid4().hex, request_id=ex.request_id, key_name=ex.key_name,
+                      model=ex.model.name, reserved=reserved, stream=ex.stream, created_at=now)
+        began = False
+        try:
+            if self.ledger is not None:
+                await self.ledger.begin(row)
+                began = True
+            await call_next(ex)
+        except GatewayError as err:
+            better = self.as_budget_error(ex, err)
+            if better is err:
+                raise
+            ex.error = better
+            raise better from None
+        finally:
+            self._settle(ex, [s for s, _, _ in scopes], row, began)
+
+    def _settle(self, ex: Exchange, scopes: list[str], row: Pending, began: bool) -> None:
+        """Synchronous on purpose: runs to the end even while the task is being cancelled."""
+        target = ex.target or (ex.attempts[-1].target if ex.attempts else None)
+        cache_hit = bool(ex.extra.get("cache_hit"))
+        estimated = False
+        if cache_hit:
+            actual = 0.0
+        elif ex.usage is not None:
+            actual = cost(ex.usage, target)
+        elif ex.response is not None and target is not None:
+            # A stream was cut short and its translator could not say what it used:
+            # bill the most it could have cost rather than nothing.
+            actual, estimated = max_cost(estimate(ex), [target]), True
+        else:
+            actual = 0.0  # nothing reached an upstream, or it answered with an error
+        ex.cost = actual
+        self.store.settle(scopes, row.reserved, actual)
+        hold = ex.extra.pop("provider_hold", None)
+        if hold is not None:
+            scope, amount, held_target = hold
+            self.store.settle([scope], amount, actual if held_target is target else 0.0)
+            scopes = scopes + [scope]
+        self._check_thresholds(scopes)
+        if began:
+            self._finish_row(ex, row, target, actual, estimated, cache_hit)
+
+    def _finish_row(self, ex: Exchange, row: Pending, target: TargetConfig | None,
+                    actual: float, estimated: bool, cache_hit: bool) -> None:
+        usage = ex.usage
+        error = ex.error
+        status = ex.status or (error.status if error is not None else 0)
+        if error is None and status == 0 and ex.response is None and ex.response_body is None:
+            status = 499  # cancelled before any answer
+        outcome = Outcome(
+            provider=target.provider if target else None, target=target.label if target else None,
+            http_status=status,
+            error_class=(error.error_class.value if isinstance(error, UpstreamError)
+                         else (error.code if error is not None else None)),
+            prompt_tokens=usage.prompt_tokens if usage and not cache_hit else 0,
+            completion_tokens=usage.completion_tokens if usage and not cache_hit else 0,
+            cached_tokens=usage.cached_tokens if usage and not cache_hit else 0,
+            cost=actual, estimated=estimated,
+            latency_ms=round((time.perf_counter_ns() - ex.started_ns) / 1e6, 3),
+            cache_hit=cache_hit, finished_at=self.now())
+        # Queued now, committed by the ledger's writer even if this task is cancelled;
+        # a crash before the commit leaves the row pending, settled at its reservation.
+        future = self.ledger.finish(row.id, outcome)
+        future.add_done_callback(_log_failure)
+
+    # --- provider budgets: a dispatcher gate and observer -----------------------------
+
+    def gate(self, ex: Exchange, target: TargetConfig) -> float | None:
+        budget = self.budgets.providers.get(target.provider)
+        if budget is None:
+            return None
+        stale = ex.extra.pop("provider_hold", None)
+        if stale is not None:  # an earlier target's hold that no attempt used
+            self.store.settle([stale[0]], stale[1], 0.0)
+        now = self.now()
+        scope = f"provider:{target.provider}:{period_label(budget.per, now)}"
+        amount = max_cost(estimate(ex), [target])
+        if self.store.reserve([(scope, budget.usd)], amount) is not None:
+            ex.extra["budget_blocked"] = (target.provider, budget, scope)
+            end = period_end(budget.per, now)
+            return 3600.0 if end is None else max(1.0, end - now)
+        ex.extra["provider_hold"] = (scope, amount, target)
+        return None
+
+    def observe(self, ex: Exchange, attempt: Attempt) -> None:
+        """A failed attempt that billed nothing gives its provider hold back at once."""
+        hold = ex.extra.get("provider_hold")
+        if hold is None or hold[2] is not attempt.target:
+            return
+        if attempt.error_class is not None and ex.target is not attempt.target:
+            ex.extra.pop("provider_hold")
+            self.store.settle([hold[0]], hold[1], 0.0)
+
+    def as_budget_error(self, ex: Exchange, err: GatewayError) -> GatewayError:
+        """Every target was skipped and a provider budget was why: say so."""
+        blocked = ex.extra.get("budget_blocked")
+        if blocked is None or err.code != "upstream_rate_limit" or isinstance(err, UpstreamError):
+            return err
+        provider, budget, scope = blocked
+        spent, held = self.store.used(scope)
+        return budget_exceeded(f"provider '{provider}'", budget, spent + held)
+
+    # --- thresholds and start-up -------------------------------------------------------
+
+    def _budget_of(self, scope: str) -> BudgetConfig | None:
+        kind, _, rest = scope.partition(":")
+        if kind == "global":
+            return self.budgets.global_
+        name = rest.rpartition(":")[0]
+        if kind == "provider":
+            return self.budgets.providers.get(name)
+        key = next((k for k in self.config.keys if k.name == name), None)
+        return key.budget if key else None
+
+    def _check_thresholds(self, scopes: list[str]) -> None:
+        for scope in scopes:
+            budget = self._budget_of(scope)
+            if budget is None:
+                continue
+            frac = self._fraction(scope, budget)
+            for threshold in budget.thresholds:
+                if frac >= threshold and (scope, threshold) not in self.alerted:
+                    self.alerted.add((scope, threshold))
+                    self._raise_alert(scope, budget, threshold, frac)
+
+    def _raise_alert(self, scope: str, budget: BudgetConfig, threshold: float,
+                     frac: float) -> None:
+        event = {"event": "budget_threshold", "scope": scope, "threshold": threshold,
+                 "spent_usd": round(frac * budget.usd, 6), "budget_usd": budget.usd,
+                 "per": budget.per}
+        self.alerts.append(event)
+        log.warning(f"budget {scope} passed {threshold:.0%}", extra={"fields": event})
+        if self.alert is not None:
+            task = asyncio.get_running_loop().create_task(self.alert(event))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    async def start(self) -> int:
+        """Open the ledger: settle crash leftovers, rebuild this period's spend."""
+        if self.ledger is None:
+            return 0
+        now = self.now()
+        settled = await self.ledger.open(now)
+        if settled:
+            log.warning(f"ledger: {settled} request(s) left pending by a crash were settled "
+                        "at their reservation and marked 'recovered'")
+        self.rebuild(await self.ledger.spend_by_day(), now)
+        return settled
+
+    def rebuild(self, rows: list[SpendRow], now: float) -> None:
+        keys = {k.name: k.budget for k in self.config.keys if k.budget is not None}
+        touched: set[str] = set()
+        for row in rows:
+            when = row.day * 86400.0
+            candidates = []
+            if row.key_name in keys:
+                b = keys[row.key_name]
+                candidates.append((f"key:{row.key_name}", b))
+            if self.budgets.global_ is not None:
+                candidates.append(("global", self.budgets.global_))
+            if row.provider in self.budgets.providers:
+                candidates.append((f"provider:{row.provider}", self.budgets.providers[row.provider]))
+            for prefix, b in candidates:
+                label = period_label(b.per, when)
+                if label == period_label(b.per, now):
+                    scope = f"{prefix}:{label}"
+                    self.store.load(scope, row.cost)
+                    touched.add(scope)
+        for scope in touched:  # what was already crossed before the restart stays quiet
+            budget = self._budget_of(scope)
+            frac = self._fraction(scope, budget)
+            self.alerted.update((scope, t) for t in budget.thresholds if frac >= t)
+
+    async def stop(self) -> None:
+        if self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self.ledger is not None:
+            await self.ledger.close()
+
+
+def _log_failure(future: asyncio.Future) -> None:
+    if not future.cancelled() and future.exception() is not None:
+        log.error(f"ledger: a spend row could not be finalised: {future.exception()}")

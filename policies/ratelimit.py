@@ -1,0 +1,178 @@
+"""Rate limits: per client key (a policy) and per upstream target (a dispatcher gate).
+
+A caller over its limit is answered 429 at once, never queued: the check is
+`has_capacity()`, not `await acquire()`. Tokens are taken at an estimate before
+the call (prompt characters / 4 + the most output the request allows) and
+reconciled with the real usage after it. Upstream targets with `rpm`/`tpm` in
+the config are skipped by routing while full, rather than waited on.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+
+from proxy.config_policies import KeyConfig
+from proxy.config_types import TargetConfig
+from proxy.errors import GatewayError
+from proxy.exchange import Attempt, Exchange
+from proxy.pipeline import CallNext
+from proxy.pricing import estimate
+from proxy.stores import (
+    CounterStore,
+    MemoryCounterStore,
+    MemoryRateStore,
+    RateStore,
+    Window,
+)
+
+
+def go_duration(seconds: float) -> str:
+    """OpenAI's reset format: `20ms`, `1s`, `7.66s`, `6m0s`."""
+    if seconds < 1:
+        return f"{max(0, int(seconds * 1000))}ms"
+    if seconds < 60:
+        return f"{round(seconds, 2):g}s"
+    minutes, rest = divmod(seconds, 60)
+    return f"{int(minutes)}m{round(rest, 2):g}s"
+
+
+def window_headers(requests: Window | None, tokens: Window | None) -> dict[str, str]:
+    headers: dict[str, str] = {}
+    for kind, window in (("requests", requests), ("tokens", tokens)):
+        if window is not None:
+            headers[f"x-ratelimit-limit-{kind}"] = str(window.limit)
+            headers[f"x-ratelimit-remaining-{kind}"] = str(window.remaining)
+            headers[f"x-ratelimit-reset-{kind}"] = go_duration(window.reset_s)
+    return headers
+
+
+def rate_limited(message: str, retry_after: float | None, headers: dict[str, str]) -> GatewayError:
+    """429 from the gateway itself; `retry_after` None means waiting cannot help."""
+    headers = dict(headers)
+    if retry_after is None:
+        headers["x-should-retry"] = "false"
+    else:
+        headers["retry-after"] = str(max(1, math.ceil(retry_after)))
+        headers["retry-after-ms"] = str(max(1, math.ceil(retry_after * 1000)))
+    return GatewayError(429, message, "rate_limit_exceeded", code="gateway_rate_limit",
+                        headers=headers)
+
+
+class ClientRateLimit:
+    """Policy: rpm, tpm and max concurrent requests per client key."""
+
+    def __init__(self, rates: RateStore | None = None,
+                 counters: CounterStore | None = None) -> None:
+        self.rates = rates or MemoryRateStore()
+        self.counters = counters or MemoryCounterStore()
+
+    async def __call__(self, ex: Exchange, call_next: CallNext) -> None:
+        key: KeyConfig | None = ex.key
+        if key is None or not key.limited:
+            await call_next(ex)
+            return
+        name = key.name
+        tokens = estimate(ex).tokens(ex.model) if key.tpm else 0
+        req_window = tok_window = None
+        if key.tpm and tokens > key.tpm:
+            raise rate_limited(
+                f"Request too large for key '{name}': about {tokens} tokens (prompt plus "
+                f"max output) exceed its limit of {key.tpm} tokens per minute. Lower "
+                f"max_tokens or shorten the prompt.", None,
+                window_headers(None, self.rates.peek(f"tpm:{name}", key.tpm)))
+        if key.max_concurrent and not self.counters.acquire(f"cc:{name}", key.max_concurrent):
+            raise rate_limited(
+                f"Too many concurrent requests for key '{name}': limit "
+                f"{key.max_concurrent}. Retry when one finishes.", 1.0, {})
+        try:
+            if key.rpm:
+                ok, req_window = self.rates.take(f"rpm:{name}", key.rpm, 1)
+                if not ok:
+                    raise rate_limited(
+                        f"Rate limit reached for key '{name}' on requests per min (RPM): "
+                        f"Limit {key.rpm}. Please try again in "
+                        f"{go_duration(req_window.retry_after_s)}.", req_window.retry_after_s,
+                        window_headers(req_window, self._peek_tokens(key)))
+            if key.tpm:
+                ok, tok_window = self.rates.take(f"tpm:{name}", key.tpm, tokens)
+                if not ok:
+                    if key.rpm:
+                        self.rates.adjust(f"rpm:{name}", key.rpm, -1)
+                    raise rate_limited(
+                        f"Rate limit reached for key '{name}' on tokens per min (TPM): "
+                        f"Limit {key.tpm}, Requested {tokens}. Please try again in "
+                        f"{go_duration(tok_window.retry_after_s)}.", tok_window.retry_after_s,
+                        window_headers(req_window, tok_window))
+            ex.extra_headers = {**(ex.extra_headers or {}),
+                                **window_headers(req_window, tok_window)}
+            try:
+                await call_next(ex)
+            finally:
+                if key.tpm:
+                    used = 0 if ex.usage is None or ex.extra.get("cache_hit") \
+                        else ex.usage.total_tokens
+                    self.rates.adjust(f"tpm:{name}", key.tpm, used - tokens)
+        finally:
+            if key.max_concurrent:
+                self.counters.release(f"cc:{name}")
+
+    def _peek_tokens(self, key: KeyConfig) -> Window | None:
+        return self.rates.peek(f"tpm:{key.name}", key.tpm) if key.tpm else None
+
+    def usage(self, key: KeyConfig) -> dict[str, int]:
+        """Current use, for /admin/keys."""
+        out: dict[str, int] = {}
+        if key.rpm:
+            out["requests_remaining"] = self.rates.peek(f"rpm:{key.name}", key.rpm).remaining
+        if key.tpm:
+            out["tokens_remaining"] = self.rates.peek(f"tpm:{key.name}", key.tpm).remaining
+        if key.max_concurrent:
+            out["concurrent"] = self.counters.current(f"cc:{key.name}")
+        return out
+
+
+class TargetRateLimit:
+    """Dispatcher gate + observer: per-target rpm/tpm from the config."""
+
+    def __init__(self, rates: RateStore | None = None) -> None:
+        self.rates = rates or MemoryRateStore()
+
+    @staticmethod
+    def needed(targets: Iterable[TargetConfig]) -> bool:
+        return any(t.rpm or t.tpm for t in targets)
+
+    def gate(self, ex: Exchange, target: TargetConfig) -> float | None:
+        """None (and the room taken) if the target may be tried now, else seconds to wait."""
+        if not (target.rpm or target.tpm):
+            return None
+        label = target.label
+        tokens = 0
+        if target.tpm:
+            est = estimate(ex)
+            tokens = est.prompt_tokens + est.output_for(target)
+            if tokens > target.tpm:
+                return 60.0  # never fits this target: let routing move on
+        if target.rpm:
+            ok, window = self.rates.take(f"rpm:{label}", target.rpm, 1)
+            if not ok:
+                return window.retry_after_s
+        if target.tpm:
+            ok, window = self.rates.take(f"tpm:{label}", target.tpm, tokens)
+            if not ok:
+                if target.rpm:
+                    self.rates.adjust(f"rpm:{label}", target.rpm, -1)
+                return window.retry_after_s
+            ex.extra.setdefault("target_tokens", {})[label] = tokens
+        return None
+
+    def observe(self, ex: Exchange, attempt: Attempt) -> None:
+        """Reconcile the target's token estimate with what this attempt really used."""
+        target = attempt.target
+        if not target.tpm:
+            return
+        taken = ex.extra.get("target_tokens", {}).pop(target.label, None)
+        if taken is None:
+            return
+        used = ex.usage.total_tokens if (ex.usage is not None and ex.target is target) else 0
+        self.rates.adjust(f"tpm:{target.label}", target.tpm, used - taken)

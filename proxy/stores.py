@@ -1,0 +1,157 @@
+"""Small state-store interfaces and their in-process implementations.
+
+Each interface is a handful of methods whose every call is atomic, so a Redis
+implementation (one Lua script per call) can replace the memory one without
+the policies changing. The memory versions are synchronous on purpose: on one
+event loop a call that never awaits cannot interleave with another, which is
+what makes check-and-take atomic here.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Protocol
+
+from aiolimiter import AsyncLimiter
+
+
+@dataclass(frozen=True, slots=True)
+class Window:
+    """A rate window's state after a take: what OpenAI's x-ratelimit headers report."""
+
+    limit: int
+    remaining: int
+    reset_s: float  # until the window is back to its initial (empty) state
+    retry_after_s: float  # until the refused amount would fit (0 when taken)
+
+
+class RateStore(Protocol):
+    def take(self, name: str, limit: int, amount: float) -> tuple[bool, Window]:
+        """Take `amount` of `name`'s per-minute `limit` if it fits now; never waits."""
+
+    def adjust(self, name: str, limit: int, delta: float) -> None:
+        """Reconcile an estimate with what was really used (either sign)."""
+
+    def peek(self, name: str, limit: int) -> Window: ...
+
+
+class MemoryRateStore:
+    """Leaky buckets from aiolimiter, one per name; never `await acquire()`:
+    a caller over its limit is answered at once, not queued."""
+
+    def __init__(self, period: float = 60.0) -> None:
+        self._period = period
+        self._buckets: dict[str, AsyncLimiter] = {}
+
+    def _bucket(self, name: str, limit: int) -> AsyncLimiter:
+        bucket = self._buckets.get(name)
+        if bucket is None or bucket.max_rate != limit:
+            bucket = self._buckets[name] = AsyncLimiter(limit, self._period)
+        return bucket
+
+    def take(self, name: str, limit: int, amount: float) -> tuple[bool, Window]:
+        bucket = self._bucket(name, limit)
+        ok = amount <= limit and bucket.has_capacity(amount)
+        if ok:
+            # aiolimiter's own bookkeeping, without its (suspending) acquire():
+            # has_capacity() has just leaked the bucket up to now.
+            bucket._level += amount
+        return ok, self._window(bucket, limit, 0.0 if ok else amount)
+
+    def adjust(self, name: str, limit: int, delta: float) -> None:
+        bucket = self._bucket(name, limit)
+        bucket.has_capacity(0)  # leak up to now
+        bucket._level = max(0.0, bucket._level + delta)
+
+    def peek(self, name: str, limit: int) -> Window:
+        bucket = self._bucket(name, limit)
+        bucket.has_capacity(0)
+        return self._window(bucket, limit, 0.0)
+
+    def _window(self, bucket: AsyncLimiter, limit: int, refused: float) -> Window:
+        level = bucket._level
+        per_sec = limit / self._period
+        retry = max(0.0, level + refused - limit) / per_sec if refused else 0.0
+        return Window(limit=limit, remaining=max(0, int(limit - level)),
+                      reset_s=level / per_sec, retry_after_s=retry)
+
+
+class CounterStore(Protocol):
+    def acquire(self, name: str, limit: int) -> bool:
+        """Add one in-flight request to `name` if fewer than `limit` are running."""
+
+    def release(self, name: str) -> None: ...
+
+    def current(self, name: str) -> int: ...
+
+
+class MemoryCounterStore:
+    def __init__(self) -> None:
+        self._counts: dict[str, int] = {}
+
+    def acquire(self, name: str, limit: int) -> bool:
+        count = self._counts.get(name, 0)
+        if count >= limit:
+            return False
+        self._counts[name] = count + 1
+        return True
+
+    def release(self, name: str) -> None:
+        count = self._counts.get(name, 0)
+        self._counts[name] = max(0, count - 1)
+
+    def current(self, name: str) -> int:
+        return self._counts.get(name, 0)
+
+
+class BudgetStore(Protocol):
+    """Spend per scope (e.g. `key:web-app:day:2026-11-28`), in USD."""
+
+    def reserve(self, scopes: Iterable[tuple[str, float]], amount: float) -> str | None:
+        """Hold `amount` in every (scope, limit) if it fits all of them; else the
+        first scope that has no room, and nothing is held anywhere."""
+
+    def settle(self, scopes: Iterable[str], reserved: float, actual: float) -> None:
+        """Replace a hold by the real cost (0 releases it)."""
+
+    def used(self, scope: str) -> tuple[float, float]:
+        """(settled spend, outstanding holds)."""
+
+    def load(self, scope: str, spent: float) -> None:
+        """Add spend recovered from the ledger at start-up."""
+
+
+class MemoryBudgetStore:
+    def __init__(self) -> None:
+        self._spent: dict[str, float] = {}
+        self._held: dict[str, float] = {}
+
+    def reserve(self, scopes: Iterable[tuple[str, float]], amount: float) -> str | None:
+        scopes = list(scopes)
+        for scope, limit in scopes:
+            if self._spent.get(scope, 0.0) + self._held.get(scope, 0.0) + amount > limit + 1e-12:
+                return scope
+        for scope, _ in scopes:
+            self._held[scope] = self._held.get(scope, 0.0) + amount
+        return None
+
+    def settle(self, scopes: Iterable[str], reserved: float, actual: float) -> None:
+        for scope in scopes:
+            held = self._held.get(scope, 0.0) - reserved
+            if held <= 1e-12:
+                self._held.pop(scope, None)
+            else:
+                self._held[scope] = held
+            self._spent[scope] = self._spent.get(scope, 0.0) + actual
+
+    def used(self, scope: str) -> tuple[float, float]:
+        return self._spent.get(scope, 0.0), self._held.get(scope, 0.0)
+
+    def load(self, scope: str, spent: float) -> None:
+        self._spent[scope] = self._spent.get(scope, 0.0) + spent
+
+
+Clock = Callable[[], float]  # seconds since the epoch (UTC); tests inject their own
+wall_clock: Clock = time.time

@@ -1,0 +1,233 @@
+"""A faithful fake of OpenAI's `POST /v1/chat/completions`, scriptable per request.
+
+It validates like the real API (bearer key, parameters, message and tool
+shapes: see `openai_validate.py`) and answers in the exact wire format:
+`chat.completion` JSON, or SSE chunks (role delta first, content or tool-call
+deltas, one finish chunk, the usage chunk with `choices: []` when
+`stream_options.include_usage` is set, then `data: [DONE]`). Tests script the
+next replies (text, tool calls, an error, a stall, a dropped connection), read
+every request it received, and observe when a client connection closes.
+
+    fake = FakeOpenAI()
+    async with LoopbackServer(fake.app, handler_cancellation=True) as server: ...
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+from aiohttp import web
+
+from tests.fakes.openai_validate import error, validate
+
+API_KEY = "sk-test-SECRET123456789"
+_WORD = re.compile(r"\S+\s*|\s+")
+
+
+@dataclass
+class Reply:
+    """What the fake answers to one request."""
+
+    text: str = "Hello! How can I help you today?"
+    tool_calls: list[dict[str, str]] | None = None  # [{"id", "name", "arguments"}]
+    finish_reason: str | None = None  # default: "tool_calls" with tool calls, else "stop"
+    status: int = 200  # >= 400: answer `body` (default: an OpenAI error) with `headers`
+    body: Any = None
+    headers: dict[str, str] = field(default_factory=dict)
+    stall: float = 0.0  # seconds before the first byte of the answer
+    drop_after: int | None = None  # stream: cut the connection after this many chunks
+    chunk_delay: float = 0.0  # stream: seconds between chunks
+    pauses: dict[int, float] = field(default_factory=dict)  # stream: {k: wait before chunk k}
+    inject: dict[int, bytes] = field(default_factory=dict)  # stream: {k: raw bytes before k}
+    usage: dict[str, int] | None = None  # default: counted from the request and reply
+
+
+@dataclass
+class Received:
+    method: str
+    path: str
+    headers: dict[str, str]  # lower-cased names
+    body: Any  # parsed JSON, or the raw bytes if it was not JSON
+
+
+class FakeOpenAI:
+    def __init__(self, api_key: str = API_KEY) -> None:
+        self.api_key = api_key
+        self.requests: list[Received] = []
+        self.replies: deque[Reply] = deque()
+        self.default = Reply()
+        self.disconnects: list[float] = []  # loop.time() when a client went away mid-answer
+        self.disconnected = asyncio.Event()
+        self.app = web.Application()
+        self.app.router.add_route("*", "/v1/chat/completions", self._handle)
+
+    def script(self, *replies: Reply) -> None:
+        """Answer the next requests with these replies, then with `default`."""
+        self.replies.extend(replies)
+
+    async def wait_disconnect(self, timeout: float = 1.0) -> float:
+        """The loop time at which the next (or a past) client disconnect was seen."""
+        await asyncio.wait_for(self.disconnected.wait(), timeout)
+        return self.disconnects[-1]
+
+    # --- the endpoint ----------------------------------------------------------------
+
+    async def _handle(self, request: web.Request) -> web.StreamResponse:
+        raw = await request.read()
+        try:
+            body: Any = orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            body = raw
+        self.requests.append(Received(request.method, request.path,
+                                      {k.lower(): v for k, v in request.headers.items()}, body))
+        if request.method != "POST":
+            return _error(405, error(f"Invalid method for URL ({request.method} "
+                                     f"/v1/chat/completions)"))
+        auth = request.headers.get("authorization", "")
+        if not auth.startswith("Bearer "):
+            return _error(401, error(
+                "You didn't provide an API key. You need to provide your API key in an "
+                "Authorization header using Bearer auth (i.e. Authorization: Bearer YOUR_KEY), "
+                "or as the password field (with blank username) if you're accessing the API "
+                "from your browser and are prompted for a username. You can obtain an API key "
+                "from https://platform.openai.com/account/api-keys."))
+        given = auth[len("Bearer "):]
+        if given != self.api_key:
+            return _error(401, error(
+                f"Incorrect API key provided: {_mask(given)}. You can find your API key at "
+                "https://platform.openai.com/account/api-keys.", code="invalid_api_key"))
+        problem = validate(body if not isinstance(body, bytes) else None)
+        if problem:
+            return _error(400, problem)
+        reply = self.replies.popleft() if self.replies else self.default
+        try:
+            if reply.stall:
+                await asyncio.sleep(reply.stall)
+            if reply.status >= 400:
+                payload = reply.body if reply.body is not None else error(
+                    f"fake upstream error {reply.status}", type_="server_error")
+                if isinstance(payload, dict) and "error" not in payload:
+                    payload = {"error": payload}
+                data = payload if isinstance(payload, bytes) else orjson.dumps(payload)
+                return web.Response(status=reply.status, body=data, headers={
+                    "content-type": "application/json", **reply.headers})
+            answer = _Answer(body, reply)
+            if body.get("stream"):
+                return await self._stream(request, answer, reply)
+            return web.Response(body=orjson.dumps(answer.completion()), headers={
+                "content-type": "application/json", "x-request-id": "req_fakeupstream",
+                **reply.headers})
+        except (asyncio.CancelledError, ConnectionResetError):
+            self.disconnects.append(asyncio.get_running_loop().time())
+            self.disconnected.set()
+            raise
+
+    async def _stream(self, request: web.Request, answer: "_Answer",
+                      reply: Reply) -> web.StreamResponse:
+        resp = web.StreamResponse(headers={"content-type": "text/event-stream; charset=utf-8",
+                                           "x-request-id": "req_fakeupstream", **reply.headers})
+        await resp.prepare(request)
+        for k, event in enumerate(answer.events()):
+            if k in reply.inject:  # e.g. a mid-stream `data: {"error": ...}` event
+                await resp.write(reply.inject[k])
+            if reply.drop_after is not None and k >= reply.drop_after:
+                request.transport.close()  # mid-body, so the chunked stream is incomplete
+                return resp
+            if reply.chunk_delay and k:
+                await asyncio.sleep(reply.chunk_delay)
+            if k in reply.pauses:
+                await asyncio.sleep(reply.pauses[k])
+            await resp.write(event)
+        await resp.write_eof()
+        return resp
+
+
+def _error(status: int, err: dict[str, Any]) -> web.Response:
+    return web.Response(status=status, body=orjson.dumps({"error": err}),
+                        content_type="application/json")
+
+
+def _mask(key: str) -> str:
+    return f"{key[:3]}*{key[-4:]}" if len(key) > 8 else "*" * len(key)
+
+
+class _Answer:
+    """One completion (JSON or chunks) for a validated request and a reply."""
+
+    def __init__(self, body: dict[str, Any], reply: Reply) -> None:
+        self.model = body["model"]
+        self.id = "chatcmpl-fake" + format(abs(hash(orjson.dumps(body))) % 10**12, "012d")
+        self.created = 1_700_000_000
+        self.n = body.get("n") or 1
+        self.reply = reply
+        self.calls = reply.tool_calls or []
+        self.finish = reply.finish_reason or ("tool_calls" if self.calls else "stop")
+        options = body.get("stream_options") or {}
+        self.include_usage = bool(options.get("include_usage"))
+        prompt = sum(len(str(m.get("content") or "")) for m in body["messages"]) // 4 + 7
+        completion = (len(reply.text) + sum(len(c["arguments"]) for c in self.calls)) // 4 + 1
+        self.usage = reply.usage or {"prompt_tokens": prompt, "completion_tokens": completion,
+                                     "total_tokens": prompt + completion}
+        self.usage = {**self.usage,
+                      "prompt_tokens_details": {"cached_tokens": 0, "audio_tokens": 0},
+                      "completion_tokens_details": {
+                          "reasoning_tokens": 0, "audio_tokens": 0,
+                          "accepted_prediction_tokens": 0, "rejected_prediction_tokens": 0}}
+
+    def completion(self) -> dict[str, Any]:
+        message: dict[str, Any] = {"role": "assistant",
+                                   "content": None if self.calls else self.reply.text,
+                                   "refusal": None, "annotations": []}
+        if self.calls:
+            message["tool_calls"] = [
+                {"id": c["id"], "type": "function",
+                 "function": {"name": c["name"], "arguments": c["arguments"]}}
+                for c in self.calls]
+        return {"id": self.id, "object": "chat.completion", "created": self.created,
+                "model": self.model,
+                "choices": [{"index": i, "message": message, "logprobs": None,
+                             "finish_reason": self.finish} for i in range(self.n)],
+                "usage": self.usage, "service_tier": "default",
+                "system_fingerprint": "fp_fake0001"}
+
+    def _chunk(self, index: int, delta: dict[str, Any], finish: str | None = None) -> bytes:
+        chunk: dict[str, Any] = {
+            "id": self.id, "object": "chat.completion.chunk", "created": self.created,
+            "model": self.model, "service_tier": "default", "system_fingerprint": "fp_fake0001",
+            "choices": [{"index": index, "delta": delta, "logprobs": None,
+                         "finish_reason": finish}]}
+        if self.include_usage:
+            chunk["usage"] = None
+        return b"data: " + orjson.dumps(chunk) + b"\n\n"
+
+    def events(self) -> list[bytes]:
+        """Every SSE event of the stream, in order, one write each."""
+        out = []
+        for i in range(self.n):
+            first = {"role": "assistant", "content": None if self.calls else "",
+                     "refusal": None}
+            out.append(self._chunk(i, first))
+            for piece in _WORD.findall(self.reply.text) if not self.calls else ():
+                out.append(self._chunk(i, {"content": piece}))
+            for k, call in enumerate(self.calls):
+                out.append(self._chunk(i, {"tool_calls": [{
+                    "index": k, "id": call["id"], "type": "function",
+                    "function": {"name": call["name"], "arguments": ""}}]}))
+                args = call["arguments"]
+                for at in range(0, len(args), 7):
+                    out.append(self._chunk(i, {"tool_calls": [{
+                        "index": k, "function": {"arguments": args[at:at + 7]}}]}))
+            out.append(self._chunk(i, {}, self.finish))
+        if self.include_usage:
+            out.append(b"data: " + orjson.dumps({
+                "id": self.id, "object": "chat.completion.chunk", "created": self.created,
+                "model": self.model, "service_tier": "default",
+                "system_fingerprint": "fp_fake0001", "choices": [],
+                "usage": self.usage}) + b"\n\n")
+        out.append(b"data: [DONE]\n\n")
+        return out
