@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 
 from proxy.config_routing import AdaptiveWeights
+from proxy.pricing import estimate_body
 
 if TYPE_CHECKING:
     from proxy.config_types import TargetConfig
@@ -33,21 +34,6 @@ class Needs:
     tokens: int = 0  # estimated prompt tokens + the completion's max tokens
 
 
-def estimate_tokens(value: Any) -> int:
-    """About four characters a token over every string in the messages (cheap, no tokenizer)."""
-    return _chars(value) // 4 + 1
-
-
-def _chars(value: Any) -> int:
-    if isinstance(value, str):
-        return len(value)
-    if isinstance(value, list):
-        return sum(_chars(v) for v in value)
-    if isinstance(value, dict):
-        return sum(_chars(v) for k, v in value.items() if k != "image_url")
-    return 0
-
-
 def _has_image(messages: Any) -> bool:
     for message in messages if isinstance(messages, list) else ():
         content = message.get("content") if isinstance(message, dict) else None
@@ -58,11 +44,13 @@ def _has_image(messages: Any) -> bool:
     return False
 
 
-def request_needs(body: Mapping[str, Any]) -> Needs:
+def request_needs(body: Mapping[str, Any], prompt_tokens: int | None = None) -> Needs:
+    """`prompt_tokens`: the exchange's estimate (proxy/pricing.py), so one estimator
+    serves limits, budgets and routing; computed here when not given."""
     messages = body.get("messages")
     response_format = body.get("response_format")
     max_tokens = body.get("max_completion_tokens") or body.get("max_tokens") or 0
-    prompt = estimate_tokens(messages) + (estimate_tokens(body["tools"]) if body.get("tools") else 0)
+    prompt = estimate_body(body).prompt_tokens if prompt_tokens is None else prompt_tokens
     return Needs(
         tools=bool(body.get("tools") or body.get("functions")),
         vision=_has_image(messages),

@@ -32,6 +32,7 @@ from proxy.config_routing import RoutingConfig
 from proxy.config_types import Timeouts
 from proxy.errors import ErrorClass, GatewayError, UpstreamError
 from proxy.exchange import Attempt, Exchange
+from proxy.pricing import estimate
 from proxy.relay import encode_frames, error_frame, relay_json, relay_stream
 from proxy.target_stats import MemoryStatsStore
 
@@ -118,7 +119,7 @@ class Dispatcher:
               skips: _Skips | None = None) -> list["TargetConfig"]:
         """The model's capable targets in its strategy's order; cooling, open or
         unhealthy targets go last."""
-        needs = needs if needs is not None else request_needs(ex.body)
+        needs = needs if needs is not None else request_needs(ex.body, estimate(ex).prompt_tokens)
         capable = []
         for target in model.targets:
             missing = lacks(target, needs)
@@ -146,7 +147,7 @@ class Dispatcher:
         if names is None:
             names = list(ex.model.fallbacks)
         chain = [ex.model] + [self.models[n] for n in dict.fromkeys(names) if n != ex.model.name]
-        needs = request_needs(ex.body)
+        needs = request_needs(ex.body, estimate(ex).prompt_tokens)
         skips = _Skips()
         plan: RequestPlan
 

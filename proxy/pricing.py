@@ -55,11 +55,15 @@ def _chars(content: Any) -> tuple[int, int]:
 
 
 def estimate(ex: Exchange) -> Estimate:
-    """Prompt characters / 4 (+ per message and image overheads) and the output cap."""
+    """`estimate_body` of the exchange's request, computed once and kept in `ex.extra`."""
     cached = ex.extra.get("estimate")
-    if cached is not None:
-        return cached
-    body = ex.body
+    if cached is None:
+        cached = ex.extra["estimate"] = estimate_body(ex.body)
+    return cached
+
+
+def estimate_body(body: dict[str, Any]) -> Estimate:
+    """Prompt characters / 4 (+ per message and image overheads) and the output cap."""
     chars = images = 0
     messages = body.get("messages")
     count = 0
@@ -83,9 +87,7 @@ def estimate(ex: Exchange) -> Estimate:
         cap = None
     if cap is not None and isinstance(n, int) and n > 1:
         cap *= n
-    result = Estimate(prompt, cap)
-    ex.extra["estimate"] = result
-    return result
+    return Estimate(prompt, cap)
 
 
 def max_cost(est: Estimate, targets: list[TargetConfig] | tuple[TargetConfig, ...]) -> float:
