@@ -142,6 +142,7 @@ class Budget:
             actual = 0.0
         elif ex.usage is not None:
             actual = cost(ex.usage, target)
+            estimated = ex.usage.estimated
         elif ex.response is not None and target is not None:
             # A stream was cut short and its translator could not say what it used:
             # bill the most it could have cost rather than nothing.

@@ -118,7 +118,7 @@ class AnthropicTranslator(Translator):
         return []  # only message_stop completes an Anthropic stream
 
     def partial_usage(self) -> Usage | None:
-        return self._machine.usage() if self._machine is not None else None
+        return self._machine.partial_usage() if self._machine is not None else None
 
     # --- errors --------------------------------------------------------------------
 

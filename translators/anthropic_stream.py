@@ -51,6 +51,7 @@ class AnthropicStream:
         "_finished",
         "_prefix",
         "_started",
+        "_streamed",
         "_tools",
         "_usage_raw",
         "include_usage",
@@ -72,12 +73,25 @@ class AnthropicStream:
         self._usage_raw: dict[str, Any] = {}
         self._finished = False
         self._started = False
+        self._streamed = 0  # bytes of deltas sent: the output estimate of a cut stream
 
     def usage(self) -> Usage | None:
         return anthropic_usage(self._usage_raw) if self._usage_raw else None
 
+    def partial_usage(self) -> Usage | None:
+        """A stream cut short: Anthropic reports cumulative output only at the end, so
+        the output is at least what was streamed (about four characters a token)."""
+        usage = self.usage()
+        if usage is None:
+            return None
+        usage.completion_tokens = max(usage.completion_tokens, self._streamed // 4)
+        usage.estimated = True
+        return usage
+
     def _chunk(self, delta: dict[str, Any]) -> bytes:
-        return self._prefix + orjson.dumps(delta) + self._close
+        body = orjson.dumps(delta)
+        self._streamed += len(body) - 14  # less the ~14 bytes of {"content":""}
+        return self._prefix + body + self._close
 
     def feed(self, event: dict[str, Any]) -> tuple[list[bytes], Usage | None]:
         kind = event.get("type")

@@ -37,6 +37,7 @@ class Usage:
     completion_tokens: int = 0
     cached_tokens: int = 0
     reasoning_tokens: int = 0
+    estimated: bool = False  # counted by the gateway (a stream cut short), not reported
 
     @property
     def total_tokens(self) -> int:

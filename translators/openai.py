@@ -27,10 +27,13 @@ class OpenAITranslator(Translator):
     def __init__(self, provider) -> None:
         super().__init__(provider)
         self._role_checked = False
+        self._chat: dict[str, Any] | None = None
+        self._chunks = 0  # chunks with choices: about one token each on OpenAI and vLLM
 
     # --- request -------------------------------------------------------------------
 
     def request(self, chat: dict[str, Any], target, *, stream: bool) -> UpstreamRequest:
+        self._chat = chat
         body = dict(chat)
         body["model"] = target.model
         if stream:
@@ -89,6 +92,7 @@ class OpenAITranslator(Translator):
                 return [data], usage
             return [], usage
         state = self.state
+        self._chunks += 1
         choice = choices[0]
         if not self._role_checked:
             self._role_checked = True
@@ -106,6 +110,15 @@ class OpenAITranslator(Translator):
         if not self.include_usage and b'"usage"' in data:
             data = data.replace(b',"usage":null', b"").replace(b', "usage": null', b"")
         return [data], usage
+
+    def partial_usage(self) -> Usage | None:
+        """A stream cut short before its usage chunk: the prompt estimated from the
+        request, the output counted from the chunks seen (less the role chunk)."""
+        if self._chat is None or not self._chunks:
+            return None
+        from proxy.pricing import estimate_body
+        return Usage(prompt_tokens=estimate_body(self._chat).prompt_tokens,
+                     completion_tokens=max(0, self._chunks - 1), estimated=True)
 
     # --- errors --------------------------------------------------------------------
 
