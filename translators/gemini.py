@@ -1,0 +1,191 @@
+"""Google Gemini API (`type: gemini`) behind OpenAI's chat completions.
+
+`POST {base_url}/v1beta/models/{model}:generateContent`, or
+`:streamGenerateContent?alt=sse` (always SSE: without `alt=sse` Gemini streams
+one JSON array). The key travels only in the `x-goog-api-key` header, never
+in the URL; the model name comes from the config and must match a safe
+pattern before it enters the path. The request mapping is in
+gemini_request.py, the answer mapping in gemini_stream.py; this module ties
+them to the translator contract and classifies errors.
+See docs/providers/gemini.md for the choices made.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from typing import Any
+
+import orjson
+
+from proxy.errors import (
+    ErrorClass,
+    GatewayError,
+    UpstreamError,
+    parse_retry_after,
+    upstream_auth,
+    upstream_protocol,
+)
+from proxy.framing import Event
+from translators.base import Translator, UpstreamRequest, Usage
+from translators.gemini_request import build_body
+from translators.gemini_stream import GeminiStream, completion
+
+#: what may enter the URL path as a model name (`models/` prefix allowed)
+SAFE_MODEL = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9._-]{0,127}$")
+_TOKEN_OVERFLOW = re.compile(r"input token count.*exceeds the maximum", re.IGNORECASE)
+
+#: google.rpc status → (class, status to the client, OpenAI type, code)
+_ERRORS: dict[str, tuple[ErrorClass, int, str, str | None]] = {
+    "INVALID_ARGUMENT": (ErrorClass.BAD_REQUEST, 400, "invalid_request_error", None),
+    "FAILED_PRECONDITION": (ErrorClass.BAD_REQUEST, 400, "invalid_request_error", None),
+    "OUT_OF_RANGE": (ErrorClass.BAD_REQUEST, 400, "invalid_request_error", None),
+    "NOT_FOUND": (ErrorClass.NOT_FOUND, 404, "invalid_request_error", "model_not_found"),
+    "RESOURCE_EXHAUSTED": (ErrorClass.RATE_LIMITED, 429, "rate_limit_exceeded",
+                           "upstream_rate_limit"),
+    "UNAVAILABLE": (ErrorClass.OVERLOADED, 503, "server_error", "upstream_overloaded"),
+    "DEADLINE_EXCEEDED": (ErrorClass.TIMEOUT, 504, "server_error", "upstream_timeout"),
+    "INTERNAL": (ErrorClass.SERVER, 502, "server_error", "upstream_error"),
+    "CANCELLED": (ErrorClass.SERVER, 502, "server_error", "upstream_error"),
+    "UNKNOWN": (ErrorClass.SERVER, 502, "server_error", "upstream_error"),
+}
+_BY_STATUS = {400: "INVALID_ARGUMENT", 404: "NOT_FOUND", 429: "RESOURCE_EXHAUSTED",
+              499: "CANCELLED", 500: "INTERNAL", 503: "UNAVAILABLE", 504: "DEADLINE_EXCEEDED"}
+
+
+def model_path(model: str) -> str:
+    """The config's model name as a path segment, refused unless it is plainly safe."""
+    name = model.removeprefix("models/")
+    if not SAFE_MODEL.match(name):
+        raise GatewayError(500, "The gateway's configuration names a Gemini model that cannot "
+                           "be used in a URL.", "server_error", code="gateway_config_error")
+    return name
+
+
+class GeminiTranslator(Translator):
+    default_base_url = "https://generativelanguage.googleapis.com"
+
+    def __init__(self, provider) -> None:
+        super().__init__(provider)
+        self._n = 1
+        self._machine: GeminiStream | None = None
+
+    # --- request -------------------------------------------------------------------
+
+    def request(self, chat: dict[str, Any], target, *, stream: bool) -> UpstreamRequest:
+        name = model_path(target.model)
+        body = build_body(chat, name, drop_unsupported=self.drop_unsupported)
+        self._n = body.get("generationConfig", {}).get("candidateCount") or 1
+        if stream:
+            options = chat.get("stream_options")
+            self.include_usage = bool(isinstance(options, dict) and options.get("include_usage"))
+            url = f"{self.provider.base_url}/v1beta/models/{name}:streamGenerateContent?alt=sse"
+        else:
+            url = f"{self.provider.base_url}/v1beta/models/{name}:generateContent"
+        headers = {"content-type": "application/json", **self.provider.headers}
+        if self.provider.api_key:
+            headers["x-goog-api-key"] = self.provider.api_key
+        return UpstreamRequest("POST", url, headers, orjson.dumps(body), stream)
+
+    # --- response ------------------------------------------------------------------
+
+    def response(self, status: int, headers: Mapping[str, str],
+                 body: bytes) -> tuple[bytes | dict[str, Any], Usage | None]:
+        try:
+            answer = orjson.loads(body)
+        except orjson.JSONDecodeError:
+            raise upstream_protocol(self.provider.name, "the body is not JSON") from None
+        if not isinstance(answer, dict):
+            raise upstream_protocol(self.provider.name, "the body is not an object")
+        if "error" in answer:
+            raise self._classify(status, answer, headers)
+        if not answer.get("candidates") and not (answer.get("promptFeedback") or {}).get(
+                "blockReason"):
+            raise upstream_protocol(self.provider.name, "no candidates in the answer")
+        return completion(answer, self._n)
+
+    # --- stream --------------------------------------------------------------------
+
+    def stream(self, event: Event) -> tuple[list[bytes], Usage | None]:
+        machine = self._machine
+        if machine is None:
+            machine = self._machine = GeminiStream(self.state, self.include_usage, self._n,
+                                                   self._event_error)
+        try:
+            answer = orjson.loads(event.data)
+        except orjson.JSONDecodeError:
+            raise upstream_protocol(self.provider.name, "a stream event is not JSON") from None
+        if not isinstance(answer, dict):
+            raise upstream_protocol(self.provider.name, "a stream event is not an object")
+        return machine.feed(answer)
+
+    def end_of_stream(self) -> list[bytes]:
+        """Gemini just closes the connection: complete if every choice finished."""
+        machine = self._machine
+        if machine is None or self.state.complete or not self.state.finish_reason:
+            return []
+        return machine.complete()
+
+    def partial_usage(self) -> Usage | None:
+        return self._machine.partial_usage() if self._machine is not None else None
+
+    # --- errors --------------------------------------------------------------------
+
+    def error(self, status: int, headers: Mapping[str, str], body: bytes) -> UpstreamError:
+        try:
+            parsed = orjson.loads(body)
+        except orjson.JSONDecodeError:
+            parsed = None
+        if isinstance(parsed, list) and parsed:  # the JSON-array stream form
+            parsed = parsed[0]
+        return self._classify(status, parsed, headers)
+
+    def _event_error(self, event: dict[str, Any]) -> UpstreamError:
+        return self._classify(200, event, None)
+
+    def _classify(self, status: int, parsed: Any,
+                  headers: Mapping[str, str] | None) -> UpstreamError:
+        name = self.provider.name
+        error = parsed.get("error") if isinstance(parsed, dict) else None
+        if not isinstance(error, dict):
+            error = {}
+        code = error.get("code") if isinstance(error.get("code"), int) else status
+        rpc = error.get("status") if isinstance(error.get("status"), str) else None
+        details = error.get("details") if isinstance(error.get("details"), list) else []
+        reasons = {d.get("reason") for d in details if isinstance(d, dict)}
+        if code in (401, 403) or rpc in ("UNAUTHENTICATED", "PERMISSION_DENIED") or \
+                "API_KEY_INVALID" in reasons:
+            return upstream_auth(name, code if code >= 400 else 401)
+        rpc = rpc or _BY_STATUS.get(code) or ("INTERNAL" if code >= 500 or code < 400
+                                             else "INVALID_ARGUMENT")
+        message = str(error.get("message") or f"Upstream provider '{name}' answered HTTP "
+                      f"{status}.")
+        key = self.provider.api_key
+        if key and key in message:
+            message = message.replace(key, "[redacted]")
+        error_class, client_status, openai_type, openai_code = _ERRORS.get(
+            rpc, (ErrorClass.SERVER, 502, "server_error", "upstream_error") if code >= 500 else
+            (ErrorClass.BAD_REQUEST, 400, "invalid_request_error", None))
+        param = None
+        if error_class is ErrorClass.BAD_REQUEST and _TOKEN_OVERFLOW.search(message):
+            error_class, openai_code, param = (ErrorClass.CONTEXT_WINDOW,
+                                               "context_length_exceeded", "messages")
+        retry_after = parse_retry_after(headers) if headers else None
+        if retry_after is None and error_class is ErrorClass.RATE_LIMITED:
+            retry_after = _retry_delay(details)
+        return UpstreamError(error_class, client_status, message, openai_type,
+                             code=openai_code, param=param, retry_after=retry_after,
+                             upstream_status=status)
+
+
+def _retry_delay(details: list[Any]) -> float | None:
+    """google.rpc.RetryInfo's `retryDelay` ("37s"), which Gemini sends instead of a header."""
+    for detail in details:
+        if isinstance(detail, dict) and str(detail.get("@type", "")).endswith("RetryInfo"):
+            delay = detail.get("retryDelay")
+            if isinstance(delay, str) and delay.endswith("s"):
+                try:
+                    return max(0.0, float(delay[:-1]))
+                except ValueError:
+                    return None
+    return None
