@@ -239,6 +239,8 @@ class Dispatcher:
         label = target.label
         try:
             translator = self._translators[provider.type](provider)
+            if ex.adapter is not None:
+                translator = ex.adapter(translator)
             translator.drop_unsupported = model.drop_unsupported
             request = translator.request(ex.body, target, stream=ex.stream)
         except BaseException:

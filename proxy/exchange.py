@@ -56,6 +56,8 @@ class Exchange:
     stream_tap: Callable[[list[bytes]], None] | None = None
     # Extra response headers a policy wants on the answer (e.g. x-gatewise-cache).
     extra_headers: dict[str, str] | None = None
+    # Wraps the attempt's translator (legacy completions, functions, embeddings: translators/legacy.py).
+    adapter: "Callable[[Any], Any] | None" = None
 
     def add_stream_tap(self, tap: Callable[[list[bytes]], None]) -> None:
         """Add a stream tap, chaining with any already set (cache and tracing both tap)."""

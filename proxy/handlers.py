@@ -11,6 +11,7 @@ from policies.auth import allowed
 from proxy.errors import GatewayError, bad_request, invalid_json, model_not_found
 from proxy.exchange import Exchange
 from proxy.gateway import GATEWAY, REQUEST_ID
+from translators.legacy import functions_adapter
 
 # Request-level fields that would let a client choose where gatewise connects
 # or with which credentials. Refused, never ignored (DESIGN.md §8).
@@ -24,7 +25,7 @@ FORBIDDEN_FIELDS = frozenset({
 _JSON = "application/json"
 
 
-def _check_forbidden(body: dict[str, Any]) -> None:
+def check_forbidden(body: dict[str, Any]) -> None:
     hits = FORBIDDEN_FIELDS.intersection(body)
     extra = body.get("extra_body")
     if isinstance(extra, dict):
@@ -51,20 +52,20 @@ async def read_json(request: web.Request) -> dict[str, Any]:
 
 def _parse_chat(body: dict[str, Any], max_messages: int) -> bool:
     """Check what every upstream needs; returns whether the client wants a stream."""
-    _check_forbidden(body)
+    check_forbidden(body)
     model = body.get("model")
     if model is None:
         raise bad_request("you must provide a model parameter", param="model")
     if not isinstance(model, str):
         raise bad_request(f"Invalid type for 'model': expected a string, but got "
-                          f"{_json_type(model)} instead.", param="model", code="invalid_type")
+                          f"{json_type(model)} instead.", param="model", code="invalid_type")
     messages = body.get("messages")
     if messages is None:
         raise bad_request("Missing required parameter: 'messages'.", param="messages",
                           code="missing_required_parameter")
     if not isinstance(messages, list):
         raise bad_request(f"Invalid type for 'messages': expected an array, but got "
-                          f"{_json_type(messages)} instead.", param="messages",
+                          f"{json_type(messages)} instead.", param="messages",
                           code="invalid_type")
     if not messages:
         raise bad_request("Invalid 'messages': empty array. Expected an array with minimum "
@@ -81,14 +82,14 @@ def _parse_chat(body: dict[str, Any], max_messages: int) -> bool:
     stream = body.get("stream")
     if stream is not None and not isinstance(stream, bool):
         raise bad_request(f"Invalid type for 'stream': expected a boolean, but got "
-                          f"{_json_type(stream)} instead.", param="stream", code="invalid_type")
+                          f"{json_type(stream)} instead.", param="stream", code="invalid_type")
     if body.get("stream_options") is not None and not stream:
         raise bad_request("The 'stream_options' parameter is only allowed when 'stream' is "
                           "enabled.", param="stream_options", code="invalid_value")
     return bool(stream)
 
 
-def _json_type(value: Any) -> str:
+def json_type(value: Any) -> str:
     return {dict: "an object", list: "an array", str: "a string", bool: "a boolean",
             int: "an integer", float: "a decimal", type(None): "null"}.get(type(value), "a value")
 
@@ -102,7 +103,8 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
     if model is None:
         raise model_not_found(body["model"])
     ex = Exchange(request_id=request[REQUEST_ID], http=request, body=body, model=model,
-                  stream=stream, key=key, key_name=key.name if key is not None else None)
+                  stream=stream, key=key, key_name=key.name if key is not None else None,
+                  adapter=functions_adapter(body))  # legacy `functions`: translators/legacy.py
     await gateway.pipeline(ex)
     if ex.response is not None:
         return ex.response
@@ -152,6 +154,9 @@ def add_routes(app: web.Application) -> None:
     app.router.add_get("/v1/models/{model:.+}", retrieve_model)
     app.router.add_get("/health/live", health_live)
     app.router.add_get("/health/ready", health_ready)
+    from proxy.handlers_legacy import add_legacy_routes  # it imports this module
+
+    add_legacy_routes(app)
 
 
 __all__ = ["add_routes", "GatewayError"]

@@ -15,7 +15,10 @@ every request it received, and observe when a client connection closes.
 from __future__ import annotations
 
 import asyncio
+import base64
+import hashlib
 import re
+import struct
 from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
@@ -65,6 +68,8 @@ class FakeOpenAI:
         self.disconnected = asyncio.Event()
         self.app = web.Application()
         self.app.router.add_route("*", "/v1/chat/completions", self._handle)
+        self.app.router.add_post("/v1/embeddings", self._embeddings)
+        self.app.router.add_post("/v1/completions", self._completions)
 
     def script(self, *replies: Reply) -> None:
         """Answer the next requests with these replies, then with `default`."""
@@ -145,6 +150,172 @@ class FakeOpenAI:
             await resp.write(event)
         await resp.write_eof()
         return resp
+
+
+    # --- /v1/embeddings and the legacy /v1/completions ------------------------------------
+
+    async def _received(self, request: web.Request) -> tuple[Any, web.Response | None]:
+        raw = await request.read()
+        try:
+            body: Any = orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            body = raw
+        self.requests.append(Received(request.method, request.path,
+                                      {k.lower(): v for k, v in request.headers.items()}, body))
+        if request.headers.get("authorization", "") != f"Bearer {self.api_key}":
+            return body, _error(401, error("Incorrect API key provided.",
+                                           code="invalid_api_key"))
+        if not isinstance(body, dict):
+            return body, _error(400, error("We could not parse the JSON body of your request."))
+        return body, None
+
+    async def _embeddings(self, request: web.Request) -> web.Response:
+        body, refused = await self._received(request)
+        if refused is not None:
+            return refused
+        problem = validate_embeddings(body)
+        if problem:
+            return _error(400, problem)
+        reply = self.replies.popleft() if self.replies else None
+        if reply is not None and reply.status >= 400:
+            return web.Response(status=reply.status, headers={
+                "content-type": "application/json", **reply.headers},
+                body=orjson.dumps(reply.body or {"error": error(
+                    f"fake upstream error {reply.status}", type_="server_error")}))
+        inputs = body["input"]
+        if isinstance(inputs, str) or (inputs and isinstance(inputs[0], int)):
+            inputs = [inputs]
+        dims = body.get("dimensions") or EMBEDDING_DIMENSIONS.get(body["model"], 1536)
+        b64 = body.get("encoding_format") == "base64"
+        data, tokens = [], 0
+        for i, item in enumerate(inputs):
+            vector = fake_vector(orjson.dumps(item), dims)
+            tokens += len(item) if isinstance(item, list) else len(item) // 4 + 1
+            data.append({"object": "embedding", "index": i, "embedding": base64.b64encode(
+                struct.pack(f"<{dims}f", *vector)).decode() if b64 else vector})
+        return web.json_response({"object": "list", "data": data, "model": body["model"],
+                                  "usage": {"prompt_tokens": tokens, "total_tokens": tokens}},
+                                 dumps=lambda v: orjson.dumps(v).decode())
+
+    async def _completions(self, request: web.Request) -> web.StreamResponse:
+        body, refused = await self._received(request)
+        if refused is not None:
+            return refused
+        if not str(body.get("model")).startswith(COMPLETION_MODELS):
+            return _error(404, error(
+                "This is a chat model and not supported in the v1/completions endpoint. "
+                "Did you mean to use v1/chat/completions?", param="model"))
+        problem = validate_completions(body)
+        if problem:
+            return _error(400, problem)
+        reply = self.replies.popleft() if self.replies else self.default
+        prompts = body["prompt"] if isinstance(body["prompt"], list) and not isinstance(
+            body["prompt"][0], int) else [body["prompt"]]
+        n = body.get("n") or 1
+        words = _WORD.findall(reply.text)
+        head = {"id": "cmpl-fake" + hashlib.sha256(orjson.dumps(body)).hexdigest()[:24],
+                "object": "text_completion", "created": 1_700_000_000, "model": body["model"]}
+        prompt_tokens = sum(len(str(p)) // 4 + 1 for p in prompts)
+        usage = {"prompt_tokens": prompt_tokens, "completion_tokens": len(words) * n * len(prompts),
+                 "total_tokens": prompt_tokens + len(words) * n * len(prompts)}
+        choices = [(i * n + j, (p if body.get("echo") else "")) for i, p in enumerate(prompts)
+                   for j in range(n)]
+        if not body.get("stream"):
+            return web.Response(content_type="application/json", body=orjson.dumps({
+                **head, "choices": [{"text": echo + reply.text + (body.get("suffix") or ""),
+                                     "index": k, "logprobs": None, "finish_reason": "stop"}
+                                    for k, echo in choices], "usage": usage}))
+        resp = web.StreamResponse(headers={"content-type": "text/event-stream; charset=utf-8"})
+        await resp.prepare(request)
+        include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
+        extra = {"usage": None} if include_usage else {}
+        for k, echo in choices:
+            for piece, finish in ([(echo, None)] if echo else []) + [(w, None) for w in words] \
+                    + [("", "stop")]:
+                await resp.write(b"data: " + orjson.dumps({**head, "choices": [{
+                    "text": piece, "index": k, "logprobs": None, "finish_reason": finish}],
+                    **extra}) + b"\n\n")
+        if include_usage:
+            await resp.write(b"data: " + orjson.dumps({**head, "choices": [], "usage": usage})
+                             + b"\n\n")
+        await resp.write(b"data: [DONE]\n\n")
+        await resp.write_eof()
+        return resp
+
+
+EMBEDDING_DIMENSIONS = {"text-embedding-3-small": 1536, "text-embedding-3-large": 3072,
+                        "text-embedding-ada-002": 1536}
+COMPLETION_MODELS = ("gpt-3.5-turbo-instruct", "davinci-002", "babbage-002")
+
+
+def fake_vector(seed: bytes, dims: int) -> list[float]:
+    """A deterministic unit vector, rounded through float32 as the real API's are."""
+    raw = hashlib.shake_256(seed).digest(2 * dims)
+    values = [x / 32768.0 - 1.0 for x in struct.unpack(f"<{dims}H", raw)]
+    norm = sum(v * v for v in values) ** 0.5 or 1.0
+    return list(struct.unpack(f"<{dims}f", struct.pack(f"<{dims}f", *(v / norm for v in values))))
+
+
+def _is_tokens(value: Any) -> bool:
+    return isinstance(value, list) and bool(value) and all(
+        isinstance(t, int) and not isinstance(t, bool) for t in value)
+
+
+def _unrecognized(body: dict[str, Any], known: set[str]) -> dict[str, Any] | None:
+    for name in body:
+        if name not in known:
+            return error(f"Unrecognized request argument supplied: {name}")
+    return None
+
+
+def validate_embeddings(body: dict[str, Any]) -> dict[str, Any] | None:
+    problem = _unrecognized(body, {"input", "model", "encoding_format", "dimensions", "user"})
+    if problem:
+        return problem
+    if not isinstance(body.get("model"), str):
+        return error("you must provide a model parameter")
+    value = body.get("input")
+    if value is None:
+        return error("'input' is a required property", param="input")
+    if not (isinstance(value, str) and value or _is_tokens(value) or isinstance(value, list)
+            and value and (all(isinstance(v, str) and v for v in value)
+                           or all(_is_tokens(v) for v in value))):
+        return error("'$.input' is invalid. Please check the API reference: "
+                     "https://platform.openai.com/docs/api-reference.", param="input")
+    if body.get("encoding_format") not in (None, "float", "base64"):
+        return error(f"Invalid value for 'encoding_format' = {body['encoding_format']}. "
+                     "Supported values are: 'float' and 'base64'.", param="encoding_format",
+                     code="invalid_value")
+    dims = body.get("dimensions")
+    if dims is not None:
+        if body["model"] == "text-embedding-ada-002":
+            return error("This model does not support specifying dimensions.",
+                         param="dimensions")
+        if not isinstance(dims, int) or dims < 1:
+            return error("Invalid value for 'dimensions'.", param="dimensions",
+                         code="invalid_value")
+    return None
+
+
+def validate_completions(body: dict[str, Any]) -> dict[str, Any] | None:
+    problem = _unrecognized(body, {
+        "model", "prompt", "suffix", "max_tokens", "temperature", "top_p", "n", "stream",
+        "stream_options", "logprobs", "echo", "stop", "presence_penalty", "frequency_penalty",
+        "best_of", "logit_bias", "user", "seed"})
+    if problem:
+        return problem
+    model = body.get("model")
+    if not isinstance(model, str):
+        return error("you must provide a model parameter")
+    prompt = body.get("prompt")
+    if not (isinstance(prompt, str) or _is_tokens(prompt) or isinstance(prompt, list)
+            and prompt and (all(isinstance(p, str) for p in prompt)
+                            or all(_is_tokens(p) for p in prompt))):
+        return error("'prompt' is a required property", param="prompt")
+    if body.get("stream_options") is not None and not body.get("stream"):
+        return error("The 'stream_options' parameter is only allowed when 'stream' is "
+                     "enabled.", param="stream_options", code="invalid_value")
+    return None
 
 
 def _error(status: int, err: dict[str, Any]) -> web.Response:

@@ -1,0 +1,187 @@
+"""One embeddings mapper per provider type (see translators/embeddings.py).
+
+- openai (and every OpenAI-compatible server): `POST {base_url}/embeddings`,
+  the request forwarded as sent, the answer passed through as the upstream's bytes;
+- azure: `POST {base_url}/openai/deployments/{deployment}/embeddings?api-version=…`
+  (or `/openai/v1/embeddings` with `api_style: v1`), key in `api-key`;
+- gemini: `:embedContent` for one text, `:batchEmbedContents` for several,
+  key in `x-goog-api-key` only; `dimensions` → `outputDimensionality`;
+- ollama: `POST {base_url}/api/embed`;
+- mock: deterministic unit vectors from a hash of the model and input.
+
+Upstreams that return floats only get base64 from the gateway itself.
+Upstream model names enter a URL path only after the same safe-pattern checks
+as their chat translators.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import struct
+from typing import Any
+from urllib.parse import quote
+
+import orjson
+
+from proxy.errors import upstream_protocol
+from translators.azure import SAFE_DEPLOYMENT, SAFE_VERSION, _config_error
+from translators.base import UpstreamRequest, Usage
+from translators.embeddings import EmbeddingsMapper, embeddings_list, vectors_of
+from translators.gemini import model_path
+
+MOCK_DIMENSIONS = 256
+
+
+def _json(body: bytes, provider: str) -> Any:
+    try:
+        return orjson.loads(body)
+    except orjson.JSONDecodeError:
+        raise upstream_protocol(provider, "the body is not JSON") from None
+
+
+class OpenAIEmbeddings(EmbeddingsMapper):
+    def url(self, target) -> str:
+        return self.provider.base_url + "/embeddings"
+
+    def request(self, target) -> UpstreamRequest:
+        req = self.req
+        body: dict[str, Any] = {"input": req.input, "model": target.model}
+        if req.encoding_format == "base64":
+            body["encoding_format"] = "base64"
+        if req.dimensions is not None:
+            body["dimensions"] = req.dimensions
+        if req.user is not None:
+            body["user"] = req.user
+        headers = self.inner.headers()  # type: ignore[attr-defined]  # an OpenAITranslator
+        return UpstreamRequest("POST", self.url(target), headers, orjson.dumps(body), False)
+
+    def response(self, body: bytes) -> tuple[bytes | dict[str, Any], Usage]:
+        parsed = _json(body, self.provider.name)
+        data = parsed.get("data") if isinstance(parsed, dict) else None
+        if not isinstance(data, list) or len(data) != self.req.count:
+            raise upstream_protocol(self.provider.name, "expected one embedding per input")
+        usage = parsed.get("usage") or {}
+        prompt = int(usage.get("prompt_tokens") or 0) if isinstance(usage, dict) else 0
+        return body, Usage(prompt_tokens=prompt)  # the upstream's own bytes
+
+
+class AzureEmbeddings(OpenAIEmbeddings):
+    def url(self, target) -> str:
+        options = self.provider.options
+        deployment = target.model
+        if not isinstance(deployment, str) or not SAFE_DEPLOYMENT.match(deployment):
+            raise _config_error("a deployment name may hold letters, digits, '-', '_' and '.'")
+        version = options.get("api_version") or "2024-10-21"
+        if not SAFE_VERSION.match(version):
+            raise _config_error(f"api_version must look like 2024-10-21, got {version!r}")
+        if (options.get("api_style") or "deployments") == "v1":
+            url = f"{self.provider.base_url}/openai/v1/embeddings"
+            return url + f"?api-version={quote(version)}" if version in ("preview", "latest") \
+                else url
+        return (f"{self.provider.base_url}/openai/deployments/{deployment}/embeddings"
+                f"?api-version={quote(version)}")
+
+
+class GeminiEmbeddings(EmbeddingsMapper):
+    def request(self, target) -> UpstreamRequest:
+        texts = self.req.text_only(self.provider.name)
+        name = model_path(target.model)
+        self.model = name
+        dims = self.req.dimensions
+
+        def one(text: str) -> dict[str, Any]:
+            item: dict[str, Any] = {"content": {"parts": [{"text": text}]}}
+            if dims is not None:
+                item["outputDimensionality"] = dims
+            return item
+
+        base = f"{self.provider.base_url}/v1beta/models/{name}"
+        if self.req.single:
+            url, body = base + ":embedContent", one(texts[0])
+        else:
+            url = base + ":batchEmbedContents"
+            body = {"requests": [{"model": f"models/{name}", **one(t)} for t in texts]}
+        headers = {"content-type": "application/json", **self.provider.headers}
+        if self.provider.api_key:
+            headers["x-goog-api-key"] = self.provider.api_key
+        return UpstreamRequest("POST", url, headers, orjson.dumps(body), False)
+
+    def response(self, body: bytes) -> tuple[bytes | dict[str, Any], Usage]:
+        parsed = _json(body, self.provider.name)
+        if not isinstance(parsed, dict):
+            raise upstream_protocol(self.provider.name, "the answer is not an object")
+        if self.req.single:
+            items = [parsed.get("embedding")]
+        else:
+            items = parsed.get("embeddings")
+        if not isinstance(items, list):
+            raise upstream_protocol(self.provider.name, "no embeddings in the answer")
+        values = [item.get("values") if isinstance(item, dict) else None for item in items]
+        vectors = vectors_of(self.provider.name, values, self.req.count)
+        tokens = self.req.estimated_tokens()  # Gemini reports no token count here
+        return (embeddings_list(vectors, self.model, tokens, self.req.encoding_format),
+                Usage(prompt_tokens=tokens))
+
+
+class OllamaEmbeddings(EmbeddingsMapper):
+    def request(self, target) -> UpstreamRequest:
+        texts = self.req.text_only(self.provider.name)
+        self.model = target.model
+        body: dict[str, Any] = {"model": target.model,
+                                "input": texts[0] if self.req.single else list(texts)}
+        if self.req.dimensions is not None:
+            body["dimensions"] = self.req.dimensions
+        headers = {"content-type": "application/json", **self.provider.headers}
+        if self.provider.api_key:
+            headers["authorization"] = f"Bearer {self.provider.api_key}"
+        return UpstreamRequest("POST", self.provider.base_url + "/api/embed", headers,
+                               orjson.dumps(body), False)
+
+    def response(self, body: bytes) -> tuple[bytes | dict[str, Any], Usage]:
+        parsed = _json(body, self.provider.name)
+        if not isinstance(parsed, dict):
+            raise upstream_protocol(self.provider.name, "the answer is not an object")
+        vectors = vectors_of(self.provider.name, parsed.get("embeddings"), self.req.count)
+        count = parsed.get("prompt_eval_count")
+        tokens = count if isinstance(count, int) else self.req.estimated_tokens()
+        model = parsed.get("model") if isinstance(parsed.get("model"), str) else self.model
+        return (embeddings_list(vectors, model, tokens, self.req.encoding_format),
+                Usage(prompt_tokens=tokens))
+
+
+class MockEmbeddings(EmbeddingsMapper):
+    """Offline: the same input and model always give the same unit vector."""
+
+    def request(self, target) -> UpstreamRequest:
+        self.model = target.model
+        body = {"model": target.model, "input": self.req.input}  # for the in-process transport
+        return UpstreamRequest("POST", self.provider.base_url + "/embeddings",
+                               {"content-type": "application/json"}, orjson.dumps(body), False)
+
+    def response(self, body: bytes) -> tuple[bytes | dict[str, Any], Usage]:
+        dims = self.req.dimensions or MOCK_DIMENSIONS
+        items: tuple[Any, ...] = self.req.texts if self.req.texts is not None \
+            else self.req.tokens or ()
+        vectors = [mock_vector(self.model, orjson.dumps(item), dims) for item in items]
+        tokens = self.req.estimated_tokens()
+        return (embeddings_list(vectors, self.model, tokens, self.req.encoding_format),
+                Usage(prompt_tokens=tokens))
+
+
+def mock_vector(model: str, seed: bytes, dims: int) -> list[float]:
+    raw = hashlib.shake_256(model.encode() + b"\0" + seed).digest(2 * dims)
+    values = [x / 32768.0 - 1.0 for x in struct.unpack(f"<{dims}H", raw)]
+    norm = math.sqrt(sum(v * v for v in values)) or 1.0
+    # Rounded through float32, so the float and base64 forms carry the same numbers.
+    return list(struct.unpack(f"<{dims}f", struct.pack(f"<{dims}f",
+                                                        *(v / norm for v in values))))
+
+
+MAPPERS: dict[str, type[EmbeddingsMapper]] = {
+    "openai": OpenAIEmbeddings,
+    "azure": AzureEmbeddings,
+    "gemini": GeminiEmbeddings,
+    "ollama": OllamaEmbeddings,
+    "mock": MockEmbeddings,
+}
