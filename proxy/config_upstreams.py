@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from types import MappingProxyType
 from typing import Any
 from urllib.parse import urlsplit
@@ -83,7 +84,12 @@ def parse_providers(s: Section, timeouts: Timeouts) -> dict[str, ProviderConfig]
 
 def _option(p: Section, name: str, opt: Any) -> Any:
     if opt.kind is str:
-        return p.str(name, opt.default, required=opt.required)
+        value = p.str(name, opt.default, required=opt.required, choices=opt.choices)
+        if value is not None and opt.pattern and not re.fullmatch(opt.pattern, value):
+            p.problems.add(join(p.path, name), f"{value!r} does not fit this field "
+                           f"({opt.help or 'see the provider docs'})")
+            return opt.default
+        return value
     if opt.kind is bool:
         return p.bool(name, opt.default)
     if opt.kind in (int, float):
@@ -137,6 +143,13 @@ def parse_models(s: Section, providers: dict[str, ProviderConfig]) -> dict[str, 
                                         fallbacks=fallbacks, context_window_fallbacks=cw_fallbacks,
                                         drop_unsupported=drop)
     for model in models.values():
+        for i, target in enumerate(model.targets):
+            kind = providers[target.provider].type
+            pattern = PROVIDER_TYPES[kind].model_pattern
+            if pattern is not None and not pattern.fullmatch(target.model):
+                s.problems.add(join(join(join("models", model.name), "targets"), i) + ".model",
+                               f"'{target.model}' cannot go into a {kind} URL path "
+                               "(letters, digits, '-', '_' and '.' only)")
         for key, names in (("fallbacks", model.fallbacks),
                            ("context_window_fallbacks", model.context_window_fallbacks)):
             for i, other in enumerate(names):

@@ -249,3 +249,24 @@ def test_config_objects_are_frozen():
         config.server.port = 1  # type: ignore[misc]
     with pytest.raises(TypeError):
         config.models["n"] = config.models["m"]  # type: ignore[index]
+
+
+@pytest.mark.parametrize("provider,model,field,message", [
+    ("{type: azure, base_url: 'https://x.openai.azure.com', api_key: k, api_version: '1; rm'}",
+     "d", "providers.p.api_version", "does not fit this field"),
+    ("{type: azure, base_url: 'https://x.openai.azure.com', api_key: k, api_style: v2}",
+     "d", "providers.p.api_style", "must be one of deployments, v1"),
+    ("{type: azure, base_url: 'https://x.openai.azure.com', api_key: k}",
+     "../admin", "models.m.targets[0].model", "cannot go into a azure URL path"),
+    ("{type: gemini, api_key: k}", "gemini-2.5-flash:streamGenerateContent?key=x",
+     "models.m.targets[0].model", "cannot go into a gemini URL path"),
+])
+def test_values_that_enter_a_url_are_checked_at_start(provider, model, field, message):
+    # Regression: these were only refused (500) when the first request arrived.
+    with pytest.raises(ConfigError) as info:
+        parse_config(f"""
+providers: {{p: {provider}}}
+models: {{m: {{targets: [{{provider: p, model: "{model}"}}]}}}}
+""", {})
+    assert any(p.startswith(field + ":") and message in p for p in info.value.problems), \
+        info.value.problems

@@ -42,10 +42,13 @@ class AzureTranslator(OpenAITranslator):
     default_base_url = None  # https://NAME.openai.azure.com, always configured
     requires_api_key = True
     provider_options: ClassVar[Mapping[str, Option]] = {
-        "api_version": Option(str, "2024-10-21", help="the api-version query parameter"),
+        "api_version": Option(str, "2024-10-21", help="the api-version query parameter",
+                              pattern=SAFE_VERSION.pattern.strip("^$")),
         "api_style": Option(str, "deployments", help="'deployments' (the deployment in the "
-                            "path) or 'v1' (the /openai/v1/ API, the deployment in the body)"),
+                            "path) or 'v1' (the /openai/v1/ API, the deployment in the body)",
+                            choices=API_STYLES),
     }
+    model_pattern = SAFE_DEPLOYMENT
 
     def url(self, target) -> str:
         options = self.provider.options

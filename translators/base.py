@@ -9,6 +9,7 @@ nothing is parsed twice.
 
 from __future__ import annotations
 
+import re
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar, Mapping
@@ -77,6 +78,8 @@ class Option:
     default: Any = None
     required: bool = False
     help: str = ""
+    pattern: str | None = None  # a string value must match this regex whole
+    choices: tuple[str, ...] | None = None  # a string value must be one of these
 
 
 @dataclass(slots=True)
@@ -100,6 +103,8 @@ class Translator(ABC):
     requires_api_key: ClassVar[bool] = True
     #: extra provider fields this type understands
     provider_options: ClassVar[Mapping[str, Option]] = {}
+    #: the upstream model name enters the URL path: config must match this pattern
+    model_pattern: ClassVar["re.Pattern[str] | None"] = None
     #: in-process transport instead of HTTP (the offline mock)
     in_process: ClassVar[bool] = False
     #: the model's `drop_unsupported`: drop what the upstream cannot take instead of a 400

@@ -64,6 +64,7 @@ def model_path(model: str) -> str:
 
 class GeminiTranslator(Translator):
     default_base_url = "https://generativelanguage.googleapis.com"
+    model_pattern = SAFE_MODEL
 
     def __init__(self, provider) -> None:
         super().__init__(provider)
