@@ -145,9 +145,7 @@ class AnthropicTranslator(Translator):
             return upstream_auth(name, status if status >= 400 else 401)
         message = str(error.get("message") or f"Upstream provider '{name}' answered HTTP "
                       f"{status}.")
-        key = self.provider.api_key
-        if key and key in message:
-            message = message.replace(key, "[redacted]")
+        message = self.redact(message)
         error_class, client_status, openai_type, code = _ERRORS.get(
             type_, (ErrorClass.SERVER, 502, "server_error", "upstream_error")
             if status >= 500 or status < 400 else

@@ -137,6 +137,12 @@ class Translator(ABC):
     def error(self, status: int, headers: Mapping[str, str], body: bytes) -> UpstreamError:
         """An upstream error answer → a classified error in OpenAI's envelope."""
 
+    def redact(self, text: str) -> str:
+        """The provider's key never reaches a client, a log or a span, even when an
+        upstream quotes it back in an error message."""
+        key = self.provider.api_key
+        return text.replace(key, "[redacted]") if key and key in text else text
+
     def end_of_stream(self) -> list[bytes]:
         """The upstream closed the stream: emit what is left, mark `complete` if it
         was a proper end. Formats without an end marker end on a finish reason."""

@@ -161,9 +161,7 @@ class GeminiTranslator(Translator):
                                              else "INVALID_ARGUMENT")
         message = str(error.get("message") or f"Upstream provider '{name}' answered HTTP "
                       f"{status}.")
-        key = self.provider.api_key
-        if key and key in message:
-            message = message.replace(key, "[redacted]")
+        message = self.redact(message)
         error_class, client_status, openai_type, openai_code = _ERRORS.get(
             rpc, (ErrorClass.SERVER, 502, "server_error", "upstream_error") if code >= 500 else
             (ErrorClass.BAD_REQUEST, 400, "invalid_request_error", None))

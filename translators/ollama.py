@@ -204,9 +204,7 @@ class OllamaTranslator(Translator):
         if isinstance(error, dict):
             error = error.get("message")
         message = str(error or f"Upstream provider '{name}' answered HTTP {status}.")
-        key = self.provider.api_key
-        if key and key in message:
-            message = message.replace(key, "[redacted]")
+        message = self.redact(message)
         retry_after = parse_retry_after(headers) if headers else None
         code: str | None = None
         param: str | None = None

@@ -136,7 +136,7 @@ class OpenAITranslator(Translator):
         error = parsed.get("error") if isinstance(parsed, dict) else None
         if not isinstance(error, dict):
             error = {"message": error if isinstance(error, str) else None}
-        message = self._redact(str(error.get("message") or f"Upstream provider '{name}' "
+        message = self.redact(str(error.get("message") or f"Upstream provider '{name}' "
                                    f"answered HTTP {status}."))
         type_ = _str_or_none(error.get("type"))
         code = _str_or_none(error.get("code"))
@@ -152,10 +152,6 @@ class OpenAITranslator(Translator):
             type_ = "server_error"
         return UpstreamError(error_class, client_status, message, type_, code=code,
                              param=param, retry_after=retry_after, upstream_status=status)
-
-    def _redact(self, text: str) -> str:
-        key = self.provider.api_key
-        return text.replace(key, "[redacted]") if key and key in text else text
 
 
 def classify_openai(status: int, type_: str | None, code: str | None) -> ErrorClass:
