@@ -65,6 +65,7 @@ class Budget:
         self.budgets = config.budgets
         self.ledger = ledger
         self.store = store or MemoryBudgetStore()
+        self.remote = getattr(self.store, "remote", False)  # Redis: the check awaits
         self.now = now
         self.alert = alert
         self.alerted: set[tuple[str, float]] = set()
@@ -110,13 +111,16 @@ class Budget:
         if ex.routing_hint == "free_only":
             targets = tuple(t for t in targets if is_free(t)) or targets
         reserved = max_cost(estimate(ex), targets)
+        rid = uuid.uuid4().hex  # the reservation's id: its settlement counts once
         if scopes:
-            blocked = self.store.reserve(((s, b.usd) for s, b, _ in scopes), reserved)
+            pairs = [(s, b.usd) for s, b, _ in scopes]
+            blocked = (await self.store.reserve_async(pairs, reserved, rid)) if self.remote \
+                else self.store.reserve(pairs, reserved)
             if blocked is not None:
                 _, budget, who = next(x for x in scopes if x[0] == blocked)
                 spent, held = self.store.used(blocked)
                 raise budget_exceeded(who, budget, spent + held)
-        row = Pending(id=uuid.uuid4().hex, request_id=ex.request_id, key_name=ex.key_name,
+        row = Pending(id=rid, request_id=ex.request_id, key_name=ex.key_name,
                       model=ex.model.name, reserved=reserved, stream=ex.stream, created_at=now)
         began = False
         try:
@@ -150,11 +154,11 @@ class Budget:
         else:
             actual = 0.0  # nothing reached an upstream, or it answered with an error
         ex.cost = actual
-        self.store.settle(scopes, row.reserved, actual)
+        self.store.settle(scopes, row.reserved, actual, rid=row.id)
         hold = ex.extra.pop("provider_hold", None)
         if hold is not None:
-            scope, amount, held_target = hold
-            self.store.settle([scope], amount, actual if held_target is target else 0.0)
+            scope, amount, held_target, hid = hold
+            self.store.settle([scope], amount, actual if held_target is target else 0.0, rid=hid)
             scopes = scopes + [scope]
         self._check_thresholds(scopes)
         if began:
@@ -191,15 +195,16 @@ class Budget:
             return None
         stale = ex.extra.pop("provider_hold", None)
         if stale is not None:  # an earlier target's hold that no attempt used
-            self.store.settle([stale[0]], stale[1], 0.0)
+            self.store.settle([stale[0]], stale[1], 0.0, rid=stale[3])
         now = self.now()
         scope = f"provider:{target.provider}:{period_label(budget.per, now)}"
         amount = max_cost(estimate(ex), [target])
-        if self.store.reserve([(scope, budget.usd)], amount) is not None:
+        hid = uuid.uuid4().hex
+        if self.store.reserve([(scope, budget.usd)], amount, rid=hid) is not None:
             ex.extra["budget_blocked"] = (target.provider, budget, scope)
             end = period_end(budget.per, now)
             return 3600.0 if end is None else max(1.0, end - now)
-        ex.extra["provider_hold"] = (scope, amount, target)
+        ex.extra["provider_hold"] = (scope, amount, target, hid)
         return None
 
     def observe(self, ex: Exchange, attempt: Attempt) -> None:
@@ -209,7 +214,7 @@ class Budget:
             return
         if attempt.error_class is not None and ex.target is not attempt.target:
             ex.extra.pop("provider_hold")
-            self.store.settle([hold[0]], hold[1], 0.0)
+            self.store.settle([hold[0]], hold[1], 0.0, rid=hold[3])
 
     def as_budget_error(self, ex: Exchange, err: GatewayError) -> GatewayError:
         """Every target was skipped and a provider budget was why: say so."""
@@ -264,10 +269,27 @@ class Budget:
         if settled:
             log.warning(f"ledger: {settled} request(s) left pending by a crash were settled "
                         "at their reservation and marked 'recovered'")
-        self.rebuild(await self.ledger.spend_by_day(), now)
+        if self.remote:
+            try:
+                await self.reseed()
+            except Exception as exc:  # noqa: BLE001 — Redis down: reseeded when it returns empty
+                log.error(f"budgets not rebuilt from the ledger yet: {exc!r}")
+        else:
+            self.rebuild(await self.ledger.spend_by_day(), now)
         return settled
 
-    def rebuild(self, rows: list[SpendRow], now: float) -> None:
+    async def reseed(self) -> None:
+        """Shared budgets (Redis) from the shared ledger: set-if-absent per scope, never
+        added, so instances rebuilding together count the spend once."""
+        if self.ledger is None:
+            return
+        totals: dict[str, float] = {}
+        self.rebuild(await self.ledger.spend_by_day(), self.now(), totals)
+        await self.store.seed(totals)
+
+    def rebuild(self, rows: list[SpendRow], now: float,
+                totals: dict[str, float] | None = None) -> None:
+        """Load this period's spend into the store, or only sum it into `totals`."""
         keys = {k.name: k.budget for k in self.config.keys if k.budget is not None}
         touched: set[str] = set()
         for row in rows:
@@ -284,7 +306,10 @@ class Budget:
                 label = period_label(b.per, when)
                 if label == period_label(b.per, now):
                     scope = f"{prefix}:{label}"
-                    self.store.load(scope, row.cost)
+                    if totals is None:
+                        self.store.load(scope, row.cost)
+                    else:
+                        totals[scope] = totals.get(scope, 0.0) + row.cost
                     touched.add(scope)
         for scope in touched:  # what was already crossed before the restart stays quiet
             budget = self._budget_of(scope)

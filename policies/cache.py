@@ -99,6 +99,7 @@ class ResponseCache:
     def __init__(self, config: CacheConfig, store: CacheStore | None = None) -> None:
         self._config = config
         self.store: CacheStore = store or MemoryCacheStore(config.ttl, config.max_entries)
+        self.remote = getattr(self.store, "remote", False)  # Redis: the lookup awaits
 
     async def __call__(self, ex: Exchange, call_next: CallNext) -> None:
         if not self._config.for_model(ex.model.name):
@@ -107,7 +108,7 @@ class ResponseCache:
         lookup, store = cache_control(ex.http.headers.get("cache-control"))
         key = cache_key(ex, self._config.scope) if (lookup or store) else ""
         if lookup:
-            entry = self.store.get(key)
+            entry = (await self.store.get_async(key)) if self.remote else self.store.get(key)
             if entry is not None:
                 await self._replay(ex, entry)
                 return

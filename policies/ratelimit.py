@@ -66,6 +66,10 @@ class ClientRateLimit:
                  counters: CounterStore | None = None) -> None:
         self.rates = rates or MemoryRateStore()
         self.counters = counters or MemoryCounterStore()
+        self.remote = getattr(self.rates, "remote", False)  # Redis: the checks await
+
+    async def _take(self, name: str, limit: int, amount: float) -> tuple[bool, Window]:
+        return await self.rates.take_async(name, limit, amount)
 
     async def __call__(self, ex: Exchange, call_next: CallNext) -> None:
         key: KeyConfig | None = ex.key
@@ -81,13 +85,16 @@ class ClientRateLimit:
                 f"max output) exceed its limit of {key.tpm} tokens per minute. Lower "
                 f"max_tokens or shorten the prompt.", None,
                 window_headers(None, self.rates.peek(f"tpm:{name}", key.tpm)))
-        if key.max_concurrent and not self.counters.acquire(f"cc:{name}", key.max_concurrent):
+        if key.max_concurrent and not (
+                (await self.counters.acquire_async(f"cc:{name}", key.max_concurrent))
+                if self.remote else self.counters.acquire(f"cc:{name}", key.max_concurrent)):
             raise rate_limited(
                 f"Too many concurrent requests for key '{name}': limit "
                 f"{key.max_concurrent}. Retry when one finishes.", 1.0, {})
         try:
             if key.rpm:
-                ok, req_window = self.rates.take(f"rpm:{name}", key.rpm, 1)
+                ok, req_window = (await self._take(f"rpm:{name}", key.rpm, 1)) if self.remote \
+                    else self.rates.take(f"rpm:{name}", key.rpm, 1)
                 if not ok:
                     raise rate_limited(
                         f"Rate limit reached for key '{name}' on requests per min (RPM): "
@@ -95,7 +102,8 @@ class ClientRateLimit:
                         f"{go_duration(req_window.retry_after_s)}.", req_window.retry_after_s,
                         window_headers(req_window, self._peek_tokens(key)))
             if key.tpm:
-                ok, tok_window = self.rates.take(f"tpm:{name}", key.tpm, tokens)
+                ok, tok_window = (await self._take(f"tpm:{name}", key.tpm, tokens)) \
+                    if self.remote else self.rates.take(f"tpm:{name}", key.tpm, tokens)
                 if not ok:
                     if key.rpm:
                         self.rates.adjust(f"rpm:{name}", key.rpm, -1)

@@ -56,6 +56,14 @@ def cmd_serve(args: argparse.Namespace) -> int:
     configure_logging(config.telemetry.log_format, config.telemetry.log_level, config.secrets())
     host = args.host or config.server.host
     port = args.port if args.port is not None else config.server.port
+    if args.workers > 1:
+        from proxy import workers
+
+        reason = workers.refusal(config, args.workers)
+        if reason is not None:
+            print(f"gatewise: {reason}", file=sys.stderr)
+            return 2
+        return workers.run(args.config, host, port, args.workers)
     app = build_app(config)
     app[GATEWAY].warn_disabled()
     try:
@@ -73,7 +81,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
                "provider credit; add `keys:` or bind server.host to 127.0.0.1"))
     runner_kwargs = {"loop": loop_factory()} if loop_factory else {}
     web.run_app(app, host=host, port=port, access_log=None, print=None,
-                handler_cancellation=True, shutdown_timeout=10, **runner_kwargs)
+                handler_cancellation=True, shutdown_timeout=10, reuse_port=args.reuse_port or None,
+                **runner_kwargs)
     return 0
 
 
@@ -112,6 +121,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     serve.add_argument("--config", default=DEFAULT_CONFIG, help="YAML config file")
     serve.add_argument("--host", default=None, help="override server.host")
     serve.add_argument("--port", type=int, default=None, help="override server.port")
+    serve.add_argument("--workers", type=int, default=1,
+                       help="processes serving the port (needs state.backend: redis)")
+    serve.add_argument("--reuse-port", action="store_true", help=argparse.SUPPRESS)
     serve.set_defaults(func=cmd_serve)
     check = sub.add_parser("check", help="validate a config and print its models")
     check.add_argument("--config", default=DEFAULT_CONFIG, help="YAML config file")

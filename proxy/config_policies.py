@@ -61,8 +61,13 @@ class BudgetsConfig:
 
 @dataclass(frozen=True, slots=True)
 class StateConfig:
-    backend: str = "memory"
+    backend: str = "memory"  # memory | redis (shared by every instance)
     ledger: str | None = None  # a SQLite file path; None keeps the ledger in memory
+    url: str | None = field(default=None, repr=False)  # redis://… (may hold a password)
+    prefix: str = "gatewise:"  # every Redis key starts with it
+    budgets_on_outage: str = "fail_closed"  # fail_closed | fail_open while Redis is down
+    instances: int = 1  # gatewise processes sharing the state: outage limits are ÷ this
+    postgres: str | None = field(default=None, repr=False)  # postgresql://… shared ledger
 
 
 def hash_key(key: str) -> bytes:
@@ -199,18 +204,31 @@ def parse_budgets(raw: Any, path: str, problems: Problems,
 
 def parse_state(raw: Any, problems: Problems) -> StateConfig:
     s = Section(raw, "state", problems)
-    backend = s.str("backend", "memory")
-    if backend != "memory":
-        problems.add("state.backend", f"'{backend}' is not supported by this version of gatewise "
-                                      "(only memory)")
+    backend = s.str("backend", "memory", choices=("memory", "redis"))
+    url = s.str("url", None)
+    if backend == "redis" and not url:
+        problems.add("state.url", "is required when state.backend is redis (redis://HOST:6379/0)")
+    elif url is not None and not url.startswith(("redis://", "rediss://", "unix://")):
+        problems.add("state.url", "must be a redis://, rediss:// or unix:// URL")
+    prefix = s.str("prefix", "gatewise:")
+    instances = s.number("instances", 1, minimum=1, integer=True)
+    outage = s.section("on_outage")
+    on_budgets = outage.str("budgets", "fail_closed", choices=("fail_closed", "fail_open"))
+    outage.finish()
     ledger_raw = s.raw_value("ledger")
     ledger: str | None = None
-    if ledger_raw is not None and ledger_raw not in ("none", "memory"):
+    postgres: str | None = None
+    if isinstance(ledger_raw, str) and ledger_raw.startswith(("postgresql://", "postgres://")):
+        postgres = ledger_raw
+    elif ledger_raw is not None and ledger_raw not in ("none", "memory"):
         if not isinstance(ledger_raw, str) or not ledger_raw.startswith("sqlite:") \
                 or len(ledger_raw) <= len("sqlite:"):
-            problems.add("state.ledger", f"must be sqlite:PATH or none, got {ledger_raw!r}")
+            problems.add("state.ledger", "must be sqlite:PATH, postgresql://… or none, "
+                                         f"got {ledger_raw!r}")
         else:
             ledger = ledger_raw[len("sqlite:"):]
             ledger = ledger.removeprefix("//")  # sqlite:///abs/path → /abs/path
     s.finish()
-    return StateConfig(backend="memory", ledger=ledger)
+    return StateConfig(backend=backend or "memory", ledger=ledger, url=url,
+                       prefix=prefix or "gatewise:", budgets_on_outage=on_budgets or "fail_closed",
+                       instances=int(instances or 1), postgres=postgres)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from typing import Any, Mapping
+from urllib.parse import urlsplit
 
 from proxy.catalog import ModelInfo
 from proxy.config_policies import BudgetsConfig, KeyConfig, StateConfig
@@ -95,4 +96,8 @@ class GatewayConfig:
         values += [v for p in self.providers.values() for v in p.headers.values()]
         if self.admin_key:
             values.append(self.admin_key)
+        for url in (self.state.url, self.state.postgres):  # passwords in state URLs
+            password = urlsplit(url).password if url else None
+            if password:
+                values.append(password)
         return [v for v in values if len(v) >= 8]

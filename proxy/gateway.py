@@ -39,6 +39,11 @@ class Gateway:
     def __init__(self, config: GatewayConfig, policies: list[Policy] | None = None,
                  now: Clock = wall_clock) -> None:
         self.config = config
+        self.shared = None  # the Redis/PostgreSQL wiring (proxy/scaleout.py); memory: None
+        if config.state.backend == "redis":
+            from proxy.scaleout import SharedState  # redis is an optional dependency
+
+            self.shared = SharedState(config)
         self.transports: dict[str, Any] = {}
         self.session = None
         self.health = HealthChecker(config, PROVIDER_TYPES, self.transports)
@@ -47,7 +52,7 @@ class Gateway:
                                      timeouts=config.timeouts, provider_health=self.health.status)
         self.metrics = Metrics(config)  # always on, cheap
         self.tracing = build_tracing(config)  # None when off: not in the chain
-        self.cache = build_cache(config.cache)  # None when off: not in the chain
+        self.cache = build_cache(config.cache, self.shared.cache_store() if self.shared else None)
         self.dispatcher.observers.append(self.metrics.observe_attempt)
         if self.tracing is not None:
             self.dispatcher.observers.append(self.tracing.observe_attempt)
@@ -77,20 +82,26 @@ class Gateway:
         config = self.config
         self.auth = Auth(config.keys) if config.keys else None
         self.admin_auth = AdminAuth(config.admin_key, [k.digest for k in config.keys])
-        self.client_limits = ClientRateLimit() if any(k.limited for k in config.keys) else None
+        shared = self.shared
+        self.client_limits = (ClientRateLimit(*(shared.client_stores() if shared else ()))
+                              if any(k.limited for k in config.keys) else None)
         self.budget: Budget | None = None
-        if (config.state.ledger is not None or config.budgets.any
-                or any(k.budget is not None for k in config.keys)):
-            self.budget = Budget(config, SqliteLedger(config.state.ledger or ":memory:"), now=now,
+        if (config.state.ledger is not None or config.state.postgres is not None
+                or config.budgets.any or any(k.budget is not None for k in config.keys)):
+            ledger = shared.ledger() if shared else None
+            self.budget = Budget(config, ledger or SqliteLedger(config.state.ledger or ":memory:"),
+                                 store=shared.budget_store() if shared else None, now=now,
                                  alert=self._post_alert if config.budgets.alert_webhook else None)
             if config.budgets.providers:
                 self.dispatcher.gates.append(self.budget.gate)
                 self.dispatcher.observers.append(self.budget.observe)
         self.target_limits: TargetRateLimit | None = None
         if TargetRateLimit.needed(t for m in config.models.values() for t in m.targets):
-            self.target_limits = TargetRateLimit()
+            self.target_limits = TargetRateLimit(shared.target_store() if shared else None)
             self.dispatcher.gates.append(self.target_limits.gate)
             self.dispatcher.observers.append(self.target_limits.observe)
+        if shared is not None:
+            shared.attach(self)
         return [p for p in (self.auth, self.client_limits, self.budget) if p is not None]
 
     def authenticate(self, headers: Any) -> Any:
@@ -105,6 +116,10 @@ class Gateway:
                 await resp.read()
         except Exception as exc:  # noqa: BLE001 — an alert must never break serving
             log.warning(f"budget alert webhook failed: {exc!r}")
+
+    def state_status(self) -> dict[str, str] | None:
+        """The shared state's health for /health/ready (None with the memory backend)."""
+        return self.shared.status() if self.shared is not None else None
 
     @property
     def session_open(self) -> bool:
@@ -133,8 +148,10 @@ class Gateway:
             else:
                 self.transports[name] = HttpTransport(self.session, provider)
         self.health.start()
+        if self.shared is not None:
+            await self.shared.start()
         if self.budget is not None:
-            if self.config.state.ledger is None:
+            if self.config.state.ledger is None and self.config.state.postgres is None:
                 log.warning("budgets are kept in memory only: set state.ledger (sqlite:PATH) "
                             "so a restart forgets no spend")
             await self.budget.start()
@@ -143,6 +160,8 @@ class Gateway:
         finally:
             if self.budget is not None:
                 await self.budget.stop()
+            if self.shared is not None:
+                await self.shared.close()
             await self.health.stop()
             await self.session.close()
             if self.tracing is not None:

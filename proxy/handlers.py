@@ -142,6 +142,11 @@ async def health_ready(request: web.Request) -> web.Response:
     ready = bool(usable) and gateway.session_open
     body = {"status": "ready" if ready else "unavailable", "models": len(usable),
             "unavailable_models": sorted(set(gateway.config.models) - set(usable))}
+    state = gateway.state_status()  # shared state (Redis): degraded while unreachable
+    if state is not None:
+        body["state"] = state
+        if ready and state.get("redis") != "ok":
+            body["status"] = "degraded"  # still 200: every instance shares this Redis
     return web.Response(body=orjson.dumps(body), status=200 if ready else 503,
                         content_type=_JSON)
 

@@ -109,12 +109,15 @@ class MemoryCounterStore:
 class BudgetStore(Protocol):
     """Spend per scope (e.g. `key:web-app:day:2026-11-28`), in USD."""
 
-    def reserve(self, scopes: Iterable[tuple[str, float]], amount: float) -> str | None:
+    def reserve(self, scopes: Iterable[tuple[str, float]], amount: float,
+                rid: str = "") -> str | None:
         """Hold `amount` in every (scope, limit) if it fits all of them; else the
         first scope that has no room, and nothing is held anywhere."""
 
-    def settle(self, scopes: Iterable[str], reserved: float, actual: float) -> None:
-        """Replace a hold by the real cost (0 releases it)."""
+    def settle(self, scopes: Iterable[str], reserved: float, actual: float,
+               rid: str = "") -> None:
+        """Replace a hold by the real cost (0 releases it); `rid` names the reservation,
+        so a shared store can make a retried settlement count once."""
 
     def used(self, scope: str) -> tuple[float, float]:
         """(settled spend, outstanding holds)."""
@@ -128,7 +131,8 @@ class MemoryBudgetStore:
         self._spent: dict[str, float] = {}
         self._held: dict[str, float] = {}
 
-    def reserve(self, scopes: Iterable[tuple[str, float]], amount: float) -> str | None:
+    def reserve(self, scopes: Iterable[tuple[str, float]], amount: float,
+                rid: str = "") -> str | None:
         scopes = list(scopes)
         for scope, limit in scopes:
             if self._spent.get(scope, 0.0) + self._held.get(scope, 0.0) + amount > limit + 1e-12:
@@ -137,7 +141,8 @@ class MemoryBudgetStore:
             self._held[scope] = self._held.get(scope, 0.0) + amount
         return None
 
-    def settle(self, scopes: Iterable[str], reserved: float, actual: float) -> None:
+    def settle(self, scopes: Iterable[str], reserved: float, actual: float,
+               rid: str = "") -> None:
         for scope in scopes:
             held = self._held.get(scope, 0.0) - reserved
             if held <= 1e-12:
