@@ -102,7 +102,9 @@ class ResponseCache:
         self.remote = getattr(self.store, "remote", False)  # Redis: the lookup awaits
 
     async def __call__(self, ex: Exchange, call_next: CallNext) -> None:
-        if not self._config.for_model(ex.model.name):
+        # Adapted requests (legacy completions, functions, embeddings) answer in other
+        # shapes than the chat completion an entry holds: never stored, never replayed.
+        if ex.adapter is not None or not self._config.for_model(ex.model.name):
             await call_next(ex)
             return
         lookup, store = cache_control(ex.http.headers.get("cache-control"))

@@ -174,3 +174,23 @@ async def _wait_rows(db, count: int) -> None:
             return
         await asyncio.sleep(0.02)
     raise AssertionError("ledger rows not written")
+
+
+async def test_cache_never_replays_an_adapted_answer(start_gateway):
+    # Regression: with the cache on, a legacy completion was stored as if it were a
+    # chat completion and a repeat could be replayed as chat chunks.
+    gw = await start_gateway("""
+        providers: {offline: {type: mock}}
+        models: {echo: {targets: [{provider: offline, model: echo}]}}
+        policies: {cache: {ttl: 60s}}
+    """)
+    body = {"model": "echo", "prompt": "say this twice", "max_tokens": 20, "stream": True}
+    async with aiohttp.ClientSession() as http:
+        for _ in range(2):
+            async with http.post(gw.url + "/v1/completions", json=body) as resp:
+                assert resp.status == 200
+                assert "x-gatewise-cache" not in resp.headers
+                raw = await resp.read()
+            first = orjson.loads(raw.split(b"\n\n")[0].removeprefix(b"data: "))
+            assert first["object"] == "text_completion"
+            assert raw.endswith(b"data: [DONE]\n\n")
