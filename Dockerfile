@@ -3,12 +3,15 @@
 #   docker run -p 4000:4000 -v $PWD/proxy.yaml:/etc/gatewise/config.yaml:ro \
 #     -e OPENAI_API_KEY gatewise
 FROM python:3.11-slim AS build
+# Optional extras, e.g. --build-arg EXTRAS=redis,postgres for the scale-out
+# backends, or otlp for trace export.
+ARG EXTRAS=""
 WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY proxy ./proxy
 COPY translators ./translators
 COPY policies ./policies
-RUN pip install --no-cache-dir --prefix=/install .
+RUN pip install --no-cache-dir --prefix=/install ".${EXTRAS:+[$EXTRAS]}"
 
 FROM python:3.11-slim
 RUN useradd --system --uid 10001 --home-dir /var/lib/gatewise --create-home gatewise
