@@ -32,7 +32,7 @@ from proxy.config_routing import RoutingConfig
 from proxy.config_types import Timeouts
 from proxy.errors import ErrorClass, GatewayError, UpstreamError
 from proxy.exchange import Attempt, Exchange
-from proxy.pricing import estimate
+from proxy.pricing import cost, estimate
 from proxy.relay import encode_frames, error_frame, relay_json, relay_stream
 from proxy.target_stats import MemoryStatsStore
 
@@ -165,6 +165,14 @@ class Dispatcher:
             if ex.attempts:
                 err.headers.setdefault("x-gatewise-target", ex.attempts[-1].target.label)
             raise
+        finally:
+            # What the upstream billed, at the target's price: the x-gatewise-cost header,
+            # logs and metrics read it (a budget policy settles the same figure). An
+            # unpriced model leaves it unknown rather than claiming it was free.
+            target = ex.target or (ex.attempts[-1].target if ex.attempts else None)
+            if ex.usage is not None and ex.cost is None and target is not None \
+                    and target.info.priced:
+                ex.cost = cost(ex.usage, target)
 
     async def _run(self, ex: Exchange, plan: RequestPlan, skips: _Skips) -> None:
         last: UpstreamError | None = None
