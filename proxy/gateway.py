@@ -126,13 +126,19 @@ class Gateway:
         return self.session is not None and not self.session.closed
 
     def usable_models(self) -> list[str]:
-        """Models with a target whose provider is enabled, not failing its health
-        check, and whose circuit breaker is not open."""
-        providers = self.config.providers
+        """Models that can answer now: a target of their own, or of one of their
+        fallback models, whose provider is enabled, not failing its health check,
+        and whose circuit breaker is not open."""
+        providers, models = self.config.providers, self.config.models
         breakers, health = self.dispatcher.breakers, self.health
-        return [name for name, model in self.config.models.items()
-                if any(providers[t.provider].enabled and health.status(t.provider) is not False
-                       and not breakers.is_open(t.label) for t in model.targets)]
+
+        def live(name: str) -> bool:
+            return any(providers[t.provider].enabled and health.status(t.provider) is not False
+                       and not breakers.is_open(t.label) for t in models[name].targets)
+
+        alive = {name for name in models if live(name)}
+        return [name for name, model in models.items()
+                if name in alive or any(f in alive for f in model.fallbacks)]
 
     def warn_disabled(self) -> None:
         for provider in self.config.providers.values():

@@ -153,3 +153,21 @@ models:
     assert echo["success_rate"] == 1 and echo["latency_ms"] is not None
     assert echo["last_error_class"] is None
     assert API_KEY not in body.decode()
+
+
+async def test_ready_counts_a_model_served_by_its_fallback(start_gateway):
+    # Regression: a model whose own targets were all disabled but whose fallback
+    # could answer was listed as unavailable.
+    gw = await start_gateway("""
+        providers:
+          offline: {type: mock}
+          gone: {type: openai, api_key: "${UNSET_KEY}"}
+        models:
+          echo: {targets: [{provider: offline, model: echo}]}
+          smart: {targets: [{provider: gone, model: gpt-4o}], fallbacks: [echo]}
+          lonely: {targets: [{provider: gone, model: gpt-4o}]}
+    """)
+    status, body = await get(gw, "/health/ready")
+    ready = orjson.loads(body)
+    assert status == 200 and ready["models"] == 2
+    assert ready["unavailable_models"] == ["lonely"]
