@@ -24,10 +24,12 @@ def test_check_prints_models_and_targets():
     done = run("check", "--config", str(EXAMPLE), env={"PATH": "/usr/bin:/bin"})
     assert done.returncode == 0, done.stderr
     out = done.stdout
-    assert "OK" in out and "3 provider(s), 3 model(s)" in out
+    assert "OK" in out and "5 provider(s), 6 model(s)" in out
     assert "model echo [priority] -> offline/echo" in out
     assert "model gpt-4o-mini [priority] -> openai/gpt-4o-mini" in out
     assert "DISABLED (environment variable OPENAI_API_KEY is not set)" in out
+    assert "model smart [cheapest] -> openai/gpt-4o-mini, gemini/gemini-2.5-flash; " \
+        "fallbacks: claude-sonnet, echo" in out
     assert done.stderr == ""
 
 
@@ -92,8 +94,8 @@ def test_serve_example_config_answers_health_live():
                 time.sleep(0.05)
         assert status == 200 and orjson.loads(body) == {"status": "ok"}
         status, body = _get(f"http://127.0.0.1:{port}/v1/models")
-        assert [m["id"] for m in orjson.loads(body)["data"]] == ["echo", "gpt-4o-mini",
-                                                                 "deepseek-chat"]
+        assert [m["id"] for m in orjson.loads(body)["data"]] == [
+            "echo", "gpt-4o-mini", "claude-sonnet", "gemini-flash", "deepseek-chat", "smart"]
     finally:
         proc.terminate()
         _, err = proc.communicate(timeout=15)
