@@ -81,6 +81,9 @@ class TargetBreaker:
         """The attempt's outcome: error_class None is a success; `settled=False` means
         neither (the client left, a 4xx): a probe slot is given back."""
         state = self.cb.current_state
+        if error_class is None and ticket == PASS and state == CLOSED \
+                and not self.cb.fail_counter:
+            return  # the common case: a healthy target stays healthy, nothing to count
         if ticket == PROBE and state != HALF_OPEN:
             return  # another probe already decided this period
         if not settled or (error_class is not None and not error_class.counts_against_target):

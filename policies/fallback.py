@@ -109,7 +109,7 @@ class RequestPlan:
     """Hands out the next (model, target) to try, or how long to wait for one."""
 
     def __init__(self, config: RetryConfig, chain: list["ModelConfig"],
-                 order: Callable[["ModelConfig"], list["TargetConfig"]],
+                 order: Callable[["ModelConfig", "RequestPlan"], list["TargetConfig"]],
                  models: Any, clock: Callable[[], float], deadline: float,
                  rng: random.Random | None = None) -> None:
         self.config = config
@@ -128,7 +128,9 @@ class RequestPlan:
     def _fill(self) -> None:
         while not self._queue and self._chain:
             model = self._chain.popleft()
-            self._queue.extend(Candidate(model, t) for t in self._order(model))
+            # The plan is passed in, not captured by `order`: no reference cycle, so a
+            # request's objects are freed by refcount, never left to the cyclic GC.
+            self._queue.extend(Candidate(model, t) for t in self._order(model, self))
 
     def next(self) -> Candidate | float | None:
         """An untried candidate first; else the soonest retry (or the seconds until it is

@@ -44,13 +44,20 @@ def _has_image(messages: Any) -> bool:
     return False
 
 
-def request_needs(body: Mapping[str, Any], prompt_tokens: int | None = None) -> Needs:
+def request_needs(body: Mapping[str, Any], prompt_tokens: int | None = None, *,
+                  sized: bool = True) -> Needs:
     """`prompt_tokens`: the exchange's estimate (proxy/pricing.py), so one estimator
-    serves limits, budgets and routing; computed here when not given."""
+    serves limits, budgets and routing; computed here when not given. `sized=False`
+    leaves the context window to the upstream (tokens 0: nothing is estimated)."""
     messages = body.get("messages")
     response_format = body.get("response_format")
     max_tokens = body.get("max_completion_tokens") or body.get("max_tokens") or 0
-    prompt = estimate_body(body).prompt_tokens if prompt_tokens is None else prompt_tokens
+    if not sized:
+        prompt, max_tokens = 0, 0
+    elif prompt_tokens is None:
+        prompt = estimate_body(body).prompt_tokens
+    else:
+        prompt = prompt_tokens
     return Needs(
         tools=bool(body.get("tools") or body.get("functions")),
         vision=_has_image(messages),

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import random
 import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable, Mapping
@@ -99,6 +100,7 @@ class Dispatcher:
         self.stats = MemoryStatsStore()
         self.breakers = Breakers(self.routing.breaker)
         self.budget = RetryBudget(self.routing.retry)
+        self.rng = random.Random()  # backoff jitter: one generator, not one seeding a request
         self.provider_health = provider_health or (lambda name: None)
         self.router = Router(View(self.stats, self.health_score), self.routing.weights)
         # May this caller use that model (for per-request `fallbacks`)? The auth policy
@@ -119,14 +121,16 @@ class Dispatcher:
               skips: _Skips | None = None) -> list["TargetConfig"]:
         """The model's capable targets in its strategy's order; cooling, open or
         unhealthy targets go last."""
-        needs = needs if needs is not None else request_needs(ex.body, estimate(ex).prompt_tokens)
-        capable = []
-        for target in model.targets:
-            missing = lacks(target, needs)
-            if missing is None:
-                capable.append(target)
-            elif skips is not None:
-                skips.missing.add(missing)
+        if needs is None:
+            capable = list(model.targets)
+        else:
+            capable = []
+            for target in model.targets:
+                missing = lacks(target, needs)
+                if missing is None:
+                    capable.append(target)
+                elif skips is not None:
+                    skips.missing.add(missing)
         ordered = self.router.order(model.name, model.strategy, capable, ex.routing_hint)
         if len(ordered) > 1:
             cooling = self.stats.cooling
@@ -135,7 +139,7 @@ class Dispatcher:
 
     def plan(self, ex: Exchange) -> list["TargetConfig"]:
         """The requested model's targets to try, in order."""
-        return self.order(ex, ex.model)
+        return self.order(ex, ex.model, request_needs(ex.body, estimate(ex).prompt_tokens))
 
     # --- the attempt loop ------------------------------------------------------------
 
@@ -147,17 +151,23 @@ class Dispatcher:
         if names is None:
             names = list(ex.model.fallbacks)
         chain = [ex.model] + [self.models[n] for n in dict.fromkeys(names) if n != ex.model.name]
-        needs = request_needs(ex.body, estimate(ex).prompt_tokens)
+        # The context-window check chooses among alternatives on an estimate. With one
+        # target and nothing to fall back on, the upstream itself says whether the prompt
+        # fits - better than refusing on a guess (and the estimate is not paid for).
+        alone = len(chain) == 1 and len(ex.model.targets) == 1 \
+            and not ex.model.context_window_fallbacks
+        needs = request_needs(ex.body, sized=False) if alone else \
+            request_needs(ex.body, estimate(ex).prompt_tokens)
         skips = _Skips()
-        plan: RequestPlan
 
-        def order(model: "ModelConfig") -> list["TargetConfig"]:
+        def order(model: "ModelConfig", plan: RequestPlan) -> list["TargetConfig"]:
             targets = self.order(ex, model, needs, skips)
             if not targets and any(lacks(t, needs) == "context_window" for t in model.targets):
                 plan.add_context_fallbacks(model)
             return targets
 
-        plan = RequestPlan(retry, chain, order, self.models, clock, clock() + self.deadline)
+        plan = RequestPlan(retry, chain, order, self.models, clock, clock() + self.deadline,
+                           self.rng)
         try:
             await self._run(ex, plan, skips)
         except GatewayError as err:

@@ -46,9 +46,13 @@ async def relay_json(ex: Exchange, attempt: Attempt, translator: "Translator", t
                      request: Any, provider: "ProviderConfig", deadline: float) -> None:
     """`deadline`: seconds left of the request's budget (bounds this attempt too)."""
     try:
-        async with asyncio.timeout(deadline if deadline < provider.timeouts.total else None):
-            async with transport.open(request, provider.timeouts) as resp:
-                body = await resp.read()
+        # aiohttp enforces the provider's total timeout; a second timer only when the
+        # request's deadline (spent partly by earlier attempts) comes clearly sooner.
+        if deadline < provider.timeouts.total - 0.5:
+            async with asyncio.timeout(deadline):
+                resp, body = await _fetch(transport, request, provider)
+        else:
+            resp, body = await _fetch(transport, request, provider)
     except TimeoutError:
         raise upstream_timeout(provider.name, "request deadline", round(deadline, 3)) from None
     finally:
@@ -61,6 +65,11 @@ async def relay_json(ex: Exchange, attempt: Attempt, translator: "Translator", t
     ex.target = attempt.target
     ex.status = 200
     ex.response_body = out if isinstance(out, bytes) else orjson.dumps(out)
+
+
+async def _fetch(transport: Any, request: Any, provider: "ProviderConfig") -> tuple[Any, bytes]:
+    async with transport.open(request, provider.timeouts) as resp:
+        return resp, await resp.read()
 
 
 async def relay_stream(ex: Exchange, attempt: Attempt, translator: "Translator", transport: Any,

@@ -145,10 +145,10 @@ class HttpTransport:
         self._session = session
         self._provider = provider
         t: Timeouts = provider.timeouts
-        self._json_timeout = aiohttp.ClientTimeout(total=t.total, connect=t.connect,
-                                                   sock_connect=t.connect)
-        self._stream_timeout = aiohttp.ClientTimeout(total=None, connect=t.connect,
-                                                     sock_connect=t.connect)
+        # sock_connect bounds a new connection; waiting for a pooled one is not timed
+        # separately (`connect` would add a second timer to every request).
+        self._json_timeout = aiohttp.ClientTimeout(total=t.total, sock_connect=t.connect)
+        self._stream_timeout = aiohttp.ClientTimeout(total=None, sock_connect=t.connect)
 
     def open(self, request: UpstreamRequest, timeouts: Timeouts) -> _Opened:
         timeout = self._stream_timeout if request.stream else self._json_timeout

@@ -334,7 +334,7 @@ def test_backoff_grows_with_jitter_and_cap():
 
 def test_plan_never_waits_past_the_deadline():
     now = [0.0]
-    plan = RequestPlan(RetryConfig(attempts=5), [], lambda m: [], {}, lambda: now[0],
+    plan = RequestPlan(RetryConfig(attempts=5), [], lambda m, p: [], {}, lambda: now[0],
                        deadline=1.0)
     from policies.fallback import Candidate
     plan.later(Candidate(model=None, target=None, tries=1), 2.0)  # type: ignore[arg-type]
