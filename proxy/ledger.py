@@ -159,8 +159,14 @@ class SqliteLedger:
     async def _run(self, fn, *args):
         return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
 
+    @property
+    def _inline(self) -> bool:
+        """An in-memory ledger has no disk to wait for: its statements run inline,
+        without the writer thread's round trip."""
+        return self.path == ":memory:"
+
     async def open(self, now: float) -> int:
-        self._conn = await self._run(connect, self.path)
+        self._conn = connect(self.path) if self._inline else await self._run(connect, self.path)
         settled = await self._run(self._recover, now)
         self._wake = asyncio.Event()
         self._writer = asyncio.create_task(self._write_loop(), name="gatewise-ledger")
@@ -187,6 +193,13 @@ class SqliteLedger:
         future = asyncio.get_running_loop().create_future()
         if self._writer is None:
             future.set_exception(RuntimeError("the ledger is not open"))
+            return future
+        if self._inline:
+            error = self._apply([(sql, params)])[0]
+            if error is None:
+                future.set_result(None)
+            else:
+                future.set_exception(error)
             return future
         self._queue.append((sql, params, future))
         self._wake.set()
