@@ -51,6 +51,30 @@ class SSEParser:
                 events.append(event)
         return events
 
+    def split_complete(self, chunk: bytes) -> bytes | None:
+        """The complete events of what is buffered plus `chunk`, as raw bytes (the
+        rest stays buffered), for a caller that may forward them untouched; None
+        (nothing consumed) when CR line ends need `feed`'s normalising."""
+        buf = self._buf + chunk if self._buf else chunk
+        if b"\r" in buf:
+            return None
+        cut = buf.rfind(b"\n\n")
+        if cut < 0:
+            self._buf = buf
+            return b""
+        self._buf = buf[cut + 2:]
+        return buf[:cut + 2]
+
+    @staticmethod
+    def parse_complete(block: bytes) -> list[Event]:
+        """The events of a block from `split_complete`."""
+        events = []
+        for part in block.split(b"\n\n")[:-1]:
+            event = _parse_block(part)
+            if event is not None:
+                events.append(event)
+        return events
+
     def flush(self) -> list[Event]:
         """The stream ended: a last event without its blank line still counts."""
         rest, self._buf = self._buf.rstrip(b"\r\n"), b""

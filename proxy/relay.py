@@ -10,6 +10,7 @@ becomes at most one write to the client.
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from typing import TYPE_CHECKING, Any, Iterable
 
@@ -24,6 +25,8 @@ from proxy.errors import (
 )
 from proxy.exchange import Attempt, Exchange
 from proxy.framing import new_framer
+
+log = logging.getLogger("gatewise")
 
 if TYPE_CHECKING:
     from proxy.config import ProviderConfig
@@ -67,6 +70,10 @@ async def relay_json(ex: Exchange, attempt: Attempt, translator: "Translator", t
     ex.response_body = out if isinstance(out, bytes) else orjson.dumps(out)
 
 
+def framer_kind_sse(translator: "Translator") -> bool:
+    return translator.framing == "sse"
+
+
 async def _fetch(transport: Any, request: Any, provider: "ProviderConfig") -> tuple[Any, bytes]:
     async with transport.open(request, provider.timeouts) as resp:
         return resp, await resp.read()
@@ -93,8 +100,27 @@ async def relay_stream(ex: Exchange, attempt: Attempt, translator: "Translator",
                 attempt.status = resp.status
                 if resp.status >= 400:
                     raise translator.error(resp.status, resp.headers, await resp.read())
+                passthrough = translator.passthrough if framer_kind_sse(translator) else None
                 async for raw in resp.iter_chunks():
-                    out = _translate(translator, framer.feed(raw), ex)
+                    if client is not None and passthrough is not None \
+                            and ex.stream_tap is None:
+                        # Committed: whole events that need nothing done go out as the
+                        # upstream's own bytes, without framing or parsing each one.
+                        block = framer.split_complete(raw)
+                        fast = passthrough(block) if block is not None else None
+                        if fast is not None:
+                            if fast:
+                                await client.write(fast)
+                            now = loop.time()
+                            if now >= next_slide:
+                                deadline.reschedule(now + idle + step)
+                                next_slide = now + step
+                            continue
+                        events = framer.parse_complete(block) if block is not None \
+                            else framer.feed(raw)
+                    else:
+                        events = framer.feed(raw)
+                    out = _translate(translator, events, ex)
                     if client is None:
                         pending += out
                         if not (state.has_content or state.complete):
@@ -154,6 +180,22 @@ async def relay_stream(ex: Exchange, attempt: Attempt, translator: "Translator",
         if ex.usage is None:
             ex.usage = translator.partial_usage()
         raise
+    except Exception:
+        if client is None:
+            raise  # nothing sent yet: the middleware answers a clean 500
+        # A fault of the gateway's own after the stream began: the client must still
+        # get a clean end (an error event, no [DONE]) rather than a connection left
+        # hanging, and what the upstream billed is still recorded.
+        log.exception("stream relay failed", extra={"request_id": ex.request_id})
+        ex.error = GatewayError(500, f"The gateway hit an internal error mid-stream "
+                                f"(request id {ex.request_id}).", "server_error",
+                                code="gateway_internal_error")
+        if ex.usage is None:
+            ex.usage = translator.partial_usage()
+        try:
+            await client.write(error_frame(ex.error))
+        except ConnectionResetError:
+            pass
 
 
 def _translate(translator: "Translator", events: list, ex: Exchange) -> list[bytes]:

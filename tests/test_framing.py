@@ -129,3 +129,16 @@ def test_ndjson_crlf_blank_lines_and_flush():
 def test_new_framer_kinds():
     assert isinstance(new_framer("sse"), SSEParser)
     assert isinstance(new_framer("ndjson"), NDJSONParser)
+
+
+def test_split_complete_hands_out_whole_events_and_keeps_the_rest():
+    parser = SSEParser()
+    assert parser.split_complete(b"data: 1\n\ndata: 2") == b"data: 1\n\n"
+    assert parser.split_complete(b"\n\ndata: 3\n") == b"data: 2\n\n"
+    assert parser.split_complete(b"\n") == b"data: 3\n\n"
+    assert parser.split_complete(b"data: 4") == b""
+    assert parser.feed(b"\n\n") == [Event(None, b"4")]
+    assert parser.split_complete(b"data: 5\r\n\r\n") is None  # CR: feed normalises it
+    assert parser.feed(b"data: 5\r\n\r\n") == [Event(None, b"5")]
+    assert SSEParser.parse_complete(b"data: a\n\n: c\n\nevent: e\ndata: b\n\n") == [
+        Event(None, b"a"), Event("e", b"b")]

@@ -265,3 +265,30 @@ async def test_upstream_error_echoing_the_key_is_redacted(client, fake):
         await client.chat.completions.create(model="gpt-4o", messages=USER)
     assert API_KEY not in info.value.response.text
     assert "[redacted]" in info.value.message
+
+
+@pytest.mark.parametrize("include_usage", [False, True])
+async def test_committed_stream_passes_upstream_bytes_through(gw, fake, include_usage):
+    """Once a stream is committed, plain content deltas arriving in their own reads go
+    out as the upstream's own bytes (the pass-through fast path); the client's stream
+    is still exactly OpenAI's: same chunks, usage only if asked, one [DONE]."""
+    fake.script(Reply(text="one two three four five six", chunk_delay=0.01))
+    body = {"model": "gpt-4o", "messages": USER, "stream": True}
+    if include_usage:
+        body["stream_options"] = {"include_usage": True}
+    async with aiohttp.ClientSession() as http:
+        async with http.post(f"{gw.url}/v1/chat/completions", json=body) as resp:
+            assert resp.status == 200
+            raw = await resp.read()
+    events = [e.removeprefix(b"data: ") for e in raw.split(b"\n\n") if e]
+    assert events[-1] == b"[DONE]" and events.count(b"[DONE]") == 1
+    chunks = [orjson.loads(e) for e in events[:-1]]
+    text = "".join(c["choices"][0]["delta"].get("content") or "" for c in chunks if c["choices"])
+    assert text == "one two three four five six"
+    assert [c["choices"][0]["finish_reason"] for c in chunks if c["choices"]][-1] == "stop"
+    assert len({c["id"] for c in chunks}) == 1
+    if include_usage:
+        assert chunks[-1]["choices"] == [] and chunks[-1]["usage"]["completion_tokens"] > 0
+        assert all("usage" in c for c in chunks)
+    else:
+        assert b"usage" not in raw

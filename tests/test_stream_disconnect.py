@@ -253,3 +253,30 @@ async def test_body_stalled_after_headers_is_a_504_timeout(start_gateway):
                 assert resp.status == 504
                 error = (await resp.json())["error"]
     assert error["code"] == "upstream_timeout"
+
+
+async def test_gateway_fault_mid_stream_ends_the_stream_cleanly(gw, fake, monkeypatch):
+    # Regression: an exception of the gateway's own after the stream was committed
+    # left the client's connection hanging (the middleware tried to answer a second
+    # response); it now ends the stream with an error event and no [DONE].
+    from translators.openai import OpenAITranslator
+
+    real = OpenAITranslator.stream
+    seen = {"n": 0}
+
+    def flaky(self, event):
+        seen["n"] += 1
+        if seen["n"] == 4:
+            raise RuntimeError("a bug")
+        return real(self, event)
+
+    monkeypatch.setattr(OpenAITranslator, "stream", flaky)
+    monkeypatch.setattr(OpenAITranslator, "passthrough", lambda self, block: None)
+    fake.script(Reply(text="one two three four five", chunk_delay=0.01))
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=5)) as http:
+        async with http.post(f"{gw.url}/v1/chat/completions", json=stream_body()) as resp:
+            assert resp.status == 200
+            raw = await resp.read()
+    last = events(raw)[-1]
+    assert b"[DONE]" not in raw
+    assert orjson.loads(last)["error"]["code"] == "gateway_internal_error"

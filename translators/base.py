@@ -137,6 +137,12 @@ class Translator(ABC):
     def error(self, status: int, headers: Mapping[str, str], body: bytes) -> UpstreamError:
         """An upstream error answer → a classified error in OpenAI's envelope."""
 
+    def passthrough(self, block: bytes) -> bytes | None:
+        """Complete SSE events of a committed stream that can reach the client as the
+        upstream's own bytes (what to write, b"" for nothing), or None to translate
+        them event by event. Only a format that is already OpenAI's can say yes."""
+        return None
+
     def redact(self, text: str) -> str:
         """The provider's key never reaches a client, a log or a span, even when an
         upstream quotes it back in an error message."""

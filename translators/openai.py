@@ -70,6 +70,14 @@ class OpenAITranslator(Translator):
 
     def stream(self, event: Event) -> tuple[list[bytes], Usage | None]:
         data = event.data
+        if self.state.has_content and _plain_delta(data) and event.name is None:
+            # Most of a stream: a content delta that needs nothing done to it. The
+            # byte checks (memchr-fast) stand in for parsing it; JSON strings escape
+            # their quotes, so these key patterns can only match structure.
+            self._chunks += 1
+            if not self.include_usage and b'"usage":null' in data:
+                data = data.replace(b',"usage":null', b"")
+            return [data], None
         if data == b"[DONE]":
             self.state.complete = True
             return [], None
@@ -110,6 +118,21 @@ class OpenAITranslator(Translator):
         if not self.include_usage and b'"usage"' in data:
             data = data.replace(b',"usage":null', b"").replace(b', "usage": null', b"")
         return [data], usage
+
+    def passthrough(self, block: bytes) -> bytes | None:
+        """Plain content deltas only: one compact `"finish_reason":null` per event and
+        nothing else to act on (finish, usage, error, a key to rename, the end)."""
+        n = block.count(b"\n\n")
+        if not n:
+            return b""
+        if (block.count(b'"finish_reason":null') != n or b'"finish_reason":"' in block
+                or b'"usage":{' in block or b'"error"' in block or b'"reasoning"' in block
+                or b"[DONE]" in block or b"event:" in block):
+            return None
+        self._chunks += n
+        if not self.include_usage and b'"usage":null' in block:
+            block = block.replace(b',"usage":null', b"")
+        return block
 
     def partial_usage(self) -> Usage | None:
         """A stream cut short before its usage chunk: the prompt estimated from the
@@ -152,6 +175,13 @@ class OpenAITranslator(Translator):
             type_ = "server_error"
         return UpstreamError(error_class, client_status, message, type_, code=code,
                              param=param, retry_after=retry_after, upstream_status=status)
+
+
+def _plain_delta(data: bytes) -> bool:
+    """A compact chunk with no finish reason, no usage, no error, nothing to rename."""
+    return (b'"finish_reason":null' in data and b'"finish_reason":"' not in data
+            and b'"usage":{' not in data and b'"error"' not in data
+            and b'"reasoning"' not in data)
 
 
 def classify_openai(status: int, type_: str | None, code: str | None) -> ErrorClass:

@@ -1,0 +1,54 @@
+"""In-process: gatewise's own CPU per request (handler checks + pipeline + dispatch), with
+an instant fake transport and no sockets. `python bench/micro.py CONFIG [N]` — e.g.
+bench/configs/full-openai.yaml with BENCH_UPSTREAM, BENCH_KEY, BENCH_TMP set. Use it to
+see what a change to the hot path costs before running the whole benchmark."""
+import asyncio, os, sys, time
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+import orjson
+from proxy.config import load_config
+from proxy.app import build_app
+from proxy.gateway import GATEWAY
+from proxy.exchange import Exchange
+from proxy.handlers import _parse_chat
+
+BODY = open(os.path.join(os.path.dirname(os.path.abspath(__file__)), "bodies", "openai.json"), "rb").read()
+REQ = orjson.loads(open(os.path.join(os.path.dirname(os.path.abspath(__file__)), "bodies", "request.json"), "rb").read())
+
+class Resp:
+    status = 200
+    headers = {}
+    async def read(self): return BODY
+class Opened:
+    async def __aenter__(self): return Resp()
+    async def __aexit__(self, *a): pass
+class Transport:
+    def open(self, req, timeouts): return Opened()
+
+async def main(cfg, n):
+    os.environ.setdefault("BENCH_UPSTREAM", "http://127.0.0.1:1")
+    os.environ.setdefault("BENCH_KEY", "bench-key-0123456789abcdef")
+    os.environ.setdefault("BENCH_TMP", "/tmp/prof")
+    config = load_config(cfg)
+    app = build_app(config)
+    gw = app[GATEWAY]
+    gen = gw.lifespan(app).__aiter__()
+    await gen.__anext__()
+    for k in list(gw.transports): gw.transports[k] = Transport()
+    model = config.models["bench-json"]
+    async def one():
+        body = orjson.loads(orjson.dumps({**REQ, "model": "bench-json"}))
+        stream = _parse_chat(body, 10000)
+        key = gw.authenticate({"authorization": "Bearer bench-key-0123456789abcdef"})
+        ex = Exchange(request_id="r", http=None, body=body, model=model, stream=stream, key=key,
+                      key_name=key.name if key else None)
+        await gw.pipeline(ex)
+        ex.gateway_headers()
+    for _ in range(2000): await one()
+    t = time.process_time()
+    for _ in range(n): await one()
+    dt = time.process_time() - t
+    print(f"{cfg}: {dt/n*1e6:.1f} us/request (our code, no sockets)")
+    try: await gen.__anext__()
+    except StopAsyncIteration: pass
+
+asyncio.run(main(sys.argv[1], int(sys.argv[2]) if len(sys.argv) > 2 else 20000))
