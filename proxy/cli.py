@@ -68,7 +68,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     app.on_startup.append(_freeze_heap)
     app[GATEWAY].warn_disabled()
     try:
-        import uvloop  # optional: faster event loop where installed
+        import uvloop  # a dependency on Linux and macOS; the stdlib loop elsewhere
         loop_factory = uvloop.new_event_loop
     except ImportError:
         loop_factory = None
