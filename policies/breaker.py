@@ -124,10 +124,12 @@ class Breakers:
             self.get(label).record(ticket, error_class, settled=settled)
 
     def state(self, label: str) -> str:
-        breaker = self._breakers.get(label)
-        if breaker is None or not self.config.enabled:
+        if not self.config.enabled:
             return CLOSED
-        state = breaker.state
+        breaker = self._breakers.get(label)
+        if breaker is None:
+            return CLOSED
+        state = breaker.cb.current_state  # (what `breaker.state` returns)
         if state == OPEN and breaker.retry_in() == 0:
             return HALF_OPEN  # would admit probes now
         return state

@@ -13,8 +13,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import time
-import uuid
 from collections.abc import Awaitable, Callable
 
 from proxy.config_policies import BudgetConfig
@@ -29,6 +29,13 @@ from proxy.stores import BudgetStore, Clock, MemoryBudgetStore, wall_clock
 log = logging.getLogger("gatewise.budget")
 Alert = Callable[[dict], Awaitable[None]]
 _HINT_RANK = {None: 0, "cheaper": 1, "free_only": 2}
+_UUID4_CLEAR = ~((0xc000 << 48) | (0xf000 << 64))
+_UUID4_SET = (0x8000 << 48) | (0x4000 << 64)
+
+
+def new_id() -> str:
+    """`uuid.uuid4().hex`, without building a UUID object (same bits, same format)."""
+    return "%032x" % ((int.from_bytes(os.urandom(16), "big") & _UUID4_CLEAR) | _UUID4_SET)
 
 
 def period_label(per: str, now: float) -> str:
@@ -71,8 +78,35 @@ class Budget:
         self.alerted: set[tuple[str, float]] = set()
         self.alerts: list[dict] = []  # every alert raised, newest last (for /admin and tests)
         self._tasks: set[asyncio.Task] = set()
+        # Per UTC day (period labels only change at midnight): each key's scopes, and
+        # each scope's budget. Cleared when the day changes.
+        self._day = -1
+        self._scope_cache: dict[str | None, tuple] = {}
+        self._budget_cache: dict[str, BudgetConfig | None] = {}
 
     # --- scopes --------------------------------------------------------------------
+
+    def _cached_scopes(self, ex: Exchange, now: float) -> tuple[list, bool, list, list]:
+        """`_scopes`, computed once per key and UTC day; whether any of them can give
+        a routing hint (only then are their fractions needed); their (scope, usd)
+        pairs and scope names. Shared between requests: never mutated."""
+        day = int(now // 86400)
+        if day != self._day:
+            self._day = day
+            self._scope_cache = {}
+            self._budget_cache = {}
+        key = ex.key
+        name = key.name if key is not None else None
+        hit = self._scope_cache.get(name)
+        if hit is not None and hit[0] is key:
+            return hit[1:]
+        scopes = self._scopes(ex, now)
+        hints = any(b.local_only_at is not None or b.degrade_at is not None
+                    for _, b, _ in scopes)
+        pairs = [(s, b.usd) for s, b, _ in scopes]
+        names = [s for s, _, _ in scopes]
+        self._scope_cache[name] = (key, scopes, hints, pairs, names)
+        return scopes, hints, pairs, names
 
     def _scopes(self, ex: Exchange, now: float) -> list[tuple[str, BudgetConfig, str]]:
         scopes = []
@@ -103,17 +137,17 @@ class Budget:
 
     async def __call__(self, ex: Exchange, call_next: CallNext) -> None:
         now = self.now()
-        scopes = self._scopes(ex, now)
-        hint = self._hint(scopes) if scopes else None
-        if _HINT_RANK[hint] > _HINT_RANK.get(ex.routing_hint, 0):
-            ex.routing_hint = hint
+        scopes, hints, pairs, names = self._cached_scopes(ex, now)  # shared: never mutated
+        if hints:  # fractions matter only to a budget with degrade_at / local_only_at
+            hint = self._hint(scopes)
+            if _HINT_RANK[hint] > _HINT_RANK.get(ex.routing_hint, 0):
+                ex.routing_hint = hint
         targets = ex.model.targets
         if ex.routing_hint == "free_only":
             targets = tuple(t for t in targets if is_free(t)) or targets
         reserved = max_cost(estimate(ex), targets)
-        rid = uuid.uuid4().hex  # the reservation's id: its settlement counts once
+        rid = new_id()  # the reservation's id: its settlement counts once
         if scopes:
-            pairs = [(s, b.usd) for s, b, _ in scopes]
             blocked = (await self.store.reserve_async(pairs, reserved, rid)) if self.remote \
                 else self.store.reserve(pairs, reserved)
             if blocked is not None:
@@ -135,7 +169,7 @@ class Budget:
             ex.error = better
             raise better from None
         finally:
-            self._settle(ex, [s for s, _, _ in scopes], row, began)
+            self._settle(ex, names, row, began)
 
     def _settle(self, ex: Exchange, scopes: list[str], row: Pending, began: bool) -> None:
         """Synchronous on purpose: runs to the end even while the task is being cancelled."""
@@ -185,7 +219,8 @@ class Budget:
         # Queued now, committed by the ledger's writer even if this task is cancelled;
         # a crash before the commit leaves the row pending, settled at its reservation.
         future = self.ledger.finish(row.id, outcome)
-        future.add_done_callback(_log_failure)
+        if not future.done() or future.cancelled() or future.exception() is not None:
+            future.add_done_callback(_log_failure)  # (already committed: nothing to log)
 
     # --- provider budgets: a dispatcher gate and observer -----------------------------
 
@@ -199,7 +234,7 @@ class Budget:
         now = self.now()
         scope = f"provider:{target.provider}:{period_label(budget.per, now)}"
         amount = max_cost(estimate(ex), [target])
-        hid = uuid.uuid4().hex
+        hid = new_id()
         if self.store.reserve([(scope, budget.usd)], amount, rid=hid) is not None:
             ex.extra["budget_blocked"] = (target.provider, budget, scope)
             end = period_end(budget.per, now)
@@ -228,6 +263,13 @@ class Budget:
     # --- thresholds and start-up -------------------------------------------------------
 
     def _budget_of(self, scope: str) -> BudgetConfig | None:
+        try:
+            return self._budget_cache[scope]
+        except KeyError:
+            budget = self._budget_cache[scope] = self._find_budget(scope)
+            return budget
+
+    def _find_budget(self, scope: str) -> BudgetConfig | None:
         kind, _, rest = scope.partition(":")
         if kind == "global":
             return self.budgets.global_

@@ -39,11 +39,14 @@ def go_duration(seconds: float) -> str:
 
 def window_headers(requests: Window | None, tokens: Window | None) -> dict[str, str]:
     headers: dict[str, str] = {}
-    for kind, window in (("requests", requests), ("tokens", tokens)):
-        if window is not None:
-            headers[f"x-ratelimit-limit-{kind}"] = str(window.limit)
-            headers[f"x-ratelimit-remaining-{kind}"] = str(window.remaining)
-            headers[f"x-ratelimit-reset-{kind}"] = go_duration(window.reset_s)
+    if requests is not None:
+        headers["x-ratelimit-limit-requests"] = str(requests.limit)
+        headers["x-ratelimit-remaining-requests"] = str(requests.remaining)
+        headers["x-ratelimit-reset-requests"] = go_duration(requests.reset_s)
+    if tokens is not None:
+        headers["x-ratelimit-limit-tokens"] = str(tokens.limit)
+        headers["x-ratelimit-remaining-tokens"] = str(tokens.remaining)
+        headers["x-ratelimit-reset-tokens"] = go_duration(tokens.reset_s)
     return headers
 
 
@@ -67,6 +70,13 @@ class ClientRateLimit:
         self.rates = rates or MemoryRateStore()
         self.counters = counters or MemoryCounterStore()
         self.remote = getattr(self.rates, "remote", False)  # Redis: the checks await
+        self._names: dict[str, tuple[str, str, str]] = {}  # key name: its store names
+
+    def _names_of(self, name: str) -> tuple[str, str, str]:
+        names = self._names.get(name)
+        if names is None:
+            names = self._names[name] = (f"rpm:{name}", f"tpm:{name}", f"cc:{name}")
+        return names
 
     async def _take(self, name: str, limit: int, amount: float) -> tuple[bool, Window]:
         return await self.rates.take_async(name, limit, amount)
@@ -77,6 +87,7 @@ class ClientRateLimit:
             await call_next(ex)
             return
         name = key.name
+        rpm_name, tpm_name, cc_name = self._names_of(name)
         tokens = estimate(ex).tokens(ex.model) if key.tpm else 0
         req_window = tok_window = None
         if key.tpm and tokens > key.tpm:
@@ -84,17 +95,17 @@ class ClientRateLimit:
                 f"Request too large for key '{name}': about {tokens} tokens (prompt plus "
                 f"max output) exceed its limit of {key.tpm} tokens per minute. Lower "
                 f"max_tokens or shorten the prompt.", None,
-                window_headers(None, self.rates.peek(f"tpm:{name}", key.tpm)))
+                window_headers(None, self.rates.peek(tpm_name, key.tpm)))
         if key.max_concurrent and not (
-                (await self.counters.acquire_async(f"cc:{name}", key.max_concurrent))
-                if self.remote else self.counters.acquire(f"cc:{name}", key.max_concurrent)):
+                (await self.counters.acquire_async(cc_name, key.max_concurrent))
+                if self.remote else self.counters.acquire(cc_name, key.max_concurrent)):
             raise rate_limited(
                 f"Too many concurrent requests for key '{name}': limit "
                 f"{key.max_concurrent}. Retry when one finishes.", 1.0, {})
         try:
             if key.rpm:
-                ok, req_window = (await self._take(f"rpm:{name}", key.rpm, 1)) if self.remote \
-                    else self.rates.take(f"rpm:{name}", key.rpm, 1)
+                ok, req_window = (await self._take(rpm_name, key.rpm, 1)) if self.remote \
+                    else self.rates.take(rpm_name, key.rpm, 1)
                 if not ok:
                     raise rate_limited(
                         f"Rate limit reached for key '{name}' on requests per min (RPM): "
@@ -102,28 +113,28 @@ class ClientRateLimit:
                         f"{go_duration(req_window.retry_after_s)}.", req_window.retry_after_s,
                         window_headers(req_window, self._peek_tokens(key)))
             if key.tpm:
-                ok, tok_window = (await self._take(f"tpm:{name}", key.tpm, tokens)) \
-                    if self.remote else self.rates.take(f"tpm:{name}", key.tpm, tokens)
+                ok, tok_window = (await self._take(tpm_name, key.tpm, tokens)) \
+                    if self.remote else self.rates.take(tpm_name, key.tpm, tokens)
                 if not ok:
                     if key.rpm:
-                        self.rates.adjust(f"rpm:{name}", key.rpm, -1)
+                        self.rates.adjust(rpm_name, key.rpm, -1)
                     raise rate_limited(
                         f"Rate limit reached for key '{name}' on tokens per min (TPM): "
                         f"Limit {key.tpm}, Requested {tokens}. Please try again in "
                         f"{go_duration(tok_window.retry_after_s)}.", tok_window.retry_after_s,
                         window_headers(req_window, tok_window))
-            ex.extra_headers = {**(ex.extra_headers or {}),
-                                **window_headers(req_window, tok_window)}
+            headers = window_headers(req_window, tok_window)
+            ex.extra_headers = {**ex.extra_headers, **headers} if ex.extra_headers else headers
             try:
                 await call_next(ex)
             finally:
                 if key.tpm:
                     used = 0 if ex.usage is None or ex.extra.get("cache_hit") \
                         else ex.usage.total_tokens
-                    self.rates.adjust(f"tpm:{name}", key.tpm, used - tokens)
+                    self.rates.adjust(tpm_name, key.tpm, used - tokens)
         finally:
             if key.max_concurrent:
-                self.counters.release(f"cc:{name}")
+                self.counters.release(cc_name)
 
     def _peek_tokens(self, key: KeyConfig) -> Window | None:
         return self.rates.peek(f"tpm:{key.name}", key.tpm) if key.tpm else None
@@ -145,6 +156,13 @@ class TargetRateLimit:
 
     def __init__(self, rates: RateStore | None = None) -> None:
         self.rates = rates or MemoryRateStore()
+        self._names: dict[str, tuple[str, str]] = {}  # target label: its store names
+
+    def _names_of(self, label: str) -> tuple[str, str]:
+        names = self._names.get(label)
+        if names is None:
+            names = self._names[label] = (f"rpm:{label}", f"tpm:{label}")
+        return names
 
     @staticmethod
     def needed(targets: Iterable[TargetConfig]) -> bool:
@@ -155,6 +173,7 @@ class TargetRateLimit:
         if not (target.rpm or target.tpm):
             return None
         label = target.label
+        rpm_name, tpm_name = self._names_of(label)
         tokens = 0
         if target.tpm:
             est = estimate(ex)
@@ -162,16 +181,19 @@ class TargetRateLimit:
             if tokens > target.tpm:
                 return 60.0  # never fits this target: let routing move on
         if target.rpm:
-            ok, window = self.rates.take(f"rpm:{label}", target.rpm, 1)
+            ok, window = self.rates.take(rpm_name, target.rpm, 1)
             if not ok:
                 return window.retry_after_s
         if target.tpm:
-            ok, window = self.rates.take(f"tpm:{label}", target.tpm, tokens)
+            ok, window = self.rates.take(tpm_name, target.tpm, tokens)
             if not ok:
                 if target.rpm:
-                    self.rates.adjust(f"rpm:{label}", target.rpm, -1)
+                    self.rates.adjust(rpm_name, target.rpm, -1)
                 return window.retry_after_s
-            ex.extra.setdefault("target_tokens", {})[label] = tokens
+            taken = ex.extra.get("target_tokens")
+            if taken is None:
+                taken = ex.extra["target_tokens"] = {}
+            taken[label] = tokens
         return None
 
     def observe(self, ex: Exchange, attempt: Attempt) -> None:
@@ -179,8 +201,12 @@ class TargetRateLimit:
         target = attempt.target
         if not target.tpm:
             return
-        taken = ex.extra.get("target_tokens", {}).pop(target.label, None)
+        tokens = ex.extra.get("target_tokens")
+        if not tokens:
+            return
+        label = target.label
+        taken = tokens.pop(label, None)
         if taken is None:
             return
         used = ex.usage.total_tokens if (ex.usage is not None and ex.target is target) else 0
-        self.rates.adjust(f"tpm:{target.label}", target.tpm, used - taken)
+        self.rates.adjust(self._names_of(label)[1], target.tpm, used - taken)

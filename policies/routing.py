@@ -113,7 +113,9 @@ def round_robin(targets: Targets, view: View, key: str = "") -> list:
 
 def weighted(targets: Targets, view: View, key: str = "") -> list:
     """The first target drawn by weight; the rest follow in config order."""
-    total = sum(t.weight for t in targets)
+    total = 0  # what sum() gives, added in the same order
+    for t in targets:
+        total += t.weight
     if len(targets) < 2 or total <= 0:
         return list(targets)
     point = view.rng.random() * total

@@ -134,7 +134,12 @@ class Dispatcher:
         ordered = self.router.order(model.name, model.strategy, capable, ex.routing_hint)
         if len(ordered) > 1:
             cooling = self.stats.cooling
-            ordered.sort(key=lambda t: cooling(t.label) > 0 or self.health_score(t.label) == 0)
+            health = self.health_score
+            last = [cooling(label) > 0 or health(label) == 0
+                    for label in [t.label for t in ordered]]
+            if any(last):  # a stable sort on these keys: only needed when one is True
+                ordered = [t for t, k in zip(ordered, last) if not k] + \
+                          [t for t, k in zip(ordered, last) if k]
         return ordered
 
     def plan(self, ex: Exchange) -> list["TargetConfig"]:

@@ -12,12 +12,15 @@ from __future__ import annotations
 
 import asyncio
 import calendar
+import logging
 import sqlite3
 import time
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Protocol
+
+log = logging.getLogger("gatewise.ledger")
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS spend (
@@ -52,7 +55,13 @@ _FINISH = ("UPDATE spend SET state = 'done', provider = ?, target = ?, http_stat
            "error_class = ?, prompt_tokens = ?, completion_tokens = ?, cached_tokens = ?, "
            "cost = ?, estimated = ?, latency_ms = ?, cache_hit = ?, finished_at = ? "
            "WHERE id = ? AND state = 'pending'")
+_INSERT_FULL = ("INSERT INTO spend (id, request_id, key_name, model, provider, target, state, "
+                "http_status, error_class, prompt_tokens, completion_tokens, cached_tokens, "
+                "cost, reserved, estimated, latency_ms, cache_hit, stream, created_at, "
+                "finished_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)")
 GROUPS = {"key": "key_name", "model": "model", "provider": "provider"}
+#: an in-memory ledger writes its rows to SQLite in batches of at most this many
+_MEMORY_BATCH = 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -155,6 +164,10 @@ class SqliteLedger:
         self._wake: asyncio.Event | None = None
         self._writer: asyncio.Task | None = None
         self._closing = False
+        # In-memory only: rows begun since the last sync, as full `_INSERT_FULL`
+        # parameter lists (finished in place), and finishes of rows already synced.
+        self._fresh: dict[str, list] = {}
+        self._finishes: list[tuple] = []
 
     async def _run(self, fn, *args):
         return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
@@ -206,14 +219,63 @@ class SqliteLedger:
         return future
 
     async def begin(self, row: Pending) -> None:
+        if self._inline and self._writer is not None:
+            # No disk to wait for: the row is kept here and reaches the SQLite
+            # connection in a batch, before anything reads it (see `_sync`).
+            if row.id in self._fresh:
+                raise sqlite3.IntegrityError("UNIQUE constraint failed: spend.id")
+            self._fresh[row.id] = [row.id, row.request_id, row.key_name, row.model, None, None,
+                                   "pending", None, None, 0, 0, 0, 0.0, row.reserved, 0, None,
+                                   0, int(row.stream), row.created_at, None]
+            if len(self._fresh) >= _MEMORY_BATCH:
+                self._sync()
+            return
         await self._enqueue(_INSERT, (row.id, row.request_id, row.key_name, row.model,
                                       row.reserved, int(row.stream), row.created_at))
 
     def finish(self, row_id: str, o: Outcome) -> asyncio.Future:
+        if self._inline and self._writer is not None:
+            future = asyncio.get_running_loop().create_future()
+            fresh = self._fresh.get(row_id)
+            if fresh is None:  # synced already (or unknown: the UPDATE matches nothing)
+                self._finishes.append((o.provider, o.target, o.http_status, o.error_class,
+                                       o.prompt_tokens, o.completion_tokens, o.cached_tokens,
+                                       o.cost, int(o.estimated), o.latency_ms,
+                                       int(o.cache_hit), o.finished_at, row_id))
+            elif fresh[6] == "pending":  # what `_FINISH`'s WHERE state = 'pending' does
+                fresh[4:13] = (o.provider, o.target, "done", o.http_status, o.error_class,
+                               o.prompt_tokens, o.completion_tokens, o.cached_tokens, o.cost)
+                fresh[14:17] = (int(o.estimated), o.latency_ms, int(o.cache_hit))
+                fresh[19] = o.finished_at
+            future.set_result(None)
+            return future
         return self._enqueue(_FINISH, (o.provider, o.target, o.http_status, o.error_class,
                                        o.prompt_tokens, o.completion_tokens, o.cached_tokens,
                                        o.cost, int(o.estimated), o.latency_ms, int(o.cache_hit),
                                        o.finished_at, row_id))
+
+    def _sync(self) -> None:
+        """In-memory ledger: write the buffered rows and finishes in one transaction."""
+        fresh, self._fresh = self._fresh, {}
+        finishes, self._finishes = self._finishes, []
+        if not (fresh or finishes) or self._conn is None:
+            return
+        conn = self._conn
+        conn.execute("BEGIN")
+        try:
+            try:
+                conn.executemany(_INSERT_FULL, list(fresh.values()))
+            except sqlite3.Error:  # one bad row must not lose the others
+                for params in fresh.values():
+                    try:
+                        conn.execute(_INSERT_FULL, params)
+                    except sqlite3.Error as exc:
+                        log.error(f"ledger: a spend row could not be recorded: {exc}")
+            conn.executemany(_FINISH, finishes)
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
 
     async def _write_loop(self) -> None:
         while True:
@@ -252,6 +314,8 @@ class SqliteLedger:
         return errors
 
     async def spend_by_day(self) -> list[SpendRow]:
+        if self._inline:
+            self._sync()
         def query() -> list[SpendRow]:
             cur = self._conn.execute(
                 "SELECT key_name, provider, CAST(created_at / 86400 AS INTEGER), SUM(cost) "
@@ -261,6 +325,8 @@ class SqliteLedger:
 
     async def flush(self) -> None:
         """Wait until every row queued so far is committed (batches commit in order)."""
+        if self._inline:
+            self._sync()
         await self._enqueue("SELECT 1", ())
 
     async def report(self, by: str, since: float) -> list[dict[str, Any]]:

@@ -33,6 +33,8 @@ class Estimate:
 
     def tokens(self, model: ModelConfig) -> int:
         """Prompt plus the most output any target of the model could produce."""
+        if self.max_output is not None and model.targets:  # the same for every target
+            return self.prompt_tokens + self.max_output
         outputs = [self.output_for(t) for t in model.targets] or [DEFAULT_MAX_OUTPUT]
         return self.prompt_tokens + max(outputs)
 
@@ -71,9 +73,13 @@ def estimate_body(body: dict[str, Any]) -> Estimate:
         count = len(messages)
         for message in messages:
             if isinstance(message, dict):
-                c, i = _chars(message.get("content"))
-                chars += c
-                images += i
+                content = message.get("content")
+                if isinstance(content, str):  # the common case, without a call
+                    chars += len(content)
+                else:
+                    c, i = _chars(content)
+                    chars += c
+                    images += i
                 calls = message.get("tool_calls")
                 if calls:
                     chars += len(str(calls))
@@ -93,8 +99,11 @@ def estimate_body(body: dict[str, Any]) -> Estimate:
 def max_cost(est: Estimate, targets: list[TargetConfig] | tuple[TargetConfig, ...]) -> float:
     """The most the request can cost on the priciest of `targets`."""
     best = 0.0
+    prompt = est.prompt_tokens
     for target in targets:
-        best = max(best, target.info.cost(est.prompt_tokens, est.output_for(target)))
+        c = target.info.cost(prompt, est.output_for(target))
+        if c > best:  # noqa: PLR1730 — max(best, c) without the call
+            best = c
     return best
 
 

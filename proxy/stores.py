@@ -9,12 +9,11 @@ what makes check-and-take atomic here.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Protocol
-
-from aiolimiter import AsyncLimiter
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,40 +36,82 @@ class RateStore(Protocol):
     def peek(self, name: str, limit: int) -> Window: ...
 
 
+class _Bucket:
+    """A leaky bucket with aiolimiter's exact arithmetic (level drips out at
+    `max_rate / period` per second of loop time), minus its waiter machinery:
+    callers here never wait, so the bookkeeping is a few float operations."""
+
+    __slots__ = ("_last_check", "_level", "_rate_per_sec", "max_rate")
+
+    def __init__(self, max_rate: float, period: float) -> None:
+        self.max_rate = max_rate
+        self._rate_per_sec = max_rate / period
+        self._level = 0.0
+        self._last_check = 0.0
+
+    def leak(self, now: float) -> float:
+        level = self._level
+        if level:
+            level = self._level = max(level - (now - self._last_check) * self._rate_per_sec, 0)
+        self._last_check = now
+        return level
+
+
 class MemoryRateStore:
-    """Leaky buckets from aiolimiter, one per name; never `await acquire()`:
-    a caller over its limit is answered at once, not queued."""
+    """Leaky buckets (aiolimiter's semantics), one per name, on the running loop's
+    clock; never waits: a caller over its limit is answered at once, not queued."""
 
     def __init__(self, period: float = 60.0) -> None:
         self._period = period
-        self._buckets: dict[str, AsyncLimiter] = {}
+        self._buckets: dict[str, _Bucket] = {}
+        self._loop: asyncio.AbstractEventLoop | None = None
 
-    def _bucket(self, name: str, limit: int) -> AsyncLimiter:
+    def _now(self) -> float:
+        loop = self._loop
+        if loop is None or loop.is_closed():  # like aiolimiter: the loop in use, kept
+            loop = self._loop = asyncio.get_running_loop()
+        return loop.time()
+
+    def _bucket(self, name: str, limit: int) -> _Bucket:
         bucket = self._buckets.get(name)
         if bucket is None or bucket.max_rate != limit:
-            bucket = self._buckets[name] = AsyncLimiter(limit, self._period)
+            bucket = self._buckets[name] = _Bucket(limit, self._period)
         return bucket
 
     def take(self, name: str, limit: int, amount: float) -> tuple[bool, Window]:
-        bucket = self._bucket(name, limit)
-        ok = amount <= limit and bucket.has_capacity(amount)
+        bucket = self._buckets.get(name)
+        if bucket is None or bucket.max_rate != limit:
+            bucket = self._bucket(name, limit)
+        if amount <= limit:
+            loop = self._loop  # `_now()` and `bucket.leak()`, inlined: the hot path
+            if loop is None or loop.is_closed():
+                loop = self._loop = asyncio.get_running_loop()
+            now = loop.time()
+            level = bucket._level
+            if level:
+                level = bucket._level = max(
+                    level - (now - bucket._last_check) * bucket._rate_per_sec, 0)
+            bucket._last_check = now
+            ok = level + amount <= limit
+        else:  # can never fit: refused without touching the bucket
+            level, ok = bucket._level, False
+        per_sec = bucket._rate_per_sec
         if ok:
-            # aiolimiter's own bookkeeping, without its (suspending) acquire():
-            # has_capacity() has just leaked the bucket up to now.
-            bucket._level += amount
-        return ok, self._window(bucket, limit, 0.0 if ok else amount)
+            level = bucket._level = level + amount
+            return ok, Window(limit, max(0, int(limit - level)), level / per_sec, 0.0)
+        retry = max(0.0, level + amount - limit) / per_sec if amount else 0.0
+        return ok, Window(limit, max(0, int(limit - level)), level / per_sec, retry)
 
     def adjust(self, name: str, limit: int, delta: float) -> None:
         bucket = self._bucket(name, limit)
-        bucket.has_capacity(0)  # leak up to now
-        bucket._level = max(0.0, bucket._level + delta)
+        bucket._level = max(0.0, bucket.leak(self._now()) + delta)
 
     def peek(self, name: str, limit: int) -> Window:
         bucket = self._bucket(name, limit)
-        bucket.has_capacity(0)
+        bucket.leak(self._now())
         return self._window(bucket, limit, 0.0)
 
-    def _window(self, bucket: AsyncLimiter, limit: int, refused: float) -> Window:
+    def _window(self, bucket: _Bucket, limit: int, refused: float) -> Window:
         level = bucket._level
         per_sec = limit / self._period
         retry = max(0.0, level + refused - limit) / per_sec if refused else 0.0
