@@ -262,6 +262,8 @@ class Dispatcher:
         label = target.label
         try:
             translator = self._translators[provider.type](provider)
+            if translator.prepares:  # async pre-work, e.g. fetching image URLs
+                await translator.prepare(ex.body)
             if ex.adapter is not None:
                 translator = ex.adapter(translator)
             translator.drop_unsupported = model.drop_unsupported

@@ -121,6 +121,14 @@ class Translator(ABC):
                 stream: bool) -> UpstreamRequest:
         """Build the upstream request; raise GatewayError (400) for what cannot map."""
 
+    #: whether `prepare` has work to do (checked first, so most requests skip the await)
+    prepares: bool = False
+
+    async def prepare(self, chat: dict[str, Any]) -> None:
+        """Async work `request()` needs done first (e.g. fetching image URLs an upstream
+        cannot take as URLs); awaited by the dispatcher just before `request()`.
+        Raise GatewayError (400) for what cannot be prepared. Default: nothing."""
+
     @abstractmethod
     def response(self, status: int, headers: Mapping[str, str],
                  body: bytes) -> tuple[bytes | dict[str, Any], Usage | None]:

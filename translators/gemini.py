@@ -13,8 +13,8 @@ See docs/providers/gemini.md for the choices made.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Callable, Mapping
+from typing import Any, ClassVar
 
 import orjson
 
@@ -27,9 +27,17 @@ from proxy.errors import (
     upstream_protocol,
 )
 from proxy.framing import Event
-from translators.base import Translator, UpstreamRequest, Usage
+from translators.base import Option, Translator, UpstreamRequest, Usage
 from translators.gemini_request import build_body
 from translators.gemini_stream import GeminiStream, completion
+from translators.image_fetch import (
+    FetchPolicy,
+    Image,
+    IPAddress,
+    fetch_image,
+    image_urls,
+    is_public,
+)
 
 #: what may enter the URL path as a model name (`models/` prefix allowed)
 SAFE_MODEL = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9._-]{0,127}$")
@@ -65,17 +73,46 @@ def model_path(model: str) -> str:
 class GeminiTranslator(Translator):
     default_base_url = "https://generativelanguage.googleapis.com"
     model_pattern = SAFE_MODEL
+    provider_options: ClassVar[Mapping[str, Option]] = {
+        "fetch_image_urls": Option(bool, False, help="fetch https image URLs and inline them"),
+        "image_max_bytes": Option(int, 10 * 1024 * 1024, help="largest image fetched, bytes"),
+        "image_fetch_timeout": Option(float, 10.0, help="seconds for one image fetch"),
+    }
+    #: which resolved addresses a fetch may connect to, and which URL schemes it takes;
+    #: class attributes so tests can reach a loopback image server (never set in config)
+    image_address_check: ClassVar[Callable[[IPAddress], bool]] = staticmethod(is_public)
+    image_schemes: ClassVar[tuple[str, ...]] = ("https",)
 
     def __init__(self, provider) -> None:
         super().__init__(provider)
         self._n = 1
         self._machine: GeminiStream | None = None
+        self._images: dict[str, Image] = {}  # fetched https image URLs, by URL
+
+    @property
+    def prepares(self) -> bool:  # type: ignore[override]
+        return bool(self.provider.options.get("fetch_image_urls"))
+
+    async def prepare(self, chat: dict[str, Any]) -> None:
+        """Fetch the request's image URLs when the provider allows it (Gemini takes
+        inline bytes only); `request()` inlines them. Off: `request()` answers 400."""
+        options = self.provider.options
+        if not options.get("fetch_image_urls"):
+            return
+        policy = FetchPolicy(
+            max_bytes=int(options.get("image_max_bytes") or 10 * 1024 * 1024),
+            timeout=float(options.get("image_fetch_timeout") or 10.0),
+            allow_address=type(self).image_address_check, schemes=type(self).image_schemes)
+        for path, url in image_urls(chat):
+            if url not in self._images:
+                self._images[url] = await fetch_image(url, path, policy)
 
     # --- request -------------------------------------------------------------------
 
     def request(self, chat: dict[str, Any], target, *, stream: bool) -> UpstreamRequest:
         name = model_path(target.model)
-        body = build_body(chat, name, drop_unsupported=self.drop_unsupported)
+        body = build_body(chat, name, drop_unsupported=self.drop_unsupported,
+                          images=self._images)
         self._n = body.get("generationConfig", {}).get("candidateCount") or 1
         if stream:
             options = chat.get("stream_options")

@@ -12,6 +12,7 @@ from __future__ import annotations
 import base64
 import binascii
 import re
+from collections.abc import Mapping
 from typing import Any
 
 import orjson
@@ -27,6 +28,7 @@ from translators.common import (
     text_of,
     tool_calls_of,
 )
+from translators.image_fetch import Image, image_url_of
 from translators.params import handled, ignored, rename, unsupported
 
 MAX_STOP = 5
@@ -93,13 +95,15 @@ TABLE: dict[str, params.Rule] = {
 }
 
 
-def build_body(chat: dict[str, Any], model: str, *, drop_unsupported: bool) -> dict[str, Any]:
+def build_body(chat: dict[str, Any], model: str, *, drop_unsupported: bool,
+               images: Mapping[str, Image] | None = None) -> dict[str, Any]:
+    """`images`: the https image URLs the translator fetched beforehand (by URL)."""
     body: dict[str, Any] = {}
     params.apply(TABLE, chat, body, provider_type="gemini", drop_unsupported=drop_unsupported)
     config: dict[str, Any] = body.pop("generationConfig", {})
     messages = chat["messages"]
     system = [{"text": t} for t in system_texts(messages) if t]
-    body["contents"] = map_messages(messages)
+    body["contents"] = map_messages(messages, images or {})
     if system:
         body["systemInstruction"] = {"parts": system}
     tools = map_tools(chat.get("tools"))
@@ -201,7 +205,8 @@ def split_call_id(value: str) -> tuple[str, str | None]:
 
 # --- messages ----------------------------------------------------------------------
 
-def map_messages(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def map_messages(messages: list[dict[str, Any]],
+                 images: Mapping[str, Image] | None = None) -> list[dict[str, Any]]:
     """OpenAI turns → Gemini contents: roles user/model, tool results as
     functionResponse parts of a user turn, consecutive same-role turns merged."""
     out: list[dict[str, Any]] = []
@@ -211,7 +216,7 @@ def map_messages(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
         if role in SYSTEM_ROLES:
             continue
         if role == "user":
-            parts = _user_parts(message.get("content"), f"messages[{i}].content")
+            parts = _user_parts(message.get("content"), f"messages[{i}].content", images or {})
             if not parts:
                 raise bad_request(f"Invalid 'messages[{i}].content': this model's provider "
                                   "(gemini) needs non-empty user content.",
@@ -240,7 +245,7 @@ def _append(out: list[dict[str, Any]], role: str, parts: list[dict[str, Any]]) -
         out.append({"role": role, "parts": parts})
 
 
-def _user_parts(content: Any, where: str) -> list[dict[str, Any]]:
+def _user_parts(content: Any, where: str, images: Mapping[str, Image]) -> list[dict[str, Any]]:
     parts = []
     for path, part in content_parts(content, where):
         kind = part["type"]
@@ -249,7 +254,7 @@ def _user_parts(content: Any, where: str) -> list[dict[str, Any]]:
             if text:
                 parts.append({"text": text})
         elif kind == "image_url":
-            parts.append(_image(part, path))
+            parts.append(_image(part, path, images))
         else:
             raise bad_request(f"Invalid '{path}.type': '{kind}' parts are not supported by this "
                               "model's provider (gemini).", param=f"{path}.type",
@@ -257,19 +262,22 @@ def _user_parts(content: Any, where: str) -> list[dict[str, Any]]:
     return parts
 
 
-def _image(part: dict[str, Any], where: str) -> dict[str, Any]:
-    spec = part.get("image_url")
-    url = spec.get("url") if isinstance(spec, dict) else spec
+def _image(part: dict[str, Any], where: str, images: Mapping[str, Image]) -> dict[str, Any]:
+    url = image_url_of(part)
     path = f"{where}.image_url.url"
     if not isinstance(url, str):
         raise bad_request(f"Invalid '{path}': expected a string.", param=path,
                           code="invalid_type")
+    fetched = images.get(url)
+    if fetched is not None:
+        return {"inlineData": {"mimeType": fetched.media_type,
+                               "data": base64.b64encode(fetched.data).decode("ascii")}}
     if url.startswith("data:"):
         parsed = parse_data_url(url, path)
         return {"inlineData": {"mimeType": parsed.media_type, "data": parsed.data}}
     raise bad_request(f"Invalid '{path}': this model's provider (gemini) takes images as base64 "
-                      "data URLs ('data:<media type>;base64,<data>'); the gateway does not "
-                      "fetch image URLs.", param=path, code="invalid_image_url")
+                      "data URLs ('data:<media type>;base64,<data>'); fetching image URLs is "
+                      "not enabled for this provider.", param=path, code="invalid_image_url")
 
 
 def _model_parts(message: dict[str, Any], i: int, names: dict[str, str]) -> list[dict[str, Any]]:
