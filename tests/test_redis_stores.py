@@ -232,3 +232,18 @@ def test_state_config_fields_and_problems():
                for p in problems)
     assert any(p.startswith("state.on_outage.rates:") for p in problems)
     assert any(p.startswith("state.ledger: must be sqlite:PATH, postgresql://") for p in problems)
+
+
+def test_a_busy_pool_is_not_an_outage():
+    # Regression: under load redis-py's pool raised MaxConnectionsError past 100
+    # connections and every such error flipped the gateway into degraded mode
+    # (budgets failing closed). Pool exhaustion is load, not Redis being down.
+    from redis.exceptions import ConnectionError as RedisConnectionError
+    from redis.exceptions import MaxConnectionsError, TimeoutError as RedisTimeout
+
+    from proxy.stores_redis import pool_busy
+
+    assert pool_busy(MaxConnectionsError("Too many connections"))
+    assert pool_busy(RedisConnectionError("No connection available."))
+    assert not pool_busy(RedisConnectionError("Error 111 connecting to 127.0.0.1:6379."))
+    assert not pool_busy(RedisTimeout("Timeout reading from socket"))
