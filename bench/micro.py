@@ -2,21 +2,27 @@
 an instant fake transport and no sockets. `python bench/micro.py CONFIG [N]` — e.g.
 bench/configs/full-openai.yaml with BENCH_UPSTREAM, BENCH_KEY, BENCH_TMP set. Use it to
 see what a change to the hot path costs before running the whole benchmark."""
-import asyncio, os, sys, time
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+import asyncio
+import os
+import sys
+import time
+from pathlib import Path
+
 import orjson
-from proxy.config import load_config
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 from proxy.app import build_app
-from proxy.gateway import GATEWAY
+from proxy.config import load_config
 from proxy.exchange import Exchange
+from proxy.gateway import GATEWAY
 from proxy.handlers import _parse_chat
 
-BODY = open(os.path.join(os.path.dirname(os.path.abspath(__file__)), "bodies", "openai.json"), "rb").read()
-REQ = orjson.loads(open(os.path.join(os.path.dirname(os.path.abspath(__file__)), "bodies", "request.json"), "rb").read())
+BODY = (Path(__file__).resolve().parent / "bodies" / "openai.json").read_bytes()
+REQ = orjson.loads((Path(__file__).resolve().parent / "bodies" / "request.json").read_bytes())
 
 class Resp:
     status = 200
-    headers = {}
+    headers: dict = {}  # noqa: RUF012 - read-only stand-in
     async def read(self): return BODY
 class Opened:
     async def __aenter__(self): return Resp()

@@ -4,6 +4,7 @@
   .venv/bin/python bench/run.py [--quick] [--only openai-json,...]   # tables
   .venv/bin/python bench/run.py --soak [--soak-seconds 600]           # RSS over time
   .venv/bin/python bench/run.py --stream-scale [--quick]              # many long streams
+  .venv/bin/python bench/run.py --workers-scale                       # --workers 1 vs 2 on Redis
 """
 
 from __future__ import annotations
@@ -254,6 +255,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--soak", action="store_true", help="steady load, RSS over time")
     parser.add_argument("--soak-seconds", type=int, default=600)
     parser.add_argument("--stream-scale", action="store_true", help="many concurrent long streams")
+    parser.add_argument("--workers-scale", action="store_true",
+                        help="full pipeline on Redis: --workers 1 vs 2, and the memory backend")
     args = parser.parse_args(argv)
     args.rounds = args.rounds or (2 if args.quick else 3)
     args.duration = args.duration or (1 if args.quick else 3)
@@ -268,6 +271,10 @@ def main(argv: list[str] | None = None) -> int:
         import modes
         results = modes.stream_scale(args)
         kind, text = "stream-scale", report.scale_markdown(results)
+    elif args.workers_scale:
+        import multiworker
+        results = multiworker.workers_scale(args)
+        kind, text = "workers", multiworker.markdown(results)
     else:
         results = bench(args)
         kind, text = "bench", report.markdown(results)
