@@ -102,24 +102,47 @@ async def relay_stream(ex: Exchange, attempt: Attempt, translator: "Translator",
                     raise translator.error(resp.status, resp.headers, await resp.read())
                 passthrough = translator.passthrough if framer_kind_sse(translator) else None
                 async for raw in resp.iter_chunks():
-                    if client is not None and passthrough is not None \
-                            and ex.stream_tap is None:
-                        # Committed: whole events that need nothing done go out as the
-                        # upstream's own bytes, without framing or parsing each one.
-                        block = framer.split_complete(raw)
-                        fast = passthrough(block) if block is not None else None
-                        if fast is not None:
-                            if fast:
-                                await client.write(fast)
-                            now = loop.time()
-                            if now >= next_slide:
-                                deadline.reschedule(now + idle + step)
-                                next_slide = now + step
-                            continue
-                        events = framer.parse_complete(block) if block is not None \
-                            else framer.feed(raw)
-                    else:
-                        events = framer.feed(raw)
+                    block = framer.split_complete(raw) if passthrough is not None \
+                        and ex.stream_tap is None else None
+                    if block is not None:
+                        # Whole events, as raw bytes: translate one by one up to the
+                        # first content (the commit point), then let the translator pass
+                        # the plain events that follow as the upstream's own bytes, and
+                        # translate only what is left (finish, usage, the end).
+                        head = 0
+                        prefix = b""
+                        if client is None:
+                            while head < len(block) and not (state.has_content
+                                                             or state.complete):
+                                end = block.index(b"\n\n", head) + 2
+                                pending += _translate(
+                                    translator, framer.parse_complete(block[head:end]), ex)
+                                head = end
+                            if not (state.has_content or state.complete):
+                                continue
+                            client = await _commit(ex, attempt)
+                            prefix = encode_frames(pending)
+                        fast, used = passthrough(block[head:])
+                        rest = framer.parse_complete(block[head + used:])
+                        try:
+                            out = _translate(translator, rest, ex)
+                        except UpstreamError:
+                            if prefix or fast:  # what came before the error goes first
+                                await client.write(prefix + fast)
+                            raise
+                        data = prefix + fast + encode_frames(out) if out else prefix + fast
+                        if state.complete:
+                            await client.write(data + _DONE)
+                            await resp.finish()
+                            return
+                        if data:
+                            await client.write(data)
+                        now = loop.time()
+                        if now >= next_slide:
+                            deadline.reschedule(now + idle + step)
+                            next_slide = now + step
+                        continue
+                    events = framer.feed(raw)
                     out = _translate(translator, events, ex)
                     if client is None:
                         pending += out

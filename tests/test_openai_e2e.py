@@ -268,11 +268,24 @@ async def test_upstream_error_echoing_the_key_is_redacted(client, fake):
 
 
 @pytest.mark.parametrize("include_usage", [False, True])
-async def test_committed_stream_passes_upstream_bytes_through(gw, fake, include_usage):
-    """Once a stream is committed, plain content deltas arriving in their own reads go
-    out as the upstream's own bytes (the pass-through fast path); the client's stream
-    is still exactly OpenAI's: same chunks, usage only if asked, one [DONE]."""
-    fake.script(Reply(text="one two three four five six", chunk_delay=0.01))
+@pytest.mark.parametrize("chunk_delay", [0.0, 0.01])  # all in one read, or a read each
+async def test_committed_stream_passes_upstream_bytes_through(gw, fake, include_usage,
+                                                              chunk_delay, monkeypatch):
+    """Once a stream is committed, plain content deltas go out as the upstream's own
+    bytes (the pass-through fast path); the client's stream is still exactly
+    OpenAI's: same chunks, usage only if asked, one [DONE]."""
+    from translators.openai import OpenAITranslator
+
+    passed = []
+    real = OpenAITranslator.passthrough
+
+    def spy(self, block):
+        out, used = real(self, block)
+        passed.append(used)
+        return out, used
+
+    monkeypatch.setattr(OpenAITranslator, "passthrough", spy)
+    fake.script(Reply(text="one two three four five six", chunk_delay=chunk_delay))
     body = {"model": "gpt-4o", "messages": USER, "stream": True}
     if include_usage:
         body["stream_options"] = {"include_usage": True}
@@ -292,3 +305,4 @@ async def test_committed_stream_passes_upstream_bytes_through(gw, fake, include_
         assert all("usage" in c for c in chunks)
     else:
         assert b"usage" not in raw
+    assert sum(passed) > 0  # the fast path carried some of it

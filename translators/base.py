@@ -145,11 +145,12 @@ class Translator(ABC):
     def error(self, status: int, headers: Mapping[str, str], body: bytes) -> UpstreamError:
         """An upstream error answer → a classified error in OpenAI's envelope."""
 
-    def passthrough(self, block: bytes) -> bytes | None:
-        """Complete SSE events of a committed stream that can reach the client as the
-        upstream's own bytes (what to write, b"" for nothing), or None to translate
-        them event by event. Only a format that is already OpenAI's can say yes."""
-        return None
+    def passthrough(self, block: bytes) -> tuple[bytes, int]:
+        """Of `block` (complete SSE events of a committed stream), the leading events
+        that can reach the client as the upstream's own bytes: (what to write, how many
+        bytes of `block` that used). The rest is translated event by event. Only a
+        format that is already OpenAI's can pass anything."""
+        return b"", 0
 
     def redact(self, text: str) -> str:
         """The provider's key never reaches a client, a log or a span, even when an

@@ -119,20 +119,30 @@ class OpenAITranslator(Translator):
             data = data.replace(b',"usage":null', b"").replace(b', "usage": null', b"")
         return [data], usage
 
-    def passthrough(self, block: bytes) -> bytes | None:
-        """Plain content deltas only: one compact `"finish_reason":null` per event and
-        nothing else to act on (finish, usage, error, a key to rename, the end)."""
-        n = block.count(b"\n\n")
-        if not n:
-            return b""
-        if (block.count(b'"finish_reason":null') != n or b'"finish_reason":"' in block
-                or b'"usage":{' in block or b'"error"' in block or b'"reasoning"' in block
-                or b"[DONE]" in block or b"event:" in block):
-            return None
+    def passthrough(self, block: bytes) -> tuple[bytes, int]:
+        """The leading plain content deltas: up to the first event that needs acting on
+        (a finish, a key to rename, the end), each a compact content delta with a null
+        finish. JSON strings escape their quotes, so these patterns can only match
+        structure."""
+        cut = len(block)
+        for pattern in _NEEDS_TRANSLATION:
+            found = block.find(pattern, 0, cut)
+            if found >= 0:
+                cut = found
+        if cut < len(block):
+            start = block.rfind(b"\n\n", 0, cut)
+            cut = start + 2 if start >= 0 else 0
+        # Every event of the prefix must be a compact content delta with a null finish:
+        # usage chunks, errors, tool calls, comments and event lines all fail this.
+        n = block.count(b"\n\n", 0, cut)
+        if not n or block.count(b'"finish_reason":null', 0, cut) != n \
+                or block.count(b'"delta":{"content":', 0, cut) != n:
+            return b"", 0
         self._chunks += n
-        if not self.include_usage and b'"usage":null' in block:
-            block = block.replace(b',"usage":null', b"")
-        return block
+        plain = block[:cut]
+        if not self.include_usage and b'"usage":null' in plain:
+            plain = plain.replace(b',"usage":null', b"")
+        return plain, cut
 
     def partial_usage(self) -> Usage | None:
         """A stream cut short before its usage chunk: the prompt estimated from the
@@ -175,6 +185,10 @@ class OpenAITranslator(Translator):
             type_ = "server_error"
         return UpstreamError(error_class, client_status, message, type_, code=code,
                              param=param, retry_after=retry_after, upstream_status=status)
+
+
+# Where a stream stops being plain deltas (each scanned for once per read).
+_NEEDS_TRANSLATION = (b'"finish_reason":"', b"[DONE]", b'"reasoning"')
 
 
 def _plain_delta(data: bytes) -> bool:
