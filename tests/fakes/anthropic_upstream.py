@@ -30,7 +30,7 @@ from aiohttp import web
 
 from tests.fakes.anthropic_validate import validate
 
-API_KEY = "sk-ant-test-SECRET0123456789"
+API_KEY = "test-anthropic-key-SECRET0123456789"
 _WORD = re.compile(r"\S+\s*|\s+")
 _STATUS_TYPES = {400: "invalid_request_error", 401: "authentication_error", 402: "billing_error",
                  403: "permission_error", 404: "not_found_error", 413: "request_too_large",

@@ -28,7 +28,7 @@ from aiohttp import web
 
 from tests.fakes.gemini_validate import validate
 
-API_KEY = "AIzaSy-test-SECRET0123456789abcdef"
+API_KEY = "test-gemini-key-SECRET0123456789abcdef"
 _WORD = re.compile(r"\S+\s*|\s+")
 _STATUS = {400: "INVALID_ARGUMENT", 403: "PERMISSION_DENIED", 404: "NOT_FOUND",
            429: "RESOURCE_EXHAUSTED", 500: "INTERNAL", 503: "UNAVAILABLE",
