@@ -15,6 +15,7 @@ from translators import params
 from translators.common import (
     SYSTEM_ROLES,
     content_parts,
+    function_tools,
     parse_data_url,
     part_text,
     safe_tool_id,
@@ -280,17 +281,8 @@ def _tool_result(message: dict[str, Any], i: int) -> dict[str, Any]:
 def map_tools(tools: Any) -> list[dict[str, Any]]:
     if tools is None:
         return []
-    if not isinstance(tools, list):
-        raise bad_request("Invalid 'tools': expected an array.", param="tools",
-                          code="invalid_type")
     out = []
-    for k, tool in enumerate(tools):
-        path = f"tools[{k}]"
-        fn = tool.get("function") if isinstance(tool, dict) else None
-        if not isinstance(tool, dict) or tool.get("type") != "function" or not isinstance(
-                fn, dict) or not isinstance(fn.get("name"), str):
-            raise bad_request(f"Invalid '{path}': expected a function tool with a name.",
-                              param=path, code="invalid_value")
+    for fn in function_tools(tools):
         schema = fn.get("parameters")
         mapped: dict[str, Any] = {"name": fn["name"],
                                   "input_schema": schema if isinstance(schema, dict)

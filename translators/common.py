@@ -141,3 +141,21 @@ def tool_calls_of(message: dict[str, Any], i: int) -> list[tuple[str, str, dict[
         result.append((call.get("id"), fn["name"],
                        parse_arguments(fn.get("arguments"), f"{path}.function.arguments")))
     return result
+
+
+def function_tools(tools: Any) -> list[dict[str, Any]]:
+    """The `function` objects of an OpenAI `tools` list, checked: every upstream that
+    maps tools needs the same 400s for a malformed list."""
+    if not isinstance(tools, list):
+        raise bad_request("Invalid 'tools': expected an array.", param="tools",
+                          code="invalid_type")
+    functions = []
+    for k, tool in enumerate(tools):
+        fn = tool.get("function") if isinstance(tool, dict) else None
+        if not isinstance(fn, dict) or tool.get("type") != "function" or not isinstance(
+                fn.get("name"), str):
+            raise bad_request(f"Invalid 'tools[{k}]': expected a function tool with a name.",
+                              param=f"tools[{k}]", code="invalid_value")
+        functions.append(fn)
+    return functions
+

@@ -22,6 +22,7 @@ from translators import params
 from translators.common import (
     SYSTEM_ROLES,
     content_parts,
+    function_tools,
     parse_data_url,
     part_text,
     system_texts,
@@ -340,17 +341,8 @@ def map_tools(tools: Any) -> list[dict[str, Any]]:
     Schema (`parametersJsonSchema`), so nothing is lost in a conversion."""
     if tools is None:
         return []
-    if not isinstance(tools, list):
-        raise bad_request("Invalid 'tools': expected an array.", param="tools",
-                          code="invalid_type")
     out = []
-    for k, tool in enumerate(tools):
-        path = f"tools[{k}]"
-        fn = tool.get("function") if isinstance(tool, dict) else None
-        if not isinstance(tool, dict) or tool.get("type") != "function" or not isinstance(
-                fn, dict) or not isinstance(fn.get("name"), str):
-            raise bad_request(f"Invalid '{path}': expected a function tool with a name.",
-                              param=path, code="invalid_value")
+    for fn in function_tools(tools):
         declaration: dict[str, Any] = {"name": fn["name"]}
         if fn.get("description"):
             declaration["description"] = fn["description"]

@@ -13,6 +13,7 @@ from proxy.errors import bad_request
 from translators import params
 from translators.common import (
     content_parts,
+    function_tools,
     parse_data_url,
     part_text,
     text_of,
@@ -107,15 +108,7 @@ def build_body(chat: dict[str, Any], model: str, *, stream: bool, drop_unsupport
 
 
 def _tools(tools: Any) -> list[dict[str, Any]]:
-    if not isinstance(tools, list):
-        raise bad_request("Invalid 'tools': expected an array.", param="tools",
-                          code="invalid_type")
-    for k, tool in enumerate(tools):
-        fn = tool.get("function") if isinstance(tool, dict) else None
-        if not isinstance(fn, dict) or tool.get("type") != "function" or not isinstance(
-                fn.get("name"), str):
-            raise bad_request(f"Invalid 'tools[{k}]': expected a function tool with a name.",
-                              param=f"tools[{k}]", code="invalid_value")
+    function_tools(tools)  # the same 400s as every upstream
     return tools  # the same OpenAI shape
 
 
