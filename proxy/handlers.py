@@ -86,7 +86,30 @@ def _parse_chat(body: dict[str, Any], max_messages: int) -> bool:
     if body.get("stream_options") is not None and not stream:
         raise bad_request("The 'stream_options' parameter is only allowed when 'stream' is "
                           "enabled.", param="stream_options", code="invalid_value")
+    for name in ("max_tokens", "max_completion_tokens"):
+        value = body.get(name)
+        if value is not None:
+            check_max_tokens(name, value)
     return bool(stream)
+
+
+#: no model writes more; a larger ask is a client bug, and it would size budget
+#: reservations and rate-limit estimates absurdly before any upstream could refuse it
+MAX_OUTPUT_TOKENS = 1_000_000
+
+
+def check_max_tokens(name: str, value: Any) -> None:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise bad_request(f"Invalid type for '{name}': expected an integer, but got "
+                          f"{json_type(value)} instead.", param=name, code="invalid_type")
+    if value < 1:
+        raise bad_request(f"Invalid '{name}': integer below minimum value. Expected a value "
+                          f">= 1, but got {value} instead.", param=name,
+                          code="integer_below_min_value")
+    if value > MAX_OUTPUT_TOKENS:
+        raise bad_request(f"Invalid '{name}': integer above maximum value. Expected a value "
+                          f"<= {MAX_OUTPUT_TOKENS}, but got {value} instead.", param=name,
+                          code="integer_above_max_value")
 
 
 def json_type(value: Any) -> str:

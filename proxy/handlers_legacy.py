@@ -16,7 +16,7 @@ from aiohttp import web
 from proxy.errors import GatewayError, bad_request, model_not_found
 from proxy.exchange import Exchange
 from proxy.gateway import GATEWAY, REQUEST_ID
-from proxy.handlers import check_forbidden, json_type, read_json
+from proxy.handlers import check_forbidden, check_max_tokens, json_type, read_json
 from proxy.pricing import Estimate
 from translators.embeddings import EmbeddingsRequest
 from translators.legacy import LegacyRequest
@@ -145,6 +145,8 @@ def legacy_request(body: dict[str, Any]) -> LegacyRequest:
         chat["max_tokens"] = LEGACY_DEFAULT_MAX_TOKENS
     elif body["max_tokens"] is None:
         del chat["max_tokens"]
+    else:
+        check_max_tokens("max_tokens", body["max_tokens"])
     return LegacyRequest(chat, text, bool(body.get("echo")), problem)
 
 

@@ -73,6 +73,13 @@ CASES = [
     ("stream_options without stream",
      {"body": {"model": "gpt-4o", "messages": USER, "stream_options": {"include_usage": True}}},
      400, None, "stream_options"),
+    ("max_tokens zero", {"body": {"model": "gpt-4o", "messages": USER, "max_tokens": 0}},
+     400, "integer_below_min_value", "max_tokens"),
+    ("max_tokens absurd", {"body": {"model": "gpt-4o", "messages": USER,
+                                    "max_completion_tokens": 10**12}},
+     400, "integer_above_max_value", "max_completion_tokens"),
+    ("max_tokens a string", {"body": {"model": "gpt-4o", "messages": USER, "max_tokens": "9"}},
+     400, "invalid_type", "max_tokens"),
     ("unknown model", {"body": {"model": "gpt-9", "messages": USER}}, 404, "model_not_found",
      "gpt-9"),
     ("oversized body", {"body": {"model": "gpt-4o", "messages": [

@@ -194,3 +194,16 @@ async def test_cache_never_replays_an_adapted_answer(start_gateway):
             first = orjson.loads(raw.split(b"\n\n")[0].removeprefix(b"data: "))
             assert first["object"] == "text_completion"
             assert raw.endswith(b"data: [DONE]\n\n")
+
+
+async def test_legacy_max_tokens_is_checked_like_chat(start_gateway):
+    gw = await start_gateway("""
+        providers: {offline: {type: mock}}
+        models: {echo: {targets: [{provider: offline, model: echo}]}}
+    """)
+    async with aiohttp.ClientSession() as http:
+        async with http.post(gw.url + "/v1/completions", json={
+                "model": "echo", "prompt": "hi", "max_tokens": 0}) as resp:
+            assert resp.status == 400
+            error = (await resp.json())["error"]
+    assert error["param"] == "max_tokens" and error["code"] == "integer_below_min_value"
