@@ -47,10 +47,12 @@ class TargetConfig:
     rpm: int | None = None
     tpm: int | None = None
     info: ModelInfo = ModelInfo()  # the model table's entry with this target's overrides
+    #: "provider/model": the key of breakers, stats, limits and metrics, read many times
+    #: a request, so built once
+    label: str = field(init=False, compare=False)
 
-    @property
-    def label(self) -> str:
-        return f"{self.provider}/{self.model}"
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "label", f"{self.provider}/{self.model}")
 
 
 @dataclass(frozen=True, slots=True)
