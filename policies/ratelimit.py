@@ -188,7 +188,7 @@ class TargetRateLimit:
             ok, window = self.rates.take(tpm_name, target.tpm, tokens)
             if not ok:
                 if target.rpm:
-                    self.rates.adjust(rpm_name, target.rpm, -1)
+                    self.rates.adjust_local(rpm_name, target.rpm, -1)
                 return window.retry_after_s
             taken = ex.extra.get("target_tokens")
             if taken is None:
@@ -209,4 +209,4 @@ class TargetRateLimit:
         if taken is None:
             return
         used = ex.usage.total_tokens if (ex.usage is not None and ex.target is target) else 0
-        self.rates.adjust(self._names_of(label)[1], target.tpm, used - taken)
+        self.rates.adjust_local(self._names_of(label)[1], target.tpm, used - taken)

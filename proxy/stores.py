@@ -33,6 +33,9 @@ class RateStore(Protocol):
     def adjust(self, name: str, limit: int, delta: float) -> None:
         """Reconcile an estimate with what was really used (either sign)."""
 
+    def adjust_local(self, name: str, limit: int, delta: float) -> None:
+        """`adjust` for what a synchronous `take` took (the same bucket as that take)."""
+
     def peek(self, name: str, limit: int) -> Window: ...
 
 
@@ -105,6 +108,8 @@ class MemoryRateStore:
     def adjust(self, name: str, limit: int, delta: float) -> None:
         bucket = self._bucket(name, limit)
         bucket._level = max(0.0, bucket.leak(self._now()) + delta)
+
+    adjust_local = adjust  # in memory there is only one bucket
 
     def peek(self, name: str, limit: int) -> Window:
         bucket = self._bucket(name, limit)

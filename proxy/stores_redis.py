@@ -77,6 +77,11 @@ class RedisRateStore:
         """Synchronous callers (dispatcher gates) get the per-instance share."""
         return self._local.take(name, self._share(limit), amount)
 
+    def adjust_local(self, name: str, limit: int, delta: float) -> None:
+        """Reconcile what a synchronous `take` took: in the same local bucket (sending
+        it to Redis, which never saw the take, would skew both)."""
+        self._local.adjust(name, self._share(limit), delta)
+
     def adjust(self, name: str, limit: int, delta: float) -> None:
         if delta == 0:
             return

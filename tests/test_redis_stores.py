@@ -247,3 +247,25 @@ def test_a_busy_pool_is_not_an_outage():
     assert pool_busy(RedisConnectionError("No connection available."))
     assert not pool_busy(RedisConnectionError("Error 111 connecting to 127.0.0.1:6379."))
     assert not pool_busy(RedisTimeout("Timeout reading from socket"))
+
+
+async def test_target_limits_reconcile_in_the_bucket_they_took_from(make_state):
+    # Regression: per-target limits take from the local share (dispatcher gates are
+    # synchronous) but their reconcile went to Redis, which never saw the take: one
+    # wasted round trip a request, and two buckets each wrong.
+    state = await make_state(instances=2)
+    store = RedisRateStore(state)
+    calls = []
+    real_run = state.run
+
+    async def counting_run(name, keys, args):
+        calls.append(name)
+        return await real_run(name, keys, args)
+
+    state.run = counting_run
+    ok, window = store.take("tpm:up/m", 1000, 400)  # the local share: 1000 / 2
+    assert ok and window.remaining == 100
+    store.adjust_local("tpm:up/m", 1000, -300)  # it really used 100
+    await drain(state)
+    assert calls == []  # nothing of this went to Redis
+    assert store.take("tpm:up/m", 1000, 350)[0]  # 100 + 350 <= 500: the refund counted
