@@ -103,7 +103,20 @@ class ClientRateLimit:
                 f"Too many concurrent requests for key '{name}': limit "
                 f"{key.max_concurrent}. Retry when one finishes.", 1.0, {})
         try:
-            if key.rpm:
+            if self.remote and key.rpm and key.tpm:
+                # Shared state: both buckets in one round trip, both or neither taken.
+                ok, req_window, tok_window = await self.rates.take_pair_async(
+                    (rpm_name, key.rpm, 1), (tpm_name, key.tpm, tokens))
+                if not ok:
+                    tpm_refused = req_window.retry_after_s == 0
+                    refused = tok_window if tpm_refused else req_window
+                    what = (f"tokens per min (TPM): Limit {key.tpm}, Requested {tokens}"
+                            if tpm_refused else f"requests per min (RPM): Limit {key.rpm}")
+                    raise rate_limited(
+                        f"Rate limit reached for key '{name}' on {what}. Please try again in "
+                        f"{go_duration(refused.retry_after_s)}.", refused.retry_after_s,
+                        window_headers(req_window, tok_window))
+            elif key.rpm:
                 ok, req_window = (await self._take(rpm_name, key.rpm, 1)) if self.remote \
                     else self.rates.take(rpm_name, key.rpm, 1)
                 if not ok:
@@ -112,7 +125,7 @@ class ClientRateLimit:
                         f"Limit {key.rpm}. Please try again in "
                         f"{go_duration(req_window.retry_after_s)}.", req_window.retry_after_s,
                         window_headers(req_window, self._peek_tokens(key)))
-            if key.tpm:
+            if key.tpm and not (self.remote and key.rpm):
                 ok, tok_window = (await self._take(tpm_name, key.tpm, tokens)) \
                     if self.remote else self.rates.take(tpm_name, key.tpm, tokens)
                 if not ok:

@@ -39,6 +39,38 @@ end
 return {ok, string.format('%.0f', tat - now), string.format('%.0f', retry)}
 """
 
+# KEYS[1], KEYS[2] two buckets (a key's requests and tokens); ARGV period_us, limit1,
+# amount1, limit2, amount2. Both are taken or neither: one round trip, no undo.
+GCRA_PAIR = _NOW_US + """
+local period = tonumber(ARGV[1])
+local function look(key, limit, amount)
+  local tat = tonumber(redis.call('GET', key) or '0')
+  if tat < now then tat = now end
+  local new = tat + amount * (period / limit)
+  if amount > limit or new - now > period + 1 then
+    return 0, tat, new - now - period
+  end
+  return 1, tat, new
+end
+local ok1, tat1, x1 = look(KEYS[1], tonumber(ARGV[2]), tonumber(ARGV[3]))
+local ok2, tat2, x2 = look(KEYS[2], tonumber(ARGV[4]), tonumber(ARGV[5]))
+local out = {}
+if ok1 == 1 and ok2 == 1 then
+  for i, pair in ipairs({{KEYS[1], x1}, {KEYS[2], x2}}) do
+    if pair[2] > now then
+      redis.call('SET', pair[1], string.format('%.0f', pair[2]), 'PX',
+                 math.ceil((pair[2] - now) / 1000) + 1000)
+    end
+  end
+  out = {1, string.format('%.0f', x1 - now), '0', 1, string.format('%.0f', x2 - now), '0'}
+else
+  -- neither is taken: each reports its level, and a refused one how long to wait
+  out = {ok1, string.format('%.0f', tat1 - now), ok1 == 1 and '0' or string.format('%.0f', x1),
+         ok2, string.format('%.0f', tat2 - now), ok2 == 1 and '0' or string.format('%.0f', x2)}
+end
+return out
+"""
+
 # KEYS[1] hash instance id -> in flight; ARGV limit, my instance id, heartbeat key prefix
 ACQUIRE = """
 local counts = redis.call('HGETALL', KEYS[1])
@@ -171,5 +203,5 @@ end
 return 1
 """
 
-SCRIPTS = {"gcra": GCRA, "acquire": ACQUIRE, "release": RELEASE, "reserve": RESERVE,
+SCRIPTS = {"gcra": GCRA, "gcra_pair": GCRA_PAIR, "acquire": ACQUIRE, "release": RELEASE, "reserve": RESERVE,
            "settle": SETTLE, "seed": SEED, "used": USED, "cool": COOL}

@@ -111,6 +111,20 @@ class MemoryRateStore:
 
     adjust_local = adjust  # in memory there is only one bucket
 
+    def take_pair(self, first: tuple[str, int, float], second: tuple[str, int, float],
+                  share: Callable[[int], int] = lambda limit: limit
+                  ) -> tuple[bool, Window, Window]:
+        """Both or neither, like the Redis store's one-round-trip pair."""
+        (n1, l1, a1), (n2, l2, a2) = first, second
+        l1, l2 = share(l1), share(l2)
+        ok1, w1 = self.take(n1, l1, a1)
+        if not ok1:
+            return False, w1, self.peek(n2, l2)
+        ok2, w2 = self.take(n2, l2, a2)
+        if not ok2:
+            self.adjust(n1, l1, -a1)
+        return ok2, w1, w2
+
     def peek(self, name: str, limit: int) -> Window:
         bucket = self._bucket(name, limit)
         bucket.leak(self._now())

@@ -73,6 +73,24 @@ class RedisRateStore:
                 pass
         return self._local.take(name, self._share(limit), amount)
 
+    async def take_pair_async(self, first: tuple[str, int, float],
+                              second: tuple[str, int, float]
+                              ) -> tuple[bool, Window, Window]:
+        """Two buckets (a key's requests and tokens) in one round trip: both taken,
+        or neither (no undo call when the second refuses)."""
+        (n1, l1, a1), (n2, l2, a2) = first, second
+        if self.state.up:
+            try:
+                r = await self.state.run("gcra_pair", [self.state.key("rate", n1),
+                                                       self.state.key("rate", n2)],
+                                         [self._period_us, l1, a1, l2, a2])
+                ok1, w1 = self._window(n1, l1, r[0:3])
+                ok2, w2 = self._window(n2, l2, r[3:6])
+                return ok1 and ok2, w1, w2
+            except (RedisError, OSError):
+                pass
+        return self._local.take_pair(first, second, self._share)
+
     def take(self, name: str, limit: int, amount: float) -> tuple[bool, Window]:
         """Synchronous callers (dispatcher gates) get the per-instance share."""
         return self._local.take(name, self._share(limit), amount)

@@ -269,3 +269,23 @@ async def test_target_limits_reconcile_in_the_bucket_they_took_from(make_state):
     await drain(state)
     assert calls == []  # nothing of this went to Redis
     assert store.take("tpm:up/m", 1000, 350)[0]  # 100 + 350 <= 500: the refund counted
+
+
+async def test_a_keys_two_limits_are_taken_together_or_not_at_all(make_state):
+    state = await make_state()
+    rates = RedisRateStore(state)
+    calls = []
+    real_run = state.run
+
+    async def counting_run(name, keys, args):
+        calls.append(name)
+        return await real_run(name, keys, args)
+
+    state.run = counting_run
+    ok, req, tok = await rates.take_pair_async(("rpm:k", 10, 1), ("tpm:k", 100, 60))
+    assert ok and req.remaining == 9 and tok.remaining == 40
+    ok, req, tok = await rates.take_pair_async(("rpm:k", 10, 1), ("tpm:k", 100, 60))
+    assert not ok and tok.retry_after_s > 0 and req.retry_after_s == 0  # tokens refused
+    ok, req, tok = await rates.take_pair_async(("rpm:k", 10, 1), ("tpm:k", 100, 40))
+    assert ok and req.remaining == 8  # the refused request took no request slot
+    assert calls == ["gcra_pair"] * 3  # one round trip each, no undo
