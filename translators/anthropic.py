@@ -30,6 +30,7 @@ from translators.anthropic_stream import (
     anthropic_usage,
     chunk_id,
 )
+from translators.common import json_or_none
 from translators.base import Option, Translator, UpstreamRequest, Usage
 
 #: Anthropic error type → (class, status to the client, OpenAI type, code)
@@ -123,10 +124,7 @@ class AnthropicTranslator(Translator):
     # --- errors --------------------------------------------------------------------
 
     def error(self, status: int, headers: Mapping[str, str], body: bytes) -> UpstreamError:
-        try:
-            parsed = orjson.loads(body)
-        except orjson.JSONDecodeError:
-            parsed = None
+        parsed = json_or_none(body)
         return self._classify(status, parsed, headers)
 
     def _event_error(self, event: dict[str, Any]) -> UpstreamError:

@@ -16,6 +16,7 @@ from translators.common import (
     SYSTEM_ROLES,
     content_parts,
     function_tools,
+    max_output_tokens,
     parse_data_url,
     part_text,
     safe_tool_id,
@@ -88,7 +89,7 @@ def build_body(chat: dict[str, Any], model: str, default_max_tokens: int | None,
         body["system"] = system
     body["messages"] = map_messages(messages)
     tools = map_tools(chat.get("tools"))
-    max_tokens = _max_tokens(chat)
+    max_tokens = max_output_tokens(chat)
     budget = _thinking(chat.get("reasoning_effort"))
     if max_tokens is None:
         max_tokens = (default_max_tokens or DEFAULT_MAX_TOKENS) + (budget or 0)
@@ -113,18 +114,6 @@ def build_body(chat: dict[str, Any], model: str, default_max_tokens: int | None,
     if stream:
         body["stream"] = True
     return body, json_tool
-
-
-def _max_tokens(chat: dict[str, Any]) -> int | None:
-    for name in ("max_completion_tokens", "max_tokens"):
-        value = chat.get(name)
-        if value is None:
-            continue
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise bad_request(f"Invalid '{name}': expected a positive integer.", param=name,
-                              code="invalid_value")
-        return value
-    return None
 
 
 def _thinking(effort: Any) -> int | None:

@@ -159,3 +159,25 @@ def function_tools(tools: Any) -> list[dict[str, Any]]:
         functions.append(fn)
     return functions
 
+
+def max_output_tokens(chat: dict[str, Any]) -> int | None:
+    """The client's output cap: `max_completion_tokens`, else `max_tokens` (the
+    deprecated name), else None."""
+    for name in ("max_completion_tokens", "max_tokens"):
+        value = chat.get(name)
+        if value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise bad_request(f"Invalid '{name}': expected a positive integer.", param=name,
+                              code="invalid_value")
+        return value
+    return None
+
+
+def json_or_none(body: bytes) -> Any:
+    """An upstream error body, parsed if it is JSON (error bodies often are not)."""
+    try:
+        return orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return None
+

@@ -27,6 +27,7 @@ from proxy.errors import (
     upstream_protocol,
 )
 from proxy.framing import Event
+from translators.common import json_or_none
 from translators.base import Option, Translator, UpstreamRequest, Usage
 from translators.gemini_request import build_body
 from translators.gemini_stream import GeminiStream, completion
@@ -170,10 +171,7 @@ class GeminiTranslator(Translator):
     # --- errors --------------------------------------------------------------------
 
     def error(self, status: int, headers: Mapping[str, str], body: bytes) -> UpstreamError:
-        try:
-            parsed = orjson.loads(body)
-        except orjson.JSONDecodeError:
-            parsed = None
+        parsed = json_or_none(body)
         if isinstance(parsed, list) and parsed:  # the JSON-array stream form
             parsed = parsed[0]
         return self._classify(status, parsed, headers)

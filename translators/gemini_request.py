@@ -23,6 +23,7 @@ from translators.common import (
     SYSTEM_ROLES,
     content_parts,
     function_tools,
+    max_output_tokens,
     parse_data_url,
     part_text,
     system_texts,
@@ -113,7 +114,7 @@ def build_body(chat: dict[str, Any], model: str, *, drop_unsupported: bool,
     choice = map_tool_choice(chat.get("tool_choice"), tools)
     if choice is not None:
         body["toolConfig"] = {"functionCallingConfig": choice}
-    max_tokens = _max_tokens(chat)
+    max_tokens = max_output_tokens(chat)
     if max_tokens is not None:
         config["maxOutputTokens"] = max_tokens
     _response_format(chat.get("response_format"), config)
@@ -123,18 +124,6 @@ def build_body(chat: dict[str, Any], model: str, *, drop_unsupported: bool,
     if config:
         body["generationConfig"] = config
     return body
-
-
-def _max_tokens(chat: dict[str, Any]) -> int | None:
-    for name in ("max_completion_tokens", "max_tokens"):
-        value = chat.get(name)
-        if value is None:
-            continue
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise bad_request(f"Invalid '{name}': expected a positive integer.", param=name,
-                              code="invalid_value")
-        return value
-    return None
 
 
 def thinking_config(effort: Any, model: str) -> dict[str, Any] | None:

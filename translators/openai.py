@@ -15,6 +15,7 @@ import orjson
 from proxy.errors import ErrorClass, UpstreamError, parse_retry_after, upstream_auth, upstream_protocol
 from proxy.framing import Event
 from translators.base import Translator, UpstreamRequest, Usage
+from translators.common import json_or_none
 
 _CONTENT_KEYS = ("content", "tool_calls", "refusal", "reasoning_content", "function_call")
 
@@ -156,10 +157,7 @@ class OpenAITranslator(Translator):
     # --- errors --------------------------------------------------------------------
 
     def error(self, status: int, headers: Mapping[str, str], body: bytes) -> UpstreamError:
-        try:
-            parsed = orjson.loads(body)
-        except orjson.JSONDecodeError:
-            parsed = None
+        parsed = json_or_none(body)
         return self._classify(status, parsed, headers)
 
     def _classify(self, status: int, parsed: Any, headers: Mapping[str, str] | None) -> UpstreamError:
