@@ -29,6 +29,7 @@ import orjson
 from aiohttp import web
 
 from tests.fakes.anthropic_validate import validate
+from tests.fakes.server import read_request
 
 API_KEY = "test-anthropic-key-SECRET0123456789"
 _WORD = re.compile(r"\S+\s*|\s+")
@@ -102,12 +103,7 @@ class FakeAnthropic:
     async def _handle(self, request: web.Request) -> web.StreamResponse:
         if request.method != "POST":
             return _error(405, "invalid_request_error", "Method not allowed")
-        raw = await request.read()
-        headers = {k.lower(): v for k, v in request.headers.items()}
-        try:
-            body = orjson.loads(raw)
-        except orjson.JSONDecodeError:
-            body = raw
+        headers, body = await read_request(request)
         self.requests.append(Received(headers, body))
         bearer = headers.get("authorization", "")
         key = headers.get("x-api-key") or (bearer[7:] if bearer.startswith("Bearer ") else None)

@@ -23,6 +23,7 @@ import orjson
 from aiohttp import web
 
 from tests.fakes.openai_validate import validate
+from tests.fakes.server import read_request
 
 API_KEY = "azure-test-SECRET0123456789abcdef"
 VERSIONS = frozenset({"2024-10-21", "2024-12-01-preview", "2025-04-01-preview", "preview",
@@ -89,12 +90,7 @@ class FakeAzure:
         return self.requests[-1].body
 
     async def _handle(self, request: web.Request) -> web.StreamResponse:
-        raw = await request.read()
-        headers = {k.lower(): v for k, v in request.headers.items()}
-        try:
-            body: Any = orjson.loads(raw)
-        except orjson.JSONDecodeError:
-            body = raw
+        headers, body = await read_request(request)
         self.requests.append(Received(request.path, dict(request.query), headers, body))
         version = request.query.get("api-version")
         deployment = request.match_info.get("deployment")

@@ -27,6 +27,7 @@ import orjson
 from aiohttp import web
 
 from tests.fakes.gemini_validate import validate
+from tests.fakes.server import read_request
 
 API_KEY = "test-gemini-key-SECRET0123456789abcdef"
 _WORD = re.compile(r"\S+\s*|\s+")
@@ -97,12 +98,7 @@ class FakeGemini:
         return self.requests[-1].body
 
     async def _handle(self, request: web.Request) -> web.StreamResponse:
-        raw = await request.read()
-        headers = {k.lower(): v for k, v in request.headers.items()}
-        try:
-            body: Any = orjson.loads(raw)
-        except orjson.JSONDecodeError:
-            body = raw
+        headers, body = await read_request(request)
         self.requests.append(Received(request.path, dict(request.query), headers, body))
         model, _, method = request.match_info["tail"].partition(":")
         if request.method != "POST" or method not in ("generateContent",

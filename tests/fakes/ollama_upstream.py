@@ -24,6 +24,8 @@ from typing import Any
 import orjson
 from aiohttp import web
 
+from tests.fakes.server import read_request
+
 MODELS = ("llama3.2", "qwen3", "gpt-oss", "gemma3")
 THINKING = ("qwen3", "gpt-oss")
 NO_TOOLS = ("gemma3",)
@@ -80,12 +82,7 @@ class FakeOllama:
         return self.requests[-1].body
 
     async def _handle(self, request: web.Request) -> web.StreamResponse:
-        raw = await request.read()
-        headers = {k.lower(): v for k, v in request.headers.items()}
-        try:
-            body: Any = orjson.loads(raw)
-        except orjson.JSONDecodeError:
-            body = raw
+        headers, body = await read_request(request)
         self.requests.append(Received(headers, body))
         if request.method != "POST":
             return web.Response(status=405, text="405 method not allowed")

@@ -27,6 +27,7 @@ import orjson
 from aiohttp import web
 
 from tests.fakes.openai_validate import error, validate
+from tests.fakes.server import read_request
 
 API_KEY = "sk-test-SECRET123456789"
 _WORD = re.compile(r"\S+\s*|\s+")
@@ -83,13 +84,8 @@ class FakeOpenAI:
     # --- the endpoint ----------------------------------------------------------------
 
     async def _handle(self, request: web.Request) -> web.StreamResponse:
-        raw = await request.read()
-        try:
-            body: Any = orjson.loads(raw)
-        except orjson.JSONDecodeError:
-            body = raw
-        self.requests.append(Received(request.method, request.path,
-                                      {k.lower(): v for k, v in request.headers.items()}, body))
+        headers, body = await read_request(request)
+        self.requests.append(Received(request.method, request.path, headers, body))
         if request.method != "POST":
             return _error(405, error(f"Invalid method for URL ({request.method} "
                                      f"/v1/chat/completions)"))
@@ -155,13 +151,8 @@ class FakeOpenAI:
     # --- /v1/embeddings and the legacy /v1/completions ------------------------------------
 
     async def _received(self, request: web.Request) -> tuple[Any, web.Response | None]:
-        raw = await request.read()
-        try:
-            body: Any = orjson.loads(raw)
-        except orjson.JSONDecodeError:
-            body = raw
-        self.requests.append(Received(request.method, request.path,
-                                      {k.lower(): v for k, v in request.headers.items()}, body))
+        headers, body = await read_request(request)
+        self.requests.append(Received(request.method, request.path, headers, body))
         if request.headers.get("authorization", "") != f"Bearer {self.api_key}":
             return body, _error(401, error("Incorrect API key provided.",
                                            code="invalid_api_key"))

@@ -2,7 +2,21 @@
 
 from __future__ import annotations
 
+from typing import Any
+
+import orjson
 from aiohttp import web
+
+
+async def read_request(request: web.Request) -> tuple[dict[str, str], Any]:
+    """What every fake records: lower-cased headers, and the body parsed as JSON (the
+    raw bytes when it is not JSON, so the fake can answer the API's own parse error)."""
+    raw = await request.read()
+    headers = {k.lower(): v for k, v in request.headers.items()}
+    try:
+        return headers, orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return headers, raw
 
 
 class LoopbackServer:
