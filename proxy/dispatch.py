@@ -31,7 +31,7 @@ from policies.fallback import (
 from policies.routing import Needs, Router, View, lacks, request_needs
 from proxy.config_routing import RoutingConfig
 from proxy.config_types import Timeouts
-from proxy.errors import ErrorClass, GatewayError, UpstreamError
+from proxy.errors import GatewayError, UpstreamError
 from proxy.exchange import Attempt, Exchange
 from proxy.pricing import cost, estimate
 from proxy.relay import encode_frames, error_frame, relay_json, relay_stream
@@ -42,7 +42,7 @@ if TYPE_CHECKING:
     from translators.base import Translator
 
 __all__ = ["AttemptObserver", "Dispatcher", "TargetGate", "encode_frames", "error_frame",
-           "is_client_error", "no_target_room", "provider_disabled"]
+           "no_target_room", "provider_disabled"]
 
 attempt_log = logging.getLogger("gatewise.attempt")
 
@@ -141,10 +141,6 @@ class Dispatcher:
                 ordered = [t for t, k in zip(ordered, last) if not k] + \
                           [t for t, k in zip(ordered, last) if k]
         return ordered
-
-    def plan(self, ex: Exchange) -> list["TargetConfig"]:
-        """The requested model's targets to try, in order."""
-        return self.order(ex, ex.model, request_needs(ex.body, estimate(ex).prompt_tokens))
 
     # --- the attempt loop ------------------------------------------------------------
 
@@ -324,8 +320,3 @@ class Dispatcher:
 def _key_allows(ex: Exchange, model: str) -> bool:
     """The caller's key allow-list (policies/auth.py) decides; no key: any model."""
     return ex.key is None or allowed(ex.key, model)
-
-
-def is_client_error(error_class: ErrorClass) -> bool:
-    return error_class in (ErrorClass.BAD_REQUEST, ErrorClass.CONTEXT_WINDOW,
-                           ErrorClass.CONTENT_FILTER, ErrorClass.NOT_FOUND)

@@ -70,10 +70,6 @@ async def relay_json(ex: Exchange, attempt: Attempt, translator: "Translator", t
     ex.response_body = out if isinstance(out, bytes) else orjson.dumps(out)
 
 
-def framer_kind_sse(translator: "Translator") -> bool:
-    return translator.framing == "sse"
-
-
 async def _fetch(transport: Any, request: Any, provider: "ProviderConfig") -> tuple[Any, bytes]:
     async with transport.open(request, provider.timeouts) as resp:
         return resp, await resp.read()
@@ -100,7 +96,7 @@ async def relay_stream(ex: Exchange, attempt: Attempt, translator: "Translator",
                 attempt.status = resp.status
                 if resp.status >= 400:
                     raise translator.error(resp.status, resp.headers, await resp.read())
-                passthrough = translator.passthrough if framer_kind_sse(translator) else None
+                passthrough = translator.passthrough if translator.framing == "sse" else None
                 async for raw in resp.iter_chunks():
                     block = framer.split_complete(raw) if passthrough is not None \
                         and ex.stream_tap is None else None
