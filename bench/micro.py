@@ -11,11 +11,11 @@ from pathlib import Path
 import orjson
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
-from proxy.app import build_app
-from proxy.config import load_config
-from proxy.exchange import Exchange
-from proxy.gateway import GATEWAY
-from proxy.handlers import _parse_chat
+from proxy.server.app import build_app
+from proxy.config.load import load_config
+from proxy.core.exchange import Exchange
+from proxy.server.gateway import GATEWAY
+from proxy.server.chat import _parse_chat
 
 BODY = (Path(__file__).resolve().parent / "bodies" / "openai.json").read_bytes()
 REQ = orjson.loads((Path(__file__).resolve().parent / "bodies" / "request.json").read_bytes())

@@ -6,9 +6,9 @@ import asyncio
 import logging
 import time
 
-from proxy.errors import GatewayError, UpstreamError
-from proxy.exchange import Exchange
-from proxy.pipeline import CallNext
+from proxy.core.errors import GatewayError, UpstreamError
+from proxy.core.exchange import Exchange
+from proxy.core.pipeline import CallNext
 
 
 class AccessLog:

@@ -15,10 +15,10 @@ import hmac
 from collections.abc import Iterable, Mapping
 from fnmatch import fnmatchcase
 
-from proxy.config_policies import KeyConfig
-from proxy.errors import GatewayError
-from proxy.exchange import Exchange
-from proxy.pipeline import CallNext
+from proxy.config.policies import KeyConfig
+from proxy.core.errors import GatewayError
+from proxy.core.exchange import Exchange
+from proxy.core.pipeline import CallNext
 
 _MISSING = ("You didn't provide an API key. You need to provide your API key in an "
             "Authorization header using Bearer auth (i.e. Authorization: Bearer YOUR_KEY).")

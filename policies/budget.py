@@ -17,14 +17,14 @@ import os
 import time
 from collections.abc import Awaitable, Callable
 
-from proxy.config_policies import BudgetConfig
-from proxy.config_types import GatewayConfig, TargetConfig
-from proxy.errors import GatewayError, UpstreamError
-from proxy.exchange import Attempt, Exchange
-from proxy.ledger import LedgerStore, Outcome, Pending, SpendRow, period_start
-from proxy.pipeline import CallNext
-from proxy.pricing import cost, estimate, is_free, max_cost
-from proxy.stores import BudgetStore, Clock, MemoryBudgetStore, wall_clock
+from proxy.config.policies import BudgetConfig
+from proxy.config.types import GatewayConfig, TargetConfig
+from proxy.core.errors import GatewayError, UpstreamError
+from proxy.core.exchange import Attempt, Exchange
+from proxy.state.ledger import LedgerStore, Outcome, Pending, SpendRow, period_start
+from proxy.core.pipeline import CallNext
+from proxy.core.pricing import cost, estimate, is_free, max_cost
+from proxy.state.stores import BudgetStore, Clock, MemoryBudgetStore, wall_clock
 
 log = logging.getLogger("gatewise.budget")
 Alert = Callable[[dict], Awaitable[None]]

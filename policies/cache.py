@@ -25,9 +25,9 @@ from policies.cache_replay import (
     sse_body,
     stream_chunks,
 )
-from proxy.config_telemetry import CacheConfig
-from proxy.exchange import Exchange
-from proxy.pipeline import CallNext
+from proxy.config.telemetry import CacheConfig
+from proxy.core.exchange import Exchange
+from proxy.core.pipeline import CallNext
 from translators.base import Usage
 
 FORMAT_VERSION = 1

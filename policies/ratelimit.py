@@ -12,13 +12,13 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable
 
-from proxy.config_policies import KeyConfig
-from proxy.config_types import TargetConfig
-from proxy.errors import GatewayError
-from proxy.exchange import Attempt, Exchange
-from proxy.pipeline import CallNext
-from proxy.pricing import estimate
-from proxy.stores import (
+from proxy.config.policies import KeyConfig
+from proxy.config.types import TargetConfig
+from proxy.core.errors import GatewayError
+from proxy.core.exchange import Attempt, Exchange
+from proxy.core.pipeline import CallNext
+from proxy.core.pricing import estimate
+from proxy.state.stores import (
     CounterStore,
     MemoryCounterStore,
     MemoryRateStore,

@@ -6,10 +6,10 @@ import copy
 import orjson
 import pytest
 
-from proxy.catalog import ModelInfo
-from proxy.config_types import ProviderConfig, TargetConfig
-from proxy.errors import ErrorClass, GatewayError, UpstreamError
-from proxy.framing import Event, SSEParser
+from proxy.config.catalog import ModelInfo
+from proxy.config.types import ProviderConfig, TargetConfig
+from proxy.core.errors import ErrorClass, GatewayError, UpstreamError
+from proxy.core.framing import Event, SSEParser
 from translators.anthropic import AnthropicTranslator
 from translators.common import safe_tool_id
 

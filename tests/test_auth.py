@@ -9,7 +9,7 @@ import openai
 import pytest
 
 import policies.auth as auth_module
-from proxy.config import ConfigError, parse_config
+from proxy.config.load import ConfigError, parse_config
 
 KEY_A = "sk-gw-alpha-0123456789abcdef"
 KEY_B = "sk-gw-bravo-0123456789abcdef"
@@ -175,7 +175,7 @@ async def test_admin_disabled_without_admin_key(start_gateway):
 
 
 async def test_no_keys_means_no_auth_policy_in_the_chain(start_gateway):
-    from proxy.gateway import GATEWAY
+    from proxy.server.gateway import GATEWAY
     gw = await start_gateway(BASE)
     gateway = gw.app[GATEWAY]
     names = [type(p).__name__ for p in gateway.policies]

@@ -8,8 +8,8 @@ import openai
 import orjson
 import pytest
 
-from proxy.config_types import ProviderConfig, TargetConfig
-from proxy.errors import ErrorClass, GatewayError
+from proxy.config.types import ProviderConfig, TargetConfig
+from proxy.core.errors import ErrorClass, GatewayError
 from tests.fakes.azure_upstream import API_KEY, FakeAzure, Reply
 from tests.fakes.server import LoopbackServer
 from translators.azure import AzureTranslator

@@ -9,9 +9,9 @@ import aiohttp
 import orjson
 import pytest
 
-from policies.breaker import CLOSED, HALF_OPEN, OPEN, PASS, PROBE, TargetBreaker
-from proxy.config_routing import BreakerConfig
-from proxy.errors import ErrorClass
+from proxy.engine.breakers import CLOSED, HALF_OPEN, OPEN, PASS, PROBE, TargetBreaker
+from proxy.config.routing import BreakerConfig
+from proxy.core.errors import ErrorClass
 from tests.fakes.faults import start_faulty_openai
 from tests.fakes.openai_upstream import API_KEY
 

@@ -11,9 +11,9 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from proxy.app import build_app
-from proxy.config import parse_config
-from proxy.gateway import GATEWAY
+from proxy.server.app import build_app
+from proxy.config.load import parse_config
+from proxy.server.gateway import GATEWAY
 from tests.fakes.server import LoopbackServer
 
 KEY = "sk-gw-budget-0123456789abcdef"
@@ -243,7 +243,7 @@ async def test_failed_request_releases_its_reservation(serve):
 
 
 def test_budget_config_problems_name_their_path():
-    from proxy.config import ConfigError
+    from proxy.config.load import ConfigError
     text = """
 providers: {offline: {type: mock}}
 models: {echo: {targets: [{provider: offline, model: echo}]}}

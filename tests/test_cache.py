@@ -11,10 +11,10 @@ from openai import AsyncOpenAI
 
 from policies.cache import MemoryCacheStore, ResponseCache, cache_control, cache_key
 from policies.cache_replay import assemble, stream_chunks
-from proxy.config import parse_config
-from proxy.config_reader import Problems
-from proxy.config_telemetry import CacheConfig, parse_cache
-from proxy.exchange import Exchange
+from proxy.config.load import parse_config
+from proxy.config.reader import Problems
+from proxy.config.telemetry import CacheConfig, parse_cache
+from proxy.core.exchange import Exchange
 from tests.fakes.openai_upstream import API_KEY, FakeOpenAI, Reply
 from tests.fakes.server import LoopbackServer
 
@@ -297,7 +297,7 @@ async def test_cache_absent_when_off(start_gateway):
         providers: {offline: {type: mock}}
         models: {echo: {targets: [{provider: offline, model: echo}]}}
     """)
-    from proxy.gateway import GATEWAY
+    from proxy.server.gateway import GATEWAY
     gateway = gw.app[GATEWAY]
     assert gateway.cache is None
     assert not any(isinstance(p, ResponseCache) for p in gateway.policies)

@@ -10,9 +10,9 @@ import openai
 import orjson
 import pytest
 
-from policies.fallback import RequestPlan, RetryBudget, backoff
-from proxy.config import ConfigError, parse_config
-from proxy.config_routing import RetryConfig
+from proxy.engine.plan import RequestPlan, RetryBudget, backoff
+from proxy.config.load import ConfigError, parse_config
+from proxy.config.routing import RetryConfig
 from tests.fakes.faults import Fault, start_faulty_openai
 from tests.fakes.openai_upstream import API_KEY
 
@@ -336,7 +336,7 @@ def test_plan_never_waits_past_the_deadline():
     now = [0.0]
     plan = RequestPlan(RetryConfig(attempts=5), [], lambda m, p: [], {}, lambda: now[0],
                        deadline=1.0)
-    from policies.fallback import Candidate
+    from proxy.engine.plan import Candidate
     plan.later(Candidate(model=None, target=None, tries=1), 2.0)  # type: ignore[arg-type]
     assert plan.next() is None
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from proxy.framing import Event, NDJSONParser, SSEParser, new_framer
+from proxy.core.framing import Event, NDJSONParser, SSEParser, new_framer
 
 
 def feed_all(parser, pieces) -> list[Event]:

@@ -7,8 +7,8 @@ import openai
 import orjson
 import pytest
 
-from proxy.errors import ErrorClass, GatewayError
-from proxy.framing import Event
+from proxy.core.errors import ErrorClass, GatewayError
+from proxy.core.framing import Event
 from tests.fakes.gemini_upstream import API_KEY, FakeGemini, Reply
 from tests.fakes.server import LoopbackServer
 from translators.gemini import GeminiTranslator, model_path
@@ -163,14 +163,14 @@ def test_unsafe_model_names_never_reach_the_url(model):
            "details": [{"reason": "API_KEY_INVALID"}]}, ErrorClass.AUTH, 502,
      "upstream_auth_error")])
 def test_error_table(status, body, cls, client_status, code):
-    from proxy.config_types import ProviderConfig
+    from proxy.config.types import ProviderConfig
     translator = GeminiTranslator(ProviderConfig("g", "gemini", "http://x", api_key="test-key-123"))
     err = translator.error(status, {}, orjson.dumps({"error": body}))
     assert (err.error_class, err.status, err.code) == (cls, client_status, code)
 
 
 def test_retry_delay_from_retry_info():
-    from proxy.config_types import ProviderConfig
+    from proxy.config.types import ProviderConfig
     translator = GeminiTranslator(ProviderConfig("g", "gemini", "http://x", api_key="test-key-123"))
     err = translator.error(429, {}, orjson.dumps({"error": {
         "code": 429, "message": "quota", "status": "RESOURCE_EXHAUSTED", "details": [
@@ -179,7 +179,7 @@ def test_retry_delay_from_retry_info():
 
 
 def test_stream_chunks_share_one_prefix_and_finish_once():
-    from proxy.config_types import ProviderConfig
+    from proxy.config.types import ProviderConfig
     translator = GeminiTranslator(ProviderConfig("g", "gemini", "http://x", api_key="test-key-123"))
     translator.include_usage = True
     events = [{"candidates": [{"content": {"parts": [{"text": "Hi"}], "role": "model"}}],
@@ -455,7 +455,7 @@ async def test_unavailable_falls_back(fake, client):
 
 
 def test_partial_usage_of_a_cut_stream_is_an_estimate():
-    from proxy.config_types import ProviderConfig
+    from proxy.config.types import ProviderConfig
     translator = GeminiTranslator(ProviderConfig("g", "gemini", "http://x", api_key="test-key-123"))
     translator.stream(Event(None, orjson.dumps({
         "candidates": [{"content": {"parts": [{"text": "x" * 40}], "role": "model"}}],

@@ -12,7 +12,7 @@ import openai
 import pytest
 from aiohttp import web
 
-from proxy.config_types import ProviderConfig, TargetConfig
+from proxy.config.types import ProviderConfig, TargetConfig
 from tests.fakes.gemini_upstream import API_KEY, FakeGemini
 from tests.fakes.server import LoopbackServer
 from translators.gemini import GeminiTranslator

@@ -9,7 +9,7 @@ import orjson
 import pytest
 from aiohttp import web
 
-from proxy.gateway import GATEWAY
+from proxy.server.gateway import GATEWAY
 from tests.fakes.faults import Faults
 from tests.fakes.openai_upstream import API_KEY, FakeOpenAI
 from tests.fakes.server import LoopbackServer

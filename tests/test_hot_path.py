@@ -6,10 +6,10 @@ import gc
 
 import pytest
 
-from proxy.app import build_app
-from proxy.config import parse_config
-from proxy.exchange import Exchange
-from proxy.gateway import GATEWAY
+from proxy.server.app import build_app
+from proxy.config.load import parse_config
+from proxy.core.exchange import Exchange
+from proxy.server.gateway import GATEWAY
 
 CONFIG = """
 providers: {offline: {type: mock}, other: {type: mock}}

@@ -15,10 +15,10 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from proxy.app import build_app
-from proxy.config import parse_config
-from proxy.gateway import GATEWAY
-from proxy.ledger import Outcome, Pending, SqliteLedger
+from proxy.server.app import build_app
+from proxy.config.load import parse_config
+from proxy.server.gateway import GATEWAY
+from proxy.state.ledger import Outcome, Pending, SqliteLedger
 from tests.fakes.server import LoopbackServer
 
 ROOT = Path(__file__).resolve().parent.parent

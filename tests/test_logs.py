@@ -8,7 +8,7 @@ import logging
 
 import orjson
 
-from proxy.logs import log_handler
+from proxy.server.logs import log_handler
 
 
 class CountingStream(io.StringIO):

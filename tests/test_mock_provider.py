@@ -150,7 +150,7 @@ async def test_latency_option(gw):
 
 
 async def test_mock_options_validated(start_gateway):
-    from proxy.config import ConfigError
+    from proxy.config.load import ConfigError
     with pytest.raises(ConfigError) as info:
         await start_gateway("""
             providers: {offline: {type: mock, latency_ms: soon}}

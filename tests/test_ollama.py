@@ -8,9 +8,9 @@ import openai
 import orjson
 import pytest
 
-from proxy.config_types import ProviderConfig
-from proxy.errors import ErrorClass, GatewayError
-from proxy.framing import Event
+from proxy.config.types import ProviderConfig
+from proxy.core.errors import ErrorClass, GatewayError
+from proxy.core.framing import Event
 from tests.fakes.ollama_upstream import FakeOllama, Reply
 from tests.fakes.server import LoopbackServer
 from translators.ollama import OllamaTranslator, build_body

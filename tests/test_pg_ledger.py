@@ -9,8 +9,8 @@ import uuid
 import asyncpg
 import pytest
 
-from proxy.ledger import Outcome, Pending
-from proxy.ledger_pg import SCHEMA_VERSION, PostgresLedger, migrate
+from proxy.state.ledger import Outcome, Pending
+from proxy.state.ledger_pg import SCHEMA_VERSION, PostgresLedger, migrate
 from tests.test_redis_stores import require
 
 ADMIN_DSN = "postgresql://postgres@127.0.0.1:5432/postgres"

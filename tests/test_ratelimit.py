@@ -9,7 +9,7 @@ import openai
 import pytest
 
 from policies.ratelimit import go_duration
-from proxy.stores import MemoryRateStore
+from proxy.state.stores import MemoryRateStore
 
 KEY = "sk-gw-limited-0123456789abcdef"
 ADMIN = "sk-gw-admin-0123456789abcdef"

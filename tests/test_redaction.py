@@ -11,8 +11,8 @@ import orjson
 import pytest
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-from proxy.gateway import GATEWAY
-from proxy.logs import log_handler
+from proxy.server.gateway import GATEWAY
+from proxy.server.logs import log_handler
 from tests.fakes.openai_upstream import FakeOpenAI, Reply
 from tests.fakes.server import LoopbackServer
 from translators.openai import OpenAITranslator

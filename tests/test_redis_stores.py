@@ -13,9 +13,9 @@ import uuid
 import pytest
 
 from policies.cache import CachedAnswer
-from proxy.config import ConfigError, parse_config
-from proxy.errors import GatewayError
-from proxy.stores_redis import (
+from proxy.config.load import ConfigError, parse_config
+from proxy.core.errors import GatewayError
+from proxy.state.stores_redis import (
     RedisBudgetStore,
     RedisCacheStore,
     RedisCounterStore,
@@ -241,7 +241,7 @@ def test_a_busy_pool_is_not_an_outage():
     from redis.exceptions import ConnectionError as RedisConnectionError
     from redis.exceptions import MaxConnectionsError, TimeoutError as RedisTimeout
 
-    from proxy.stores_redis import pool_busy
+    from proxy.state.stores_redis import pool_busy
 
     assert pool_busy(MaxConnectionsError("Too many connections"))
     assert pool_busy(RedisConnectionError("No connection available."))

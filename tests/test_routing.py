@@ -8,7 +8,7 @@ from collections import Counter
 
 import pytest
 
-from policies.routing import (
+from proxy.engine.routing import (
     STRATEGIES,
     Router,
     View,
@@ -22,10 +22,10 @@ from policies.routing import (
     round_robin,
     weighted,
 )
-from proxy.catalog import ModelInfo, lookup
-from proxy.config_routing import AdaptiveWeights
-from proxy.config_types import TargetConfig
-from proxy.target_stats import MemoryStatsStore
+from proxy.config.catalog import ModelInfo, lookup
+from proxy.config.routing import AdaptiveWeights
+from proxy.config.types import TargetConfig
+from proxy.state.target_stats import MemoryStatsStore
 
 
 def target(name: str, weight: float = 1.0, info: ModelInfo | None = None) -> TargetConfig:
@@ -164,7 +164,7 @@ def test_capability_filter(body, missing):
 
 
 def test_plain_request_fits_and_images_are_not_counted_as_text():
-    # An image costs a fixed estimate (proxy/pricing.py), never its URL's length / 4.
+    # An image costs a fixed estimate (proxy/core/pricing.py), never its URL's length / 4.
     body = {"messages": [{"role": "user", "content": [
         {"type": "image_url", "image_url": {"url": "x" * 100_000}}]}], "max_tokens": 10}
     needs = request_needs(body)

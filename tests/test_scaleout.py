@@ -22,8 +22,8 @@ import asyncpg
 import pytest
 import redis
 
-from proxy.cli import main as cli_main
-from proxy.stores_redis import RedisBudgetStore, RedisState
+from proxy.server.cli import main as cli_main
+from proxy.state.stores_redis import RedisBudgetStore, RedisState
 from tests.test_redis_stores import free_port, require
 
 ROOT = Path(__file__).resolve().parent.parent

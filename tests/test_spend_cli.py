@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import time
 
-from proxy.cli import main
-from proxy.ledger import Outcome, Pending, SqliteLedger
+from proxy.server.cli import main
+from proxy.state.ledger import Outcome, Pending, SqliteLedger
 
 
 def _outcome(provider: str, cost: float) -> Outcome:

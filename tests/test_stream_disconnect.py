@@ -228,7 +228,7 @@ async def test_client_disconnect_during_non_streaming_call(gw, fake):
 
 async def test_body_stalled_after_headers_is_a_504_timeout(start_gateway):
     # A total timeout while reading the body is a timeout (504), not a 502
-    # "connection failed": both in proxy/upstream.py and under the request deadline.
+    # "connection failed": both in proxy/engine/transport.py and under the request deadline.
     async def headers_then_stall(request: aiohttp.web.Request) -> aiohttp.web.StreamResponse:
         resp = aiohttp.web.StreamResponse(headers={"content-type": "application/json"})
         resp.content_length = 1000

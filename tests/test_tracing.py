@@ -9,7 +9,7 @@ import pytest
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind, StatusCode
 
-from proxy.gateway import GATEWAY
+from proxy.server.gateway import GATEWAY
 from tests.fakes.openai_upstream import API_KEY, FakeOpenAI, Reply
 from tests.fakes.server import LoopbackServer
 
@@ -143,7 +143,7 @@ async def test_tracing_off_sends_no_traceparent(start_gateway, fake):
 
 
 def test_otlp_endpoint_is_checked():
-    from proxy.config import ConfigError, parse_config
+    from proxy.config.load import ConfigError, parse_config
     base = ("providers: {offline: {type: mock}}\n"
             "models: {echo: {targets: [{provider: offline, model: echo}]}}\n")
     with pytest.raises(ConfigError) as info:

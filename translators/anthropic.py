@@ -15,14 +15,14 @@ from typing import Any, ClassVar
 
 import orjson
 
-from proxy.errors import (
+from proxy.core.errors import (
     ErrorClass,
     UpstreamError,
     parse_retry_after,
     upstream_auth,
     upstream_protocol,
 )
-from proxy.framing import Event
+from proxy.core.framing import Event
 from translators.anthropic_request import DEFAULT_MAX_TOKENS, build_body
 from translators.anthropic_stream import (
     STOP_REASONS,

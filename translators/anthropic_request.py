@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from proxy.errors import GatewayError, bad_request
+from proxy.core.errors import GatewayError, bad_request
 from translators import params
 from translators.common import (
     SYSTEM_ROLES,

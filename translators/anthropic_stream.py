@@ -17,7 +17,7 @@ from typing import Any
 
 import orjson
 
-from proxy.errors import UpstreamError
+from proxy.core.errors import UpstreamError
 from translators.base import StreamState, Usage
 
 STOP_REASONS = {"end_turn": "stop", "stop_sequence": "stop", "pause_turn": "stop",

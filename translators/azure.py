@@ -23,7 +23,7 @@ from collections.abc import Mapping
 from typing import Any, ClassVar
 from urllib.parse import quote
 
-from proxy.errors import GatewayError, UpstreamError
+from proxy.core.errors import GatewayError, UpstreamError
 from translators.base import Option
 from translators.openai import OpenAITranslator
 

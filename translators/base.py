@@ -14,11 +14,11 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar, Mapping
 
-from proxy.errors import UpstreamError
-from proxy.framing import Event
+from proxy.core.errors import UpstreamError
+from proxy.core.framing import Event
 
 if TYPE_CHECKING:
-    from proxy.config import ProviderConfig, TargetConfig
+    from proxy.config.load import ProviderConfig, TargetConfig
 
 
 @dataclass(slots=True)

@@ -17,7 +17,7 @@ from typing import Any, NamedTuple
 
 import orjson
 
-from proxy.errors import bad_request
+from proxy.core.errors import bad_request
 
 SYSTEM_ROLES = frozenset({"system", "developer"})
 _SAFE_ID = re.compile(r"^[a-zA-Z0-9_-]+$")

@@ -17,15 +17,15 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from proxy.errors import GatewayError, UpstreamError, bad_request, upstream_protocol
-from proxy.framing import Event
+from proxy.core.errors import GatewayError, UpstreamError, bad_request, upstream_protocol
+from proxy.core.framing import Event
 from translators.base import Translator, UpstreamRequest, Usage
 from translators.legacy import Adapter
 
 
 @dataclass(frozen=True, slots=True)
 class EmbeddingsRequest:
-    """A validated `/v1/embeddings` request (proxy/handlers_legacy.py checks it once)."""
+    """A validated `/v1/embeddings` request (proxy/server/legacy.py checks it once)."""
 
     input: Any  # exactly as the client sent it (for OpenAI-format upstreams)
     texts: tuple[str, ...] | None  # the input as strings, or None for token arrays

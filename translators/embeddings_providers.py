@@ -24,7 +24,7 @@ from urllib.parse import quote
 
 import orjson
 
-from proxy.errors import upstream_protocol
+from proxy.core.errors import upstream_protocol
 from translators.azure import SAFE_DEPLOYMENT, SAFE_VERSION, _config_error
 from translators.base import UpstreamRequest, Usage
 from translators.embeddings import EmbeddingsMapper, embeddings_list, vectors_of

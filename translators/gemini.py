@@ -18,7 +18,7 @@ from typing import Any, ClassVar
 
 import orjson
 
-from proxy.errors import (
+from proxy.core.errors import (
     ErrorClass,
     GatewayError,
     UpstreamError,
@@ -26,7 +26,7 @@ from proxy.errors import (
     upstream_auth,
     upstream_protocol,
 )
-from proxy.framing import Event
+from proxy.core.framing import Event
 from translators.common import json_or_none
 from translators.base import Option, Translator, UpstreamRequest, Usage
 from translators.gemini_request import build_body

@@ -17,7 +17,7 @@ from typing import Any
 
 import orjson
 
-from proxy.errors import GatewayError, bad_request
+from proxy.core.errors import GatewayError, bad_request
 from translators import params
 from translators.common import (
     SYSTEM_ROLES,

@@ -19,7 +19,7 @@ from typing import Any
 
 import orjson
 
-from proxy.errors import UpstreamError
+from proxy.core.errors import UpstreamError
 from translators.base import StreamState, Usage
 from translators.gemini_request import call_id
 

@@ -22,7 +22,7 @@ from urllib.parse import urlsplit
 import aiohttp
 from aiohttp.abc import AbstractResolver, ResolveResult
 
-from proxy.errors import GatewayError, bad_request
+from proxy.core.errors import GatewayError, bad_request
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 #: what Gemini takes as image inlineData (image/jpg is the same as image/jpeg)

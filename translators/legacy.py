@@ -16,8 +16,8 @@ from typing import Any
 
 import orjson
 
-from proxy.errors import GatewayError, UpstreamError, bad_request, upstream_protocol
-from proxy.framing import Event
+from proxy.core.errors import GatewayError, UpstreamError, bad_request, upstream_protocol
+from proxy.core.framing import Event
 from translators.base import StreamState, Translator, UpstreamRequest, Usage
 
 #: models OpenAI serves on /v1/completions itself (everything else is chat-only there)

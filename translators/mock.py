@@ -49,7 +49,7 @@ def _text_of(content: Any) -> str:
 
 
 class MockResponse:
-    """Quacks like proxy.upstream.HttpResponse for the dispatcher."""
+    """Quacks like proxy.engine.transport.HttpResponse for the dispatcher."""
 
     def __init__(self, request: UpstreamRequest, latency: float, chunk_delay: float) -> None:
         self.status = 200

@@ -19,14 +19,14 @@ from typing import Any, ClassVar
 
 import orjson
 
-from proxy.errors import (
+from proxy.core.errors import (
     ErrorClass,
     UpstreamError,
     parse_retry_after,
     upstream_auth,
     upstream_protocol,
 )
-from proxy.framing import Event
+from proxy.core.framing import Event
 from translators.base import Option, Translator, UpstreamRequest, Usage
 from translators.ollama_request import build_body
 
@@ -182,7 +182,7 @@ class OllamaTranslator(Translator):
         prompt estimated from the request, the output counted from the lines seen."""
         if self._usage is not None or self._chat is None or not self._lines:
             return self._usage
-        from proxy.pricing import estimate_body
+        from proxy.core.pricing import estimate_body
         return Usage(prompt_tokens=estimate_body(self._chat).prompt_tokens,
                      completion_tokens=self._lines, estimated=True)
 

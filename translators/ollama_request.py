@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from proxy.errors import bad_request
+from proxy.core.errors import bad_request
 from translators import params
 from translators.common import (
     content_parts,

@@ -12,8 +12,8 @@ from typing import Any, Mapping
 
 import orjson
 
-from proxy.errors import ErrorClass, UpstreamError, parse_retry_after, upstream_auth, upstream_protocol
-from proxy.framing import Event
+from proxy.core.errors import ErrorClass, UpstreamError, parse_retry_after, upstream_auth, upstream_protocol
+from proxy.core.framing import Event
 from translators.base import Translator, UpstreamRequest, Usage
 from translators.common import json_or_none
 
@@ -150,7 +150,7 @@ class OpenAITranslator(Translator):
         request, the output counted from the chunks seen (less the role chunk)."""
         if self._chat is None or not self._chunks:
             return None
-        from proxy.pricing import estimate_body
+        from proxy.core.pricing import estimate_body
         return Usage(prompt_tokens=estimate_body(self._chat).prompt_tokens,
                      completion_tokens=max(0, self._chunks - 1), estimated=True)
 

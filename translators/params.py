@@ -17,7 +17,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from proxy.errors import GatewayError, bad_request
+from proxy.core.errors import GatewayError, bad_request
 
 #: a transform gets the client's value and returns the upstream's (raise ValueError to refuse)
 Transform = Callable[[Any], Any]

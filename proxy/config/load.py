@@ -1,0 +1,111 @@
+"""The YAML config, validated into frozen typed objects.
+
+`load_config(path)` raises `ConfigError` with every problem found, each naming
+the field path. Providers whose `${KEY}` is unset are kept but disabled, with
+the variable's name, so their models can answer 503 saying why.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from types import MappingProxyType
+from typing import Mapping
+
+import yaml
+
+from proxy.config.reader import Problems, Section, interpolate, join
+from proxy.config.routing import extract_routing, parse_routing
+from proxy.config.types import (GatewayConfig, ModelConfig, ProviderConfig, ServerConfig,
+                                TargetConfig, TelemetryConfig, Timeouts)
+from proxy.config.policies import parse_budgets, parse_keys, parse_state
+from proxy.config.telemetry import extract_model_cache, parse_cache, parse_telemetry
+from proxy.config.upstreams import (STRATEGIES, optional_secret, parse_models, parse_providers,
+                                    parse_timeouts)
+
+__all__ = ["ConfigError", "GatewayConfig", "ModelConfig", "ProviderConfig", "ServerConfig",
+           "STRATEGIES", "TargetConfig", "TelemetryConfig", "Timeouts", "load_config",
+           "parse_config"]
+
+_NOT_YET = "is not supported by this version of gatewise"
+
+
+class ConfigError(Exception):
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__("\n".join(problems))
+        self.problems = problems
+
+
+def load_config(path: str | Path, env: Mapping[str, str] | None = None) -> GatewayConfig:
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError([f"{path}: cannot read config file: {exc.strerror or exc}"]) from None
+    config = parse_config(text, env if env is not None else os.environ, source=str(path))
+    return config
+
+
+def parse_config(text: str, env: Mapping[str, str], source: str = "<memory>") -> GatewayConfig:
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise ConfigError([f"{source}:{where}: invalid YAML: {problem}"]) from None
+    problems = Problems()
+    if raw is None:
+        raw = {}
+    raw = interpolate(raw, env, problems)
+    root = Section(raw, "", problems)
+    if not root.ok:
+        raise ConfigError([f"{source}: the config must be a YAML mapping"])
+    server = _server(root.section("server"))
+    timeouts = parse_timeouts(root.section("policies").raw.get("timeouts"), "policies.timeouts",
+                               problems, Timeouts())
+    adaptive_weights, health_checks = extract_routing(root.raw, problems)
+    routing = parse_routing(root.section("policies"), adaptive_weights, health_checks)
+    policies = root.section("policies")
+    _policies(policies)
+    providers = parse_providers(root.section("providers"), timeouts)
+    budgets = parse_budgets(policies.raw.get("budgets"), "policies.budgets", problems, providers)
+    keys = parse_keys(root.raw_value("keys"), problems)
+    state = parse_state(root.raw_value("state"), problems)
+    model_cache = extract_model_cache(root.raw.get("models"), problems)
+    models = parse_models(root.section("models"), providers)
+    cache = parse_cache(policies.raw.get("cache"), "policies.cache", problems, model_cache)
+    telemetry = parse_telemetry(root.section("telemetry"))
+    admin = root.section("admin")
+    admin_key = optional_secret(admin, "key")
+    admin.finish()
+    root.finish()
+    if problems:
+        raise ConfigError(list(problems))
+    return GatewayConfig(server=server, providers=MappingProxyType(providers),
+                         models=MappingProxyType(models), timeouts=timeouts,
+                         telemetry=telemetry, cache=cache, admin_key=admin_key, source=source,
+                         routing=routing, keys=keys, budgets=budgets, state=state)
+
+
+def _server(s: Section) -> ServerConfig:
+    d = ServerConfig()
+    config = ServerConfig(
+        host=s.str("host", d.host),
+        port=s.number("port", d.port, minimum=0, integer=True),
+        max_body_mb=s.number("max_body_mb", d.max_body_mb, minimum=0.001),
+        max_messages=s.number("max_messages", d.max_messages, minimum=1, integer=True),
+    )
+    if config.port > 65535:
+        s.problems.add(join(s.path, "port"), f"must be a TCP port (0-65535), got {config.port}")
+    s.finish()
+    return config
+
+
+def _policies(s: Section) -> None:
+    s.raw_value("timeouts")  # read above, before providers need it
+    s.raw_value("retry")  # parsed by proxy/config/routing.py
+    s.raw_value("breaker")
+    s.raw_value("budgets")  # parsed by proxy/config/policies.py
+    s.raw_value("cache")  # parsed by proxy/config/telemetry.py
+    s.finish()

@@ -1,0 +1,105 @@
+"""The config's typed, frozen objects (what the rest of gatewise reads)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+from urllib.parse import urlsplit
+
+from proxy.config.catalog import ModelInfo
+from proxy.config.policies import BudgetsConfig, KeyConfig, StateConfig
+from proxy.config.routing import RoutingConfig
+from proxy.config.telemetry import CacheConfig, TelemetryConfig
+
+
+@dataclass(frozen=True, slots=True)
+class Timeouts:
+    """connect: TCP+TLS; first_token: until the first content of a stream;
+    idle: between two reads of a stream; total: a whole non-streaming call."""
+
+    connect: float = 5.0
+    first_token: float = 30.0
+    idle: float = 60.0
+    total: float = 600.0
+
+
+@dataclass(frozen=True, slots=True)
+class ProviderConfig:
+    name: str
+    type: str
+    base_url: str
+    api_key: str | None = field(default=None, repr=False)
+    disabled_reason: str | None = None
+    headers: Mapping[str, str] = field(default_factory=dict, repr=False)
+    timeouts: Timeouts = Timeouts()
+    options: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def enabled(self) -> bool:
+        return self.disabled_reason is None
+
+
+@dataclass(frozen=True, slots=True)
+class TargetConfig:
+    provider: str
+    model: str
+    weight: float = 1.0
+    rpm: int | None = None
+    tpm: int | None = None
+    info: ModelInfo = ModelInfo()  # the model table's entry with this target's overrides
+    #: "provider/model": the key of breakers, stats, limits and metrics, read many times
+    #: a request, so built once
+    label: str = field(init=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "label", f"{self.provider}/{self.model}")
+
+
+@dataclass(frozen=True, slots=True)
+class ModelConfig:
+    name: str
+    targets: tuple[TargetConfig, ...]
+    strategy: str = "priority"
+    fallbacks: tuple[str, ...] = ()
+    context_window_fallbacks: tuple[str, ...] = ()
+    drop_unsupported: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class ServerConfig:
+    host: str = "127.0.0.1"
+    port: int = 4000
+    max_body_mb: float = 16.0
+    max_messages: int = 10_000
+
+    @property
+    def max_body_bytes(self) -> int:
+        return int(self.max_body_mb * 1024 * 1024)
+
+
+@dataclass(frozen=True, slots=True)
+class GatewayConfig:
+    server: ServerConfig
+    providers: Mapping[str, ProviderConfig]
+    models: Mapping[str, ModelConfig]
+    timeouts: Timeouts = Timeouts()
+    telemetry: TelemetryConfig = TelemetryConfig()
+    cache: CacheConfig = CacheConfig()  # policies.cache + per-model `cache:`
+    admin_key: str | None = field(default=None, repr=False)
+    source: str = "<memory>"
+    keys: tuple[KeyConfig, ...] = ()  # client keys (hashes only); empty: no auth
+    budgets: BudgetsConfig = BudgetsConfig()
+    state: StateConfig = StateConfig()
+    routing: RoutingConfig = RoutingConfig()  # retry, breaker, adaptive weights, health checks
+
+    def secrets(self) -> list[str]:
+        """Every credential loaded, so logs and errors can redact them by value."""
+        values = [p.api_key for p in self.providers.values() if p.api_key]
+        values += [v for p in self.providers.values() for v in p.headers.values()]
+        if self.admin_key:
+            values.append(self.admin_key)
+        for url in (self.state.url, self.state.postgres):  # passwords in state URLs
+            password = urlsplit(url).password if url else None
+            if password:
+                values.append(password)
+        return [v for v in values if len(v) >= 8]

@@ -1,0 +1,91 @@
+"""The Exchange: the one object that travels through the pipeline per request.
+
+Policies read and write it; nothing else is shared per request. It holds the
+parsed request, the caller, the resolved model, every attempt with its timing,
+the usage and cost, and the response.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Callable
+
+if TYPE_CHECKING:
+    from aiohttp import web
+
+    from proxy.config.load import ModelConfig, TargetConfig
+    from proxy.core.errors import ErrorClass, GatewayError
+    from translators.base import Usage
+
+
+@dataclass(slots=True)
+class Attempt:
+    target: "TargetConfig"
+    started_ns: int
+    ended_ns: int = 0
+    status: int | None = None
+    error_class: "ErrorClass | None" = None
+    first_token_ns: int | None = None
+
+
+@dataclass(slots=True)
+class Exchange:
+    request_id: str
+    http: "web.Request"
+    body: dict[str, Any]
+    model: "ModelConfig"
+    stream: bool = False
+    started_ns: int = field(default_factory=time.perf_counter_ns)
+    key_name: str | None = None
+    key: Any = None  # the authenticated client key's config (policies/auth.py)
+    routing_hint: str | None = None  # e.g. "cheaper" or "free_only" when a budget runs low
+    attempts: list[Attempt] = field(default_factory=list)
+    target: "TargetConfig | None" = None  # the target that served
+    served_model: str | None = None  # the public model that served (after fallbacks)
+    usage: "Usage | None" = None
+    cost: float | None = None
+    upstream_ns: int = 0  # time spent waiting on upstreams: total minus this is our overhead
+    status: int = 0
+    error: "GatewayError | None" = None
+    response_body: bytes | None = None  # a non-streaming answer
+    response: "web.StreamResponse | None" = None  # a stream already sent
+    extra: dict[str, Any] = field(default_factory=dict)  # per-policy scratch space
+    # Called with each batch of OpenAI chunk JSON bytes as it is written to the
+    # client (e.g. the cache assembling a streamed answer); None costs nothing.
+    stream_tap: Callable[[list[bytes]], None] | None = None
+    # Extra response headers a policy wants on the answer (e.g. x-gatewise-cache).
+    extra_headers: dict[str, str] | None = None
+    # Wraps the attempt's translator (legacy completions, functions, embeddings: translators/legacy.py).
+    adapter: "Callable[[Any], Any] | None" = None
+
+    def add_stream_tap(self, tap: Callable[[list[bytes]], None]) -> None:
+        """Add a stream tap, chaining with any already set (cache and tracing both tap)."""
+        first = self.stream_tap
+        if first is None:
+            self.stream_tap = tap
+            return
+
+        def both(chunks: list[bytes]) -> None:
+            first(chunks)
+            tap(chunks)
+
+        self.stream_tap = both
+
+    def overhead_ms(self, now_ns: int | None = None) -> float:
+        elapsed = (now_ns or time.perf_counter_ns()) - self.started_ns
+        return max(0, elapsed - self.upstream_ns) / 1e6
+
+    def gateway_headers(self) -> dict[str, str]:
+        """`x-gatewise-*` for the client, computed when the answer is committed."""
+        headers = {"x-gatewise-attempts": str(len(self.attempts)),
+                   "x-gatewise-overhead-ms": f"{self.overhead_ms():.3f}"}
+        if self.target is not None:
+            headers["x-gatewise-target"] = self.target.label
+        if self.served_model and self.served_model != self.model.name:
+            headers["x-gatewise-fallback"] = self.served_model
+        if self.cost is not None:  # known once the answer is in (never for a stream's headers)
+            headers["x-gatewise-cost"] = f"{self.cost:.8f}"
+        if self.extra_headers:
+            headers.update(self.extra_headers)
+        return headers

@@ -1,0 +1,38 @@
+"""The policy pipeline: onion-style middleware over an Exchange.
+
+A policy is `async def __call__(exchange, call_next)`. It may act before the
+call (auth, limits, reservations, cache lookup), after it (usage, cost, ledger,
+cache store), or instead of it (a cache hit, a refusal). The chain is linked
+once at start, so a request pays one coroutine per policy and nothing else.
+"""
+
+from __future__ import annotations
+
+from typing import Awaitable, Callable, Protocol, Sequence
+
+from proxy.core.exchange import Exchange
+
+CallNext = Callable[[Exchange], Awaitable[None]]
+
+
+class Policy(Protocol):
+    async def __call__(self, exchange: Exchange, call_next: CallNext) -> None: ...
+
+
+def _link(policy: Policy, call_next: CallNext) -> CallNext:
+    async def step(exchange: Exchange) -> None:
+        await policy(exchange, call_next)
+
+    return step
+
+
+class Pipeline:
+    def __init__(self, policies: Sequence[Policy], terminal: CallNext) -> None:
+        self.policies = tuple(policies)
+        handler = terminal
+        for policy in reversed(self.policies):
+            handler = _link(policy, handler)
+        self._handler = handler
+
+    async def __call__(self, exchange: Exchange) -> None:
+        await self._handler(exchange)

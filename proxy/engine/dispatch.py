@@ -1,0 +1,322 @@
+"""The end of the pipeline: send the exchange upstream and answer the client.
+
+The request's plan (proxy/engine/plan.py) hands out targets: the model's
+capable targets in its strategy's order (proxy/engine/routing.py), then its
+fallback models. Before each attempt: the provider must be enabled, every
+gate must let the target in (per-target limits), its circuit breaker must
+admit it, and the retry budget must allow a retry. A stream is held back until
+its first content chunk (proxy/engine/relay.py), so a failure before that still
+falls back and the client sees one clean stream.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Callable, Mapping
+
+from policies.auth import allowed
+from proxy.engine.breakers import PASS, Breakers
+from proxy.engine.plan import (
+    RequestPlan,
+    RetryBudget,
+    all_open,
+    deadline_exceeded,
+    not_capable,
+    request_fallbacks,
+)
+from proxy.engine.routing import Needs, Router, View, lacks, request_needs
+from proxy.config.routing import RoutingConfig
+from proxy.config.types import Timeouts
+from proxy.core.errors import GatewayError, UpstreamError
+from proxy.core.exchange import Attempt, Exchange
+from proxy.core.pricing import cost, estimate
+from proxy.engine.relay import encode_frames, error_frame, relay_json, relay_stream
+from proxy.state.target_stats import MemoryStatsStore
+
+if TYPE_CHECKING:
+    from proxy.config.load import ModelConfig, ProviderConfig, TargetConfig
+    from translators.base import Translator
+
+__all__ = ["AttemptObserver", "Dispatcher", "TargetGate", "encode_frames", "error_frame",
+           "no_target_room", "provider_disabled"]
+
+attempt_log = logging.getLogger("gatewise.attempt")
+
+
+def provider_disabled(model: "ModelConfig", reasons: list[str]) -> GatewayError:
+    return GatewayError(
+        503, f"Model '{model.name}' is unavailable: " + "; ".join(reasons) + ".",
+        "server_error", code="provider_unavailable", headers={"retry-after": "60"})
+
+
+# A gate says whether a target may be tried now: None, or seconds until it may
+# (per-target rate limits, cool-downs). An observer learns each attempt's outcome
+# (breakers, latency statistics, limit reconciliation).
+TargetGate = Callable[[Exchange, "TargetConfig"], "float | None"]
+AttemptObserver = Callable[[Exchange, Attempt], None]
+
+
+def no_target_room(model: "ModelConfig", retry_after: float) -> GatewayError:
+    seconds = max(1, int(retry_after + 0.999))
+    return GatewayError(
+        429, f"Every target of model '{model.name}' is at its configured rate limit; "
+             f"retry in {seconds}s.", "rate_limit_exceeded", code="upstream_rate_limit",
+        headers={"retry-after": str(seconds)})
+
+
+@dataclass(slots=True)
+class _Skips:
+    """Why targets were not tried, for the answer when none was."""
+
+    disabled: list[str] = field(default_factory=list)
+    gated: list[float] = field(default_factory=list)
+    open: list[float] = field(default_factory=list)
+    missing: set[str] = field(default_factory=set)
+    deadline: bool = False
+
+
+class Dispatcher:
+    """Terminal handler of the pipeline."""
+
+    def __init__(self, providers: Mapping[str, "ProviderConfig"],
+                 translators: Mapping[str, type["Translator"]],
+                 transports: Mapping[str, Any], *,
+                 models: Mapping[str, "ModelConfig"] | None = None,
+                 routing: RoutingConfig | None = None,
+                 timeouts: Timeouts | None = None,
+                 provider_health: Callable[[str], "bool | None"] | None = None) -> None:
+        self._providers = providers
+        self._translators = translators
+        self._transports = transports
+        self.gates: list[TargetGate] = []
+        self.observers: list[AttemptObserver] = []
+        self.models: Mapping[str, "ModelConfig"] = models or {}
+        self.routing = routing or RoutingConfig()
+        self.deadline = self.routing.retry.deadline or (timeouts or Timeouts()).total
+        self.stats = MemoryStatsStore()
+        self.breakers = Breakers(self.routing.breaker)
+        self.budget = RetryBudget(self.routing.retry)
+        self.rng = random.Random()  # backoff jitter: one generator, not one seeding a request
+        self.provider_health = provider_health or (lambda name: None)
+        self.router = Router(View(self.stats, self.health_score), self.routing.weights)
+        # May this caller use that model (for per-request `fallbacks`)? The auth policy
+        # may replace it; by default every configured model is allowed.
+        self.model_allowed: Callable[[Exchange, str], bool] = _key_allows
+
+    # --- planning ------------------------------------------------------------------
+
+    def health_score(self, label: str) -> float:
+        """1 healthy, 0.5 half-open, 0 open or failing its active check."""
+        state = self.breakers.state(label)
+        score = 1.0 if state == "closed" else 0.5 if state == "half-open" else 0.0
+        if self.provider_health(label.split("/", 1)[0]) is False:
+            return 0.0
+        return score
+
+    def order(self, ex: Exchange, model: "ModelConfig", needs: Needs | None = None,
+              skips: _Skips | None = None) -> list["TargetConfig"]:
+        """The model's capable targets in its strategy's order; cooling, open or
+        unhealthy targets go last."""
+        if needs is None:
+            capable = list(model.targets)
+        else:
+            capable = []
+            for target in model.targets:
+                missing = lacks(target, needs)
+                if missing is None:
+                    capable.append(target)
+                elif skips is not None:
+                    skips.missing.add(missing)
+        ordered = self.router.order(model.name, model.strategy, capable, ex.routing_hint)
+        if len(ordered) > 1:
+            cooling = self.stats.cooling
+            health = self.health_score
+            last = [cooling(label) > 0 or health(label) == 0
+                    for label in [t.label for t in ordered]]
+            if any(last):  # a stable sort on these keys: only needed when one is True
+                ordered = [t for t, k in zip(ordered, last) if not k] + \
+                          [t for t, k in zip(ordered, last) if k]
+        return ordered
+
+    # --- the attempt loop ------------------------------------------------------------
+
+    async def __call__(self, ex: Exchange) -> None:
+        retry = self.routing.retry
+        clock = asyncio.get_running_loop().time
+        self.budget.request()
+        names = request_fallbacks(ex.body, self.models, lambda n: self.model_allowed(ex, n))
+        if names is None:
+            names = list(ex.model.fallbacks)
+        chain = [ex.model] + [self.models[n] for n in dict.fromkeys(names) if n != ex.model.name]
+        # The context-window check chooses among alternatives on an estimate. With one
+        # target and nothing to fall back on, the upstream itself says whether the prompt
+        # fits - better than refusing on a guess (and the estimate is not paid for).
+        alone = len(chain) == 1 and len(ex.model.targets) == 1 \
+            and not ex.model.context_window_fallbacks
+        needs = request_needs(ex.body, sized=False) if alone else \
+            request_needs(ex.body, estimate(ex).prompt_tokens)
+        skips = _Skips()
+
+        def order(model: "ModelConfig", plan: RequestPlan) -> list["TargetConfig"]:
+            targets = self.order(ex, model, needs, skips)
+            if not targets and any(lacks(t, needs) == "context_window" for t in model.targets):
+                plan.add_context_fallbacks(model)
+            return targets
+
+        plan = RequestPlan(retry, chain, order, self.models, clock, clock() + self.deadline,
+                           self.rng)
+        try:
+            await self._run(ex, plan, skips)
+        except GatewayError as err:
+            err.headers.setdefault("x-gatewise-attempts", str(len(ex.attempts)))
+            if ex.attempts:
+                err.headers.setdefault("x-gatewise-target", ex.attempts[-1].target.label)
+            raise
+        finally:
+            # What the upstream billed, at the target's price: the x-gatewise-cost header,
+            # logs and metrics read it (a budget policy settles the same figure). An
+            # unpriced model leaves it unknown rather than claiming it was free.
+            target = ex.target or (ex.attempts[-1].target if ex.attempts else None)
+            if ex.usage is not None and ex.cost is None and target is not None \
+                    and target.info.priced:
+                ex.cost = cost(ex.usage, target)
+
+    async def _run(self, ex: Exchange, plan: RequestPlan, skips: _Skips) -> None:
+        last: UpstreamError | None = None
+        while True:
+            step = plan.next()
+            if step is None:
+                break
+            if isinstance(step, float):
+                await asyncio.sleep(step)
+                continue
+            target = step.target
+            provider = self._providers[target.provider]
+            if not provider.enabled:
+                skips.disabled.append(f"provider '{provider.name}' is disabled because "
+                                      f"{provider.disabled_reason}")
+                continue
+            wait = self._gated(ex, target)
+            if wait is not None:
+                skips.gated.append(wait)
+                continue
+            ticket = self.breakers.admit(target.label)
+            if type(ticket) is float:
+                skips.open.append(ticket)
+                continue
+            if plan.attempts and not self.budget.acquire():
+                self.breakers.record(target.label, ticket, None, settled=False)
+                break
+            remaining = plan.remaining()
+            if remaining <= 0:
+                self.breakers.record(target.label, ticket, None, settled=False)
+                skips.deadline = True
+                break
+            plan.attempts += 1
+            try:
+                await self.attempt(ex, provider, target, model=step.model, ticket=ticket,
+                                   deadline=remaining)
+                return
+            except UpstreamError as err:
+                last = err
+                cool = plan.failed(step, err)  # raises when the request must end
+                if cool:
+                    self.stats.cool_down(target.label, cool)
+        raise self._no_answer(ex, last, skips, plan)
+
+    def _no_answer(self, ex: Exchange, last: UpstreamError | None, skips: _Skips,
+                   plan: RequestPlan) -> GatewayError:
+        if last is not None:
+            return last
+        if skips.deadline:
+            return deadline_exceeded(self.deadline, plan.attempts)
+        if skips.open:
+            return all_open(ex.model, min(skips.open))
+        if skips.gated:
+            return no_target_room(ex.model, min(skips.gated))
+        if skips.missing and not skips.disabled:
+            return not_capable(ex.model, skips.missing)
+        return provider_disabled(ex.model, skips.disabled or ["it has no targets"])
+
+    def _gated(self, ex: Exchange, target: "TargetConfig") -> float | None:
+        for gate in self.gates:
+            wait = gate(ex, target)
+            if wait is not None:
+                return wait
+        return None
+
+    # --- one attempt -----------------------------------------------------------------
+
+    async def attempt(self, ex: Exchange, provider: "ProviderConfig", target: "TargetConfig",
+                      *, model: "ModelConfig | None" = None, ticket: int = PASS,
+                      deadline: float | None = None) -> None:
+        model = model or ex.model
+        label = target.label
+        try:
+            translator = self._translators[provider.type](provider)
+            if translator.prepares:  # async pre-work, e.g. fetching image URLs
+                await translator.prepare(ex.body)
+            if ex.adapter is not None:
+                translator = ex.adapter(translator)
+            translator.drop_unsupported = model.drop_unsupported
+            request = translator.request(ex.body, target, stream=ex.stream)
+        except BaseException:
+            self.breakers.record(label, ticket, None, settled=False)
+            raise
+        attempt = Attempt(target, time.perf_counter_ns())
+        ex.attempts.append(attempt)
+        ex.served_model = model.name
+        transport = self._transports[provider.name]
+        budget = deadline if deadline is not None else self.deadline
+        settled = False
+        self.stats.started(label)
+        try:
+            if ex.stream:
+                first_token = min(provider.timeouts.first_token, budget)
+                await relay_stream(ex, attempt, translator, transport, request, provider,
+                                   first_token)
+            else:
+                await relay_json(ex, attempt, translator, transport, request, provider, budget)
+            settled = True
+        except UpstreamError as err:
+            attempt.error_class = err.error_class
+            attempt.status = err.upstream_status or err.status
+            settled = True
+            raise
+        finally:
+            attempt.ended_ns = time.perf_counter_ns()
+            self._settle(ex, attempt, model, ticket, settled)
+            for observe in self.observers:
+                observe(ex, attempt)
+
+    def _settle(self, ex: Exchange, attempt: Attempt, model: "ModelConfig", ticket: int,
+                settled: bool) -> None:
+        label = attempt.target.label
+        cls = attempt.error_class
+        ok: bool | None = None
+        latency = None
+        if settled and cls is None:
+            ok = True
+            end = attempt.first_token_ns or attempt.ended_ns
+            latency = (end - attempt.started_ns) / 1e6
+        elif cls is not None and cls.counts_against_target:
+            ok = False
+        self.stats.finished(label, ok=ok, latency_ms=latency,
+                            error_class=cls.value if cls is not None else None)
+        self.breakers.record(label, ticket, cls, settled=settled)
+        if attempt_log.isEnabledFor(logging.INFO):
+            attempt_log.info("attempt", extra={"fields": {
+                "request_id": ex.request_id, "model": model.name, "target": label,
+                "attempt": len(ex.attempts), "status": attempt.status if settled else 499,
+                "error_class": cls.value if cls is not None else None,
+                "probe": ticket != PASS,
+                "ms": round((attempt.ended_ns - attempt.started_ns) / 1e6, 3)}})
+
+
+def _key_allows(ex: Exchange, model: str) -> bool:
+    """The caller's key allow-list (policies/auth.py) decides; no key: any model."""
+    return ex.key is None or allowed(ex.key, model)

@@ -1,0 +1,158 @@
+"""Health: optional active checks per provider, and the admin view of every target.
+
+A provider with `health_check` in the config is probed in the background
+(the models endpoint, or a one-token chat request), all providers at once,
+each result cached for its interval. A failing provider's targets go to the
+back of every plan and count as unhealthy for `/health/ready`.
+`GET /admin/targets` (admin key) shows each target's breaker state, success
+rate, latency average, in-flight count and last error class.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Mapping
+
+import orjson
+from aiohttp import web
+
+from proxy.config.routing import HealthCheck
+from proxy.config.types import TargetConfig
+from proxy.core.errors import GatewayError
+from translators.base import UpstreamRequest
+
+if TYPE_CHECKING:
+    from proxy.config.types import GatewayConfig, ProviderConfig
+
+log = logging.getLogger("gatewise.health")
+
+
+@dataclass(slots=True)
+class CheckResult:
+    healthy: bool
+    checked_at: float  # monotonic
+    detail: str
+
+
+class HealthChecker:
+    def __init__(self, config: "GatewayConfig", translators: Mapping[str, Any],
+                 transports: Mapping[str, Any], clock=time.monotonic) -> None:
+        self.checks: Mapping[str, HealthCheck] = {
+            name: check for name, check in config.routing.health.items()
+            if name in config.providers}
+        self._providers = config.providers
+        self._translators = translators
+        self._transports = transports
+        self._clock = clock
+        self.results: dict[str, CheckResult] = {}
+        self._task: asyncio.Task | None = None
+
+    def status(self, provider: str) -> bool | None:
+        """The cached verdict: None when the provider has no check (or none ran yet)."""
+        result = self.results.get(provider)
+        return None if result is None else result.healthy
+
+    async def run_once(self, force: bool = False) -> dict[str, CheckResult]:
+        """Check every provider whose cached result is older than its interval, concurrently."""
+        now = self._clock()
+        due = [name for name, check in self.checks.items()
+               if force or name not in self.results
+               or now - self.results[name].checked_at >= check.interval]
+        if due:
+            results = await asyncio.gather(*(self._check(name) for name in due))
+            for name, result in zip(due, results):
+                previous = self.results.get(name)
+                if previous is None or previous.healthy != result.healthy:
+                    log.log(logging.INFO if result.healthy else logging.WARNING,
+                            f"provider '{name}' is {'healthy' if result.healthy else 'unhealthy'}"
+                            f": {result.detail}")
+                self.results[name] = result
+        return self.results
+
+    async def _check(self, name: str) -> CheckResult:
+        check = self.checks[name]
+        provider = self._providers[name]
+        translator_type = self._translators[provider.type]
+        if not provider.enabled:
+            return CheckResult(False, self._clock(), f"disabled: {provider.disabled_reason}")
+        if translator_type.in_process:
+            return CheckResult(True, self._clock(), "in-process")
+        try:
+            request = self._request(provider, translator_type, check)
+            async with asyncio.timeout(check.timeout):
+                async with self._transports[name].open(request, provider.timeouts) as resp:
+                    await resp.read()
+                    status = resp.status
+        except TimeoutError:
+            return CheckResult(False, self._clock(), f"no answer within {check.timeout:g}s")
+        except GatewayError as err:
+            return CheckResult(False, self._clock(), err.message)
+        except Exception as exc:  # a check must never take the gateway down
+            return CheckResult(False, self._clock(), type(exc).__name__)
+        healthy = status < 400 or status == 429
+        return CheckResult(healthy, self._clock(), f"HTTP {status}")
+
+    @staticmethod
+    def _request(provider: "ProviderConfig", translator_type: Any,
+                 check: HealthCheck) -> UpstreamRequest:
+        translator = translator_type(provider)
+        if check.model:
+            chat = {"model": check.model, "max_tokens": 1,
+                    "messages": [{"role": "user", "content": "ping"}]}
+            return translator.request(chat, TargetConfig(provider.name, check.model),
+                                      stream=False)
+        headers = translator.headers() if hasattr(translator, "headers") else {}
+        headers = {k: v for k, v in headers.items() if k != "content-type"}
+        return UpstreamRequest("GET", provider.base_url + check.path, headers, b"", False)
+
+    async def _loop(self) -> None:
+        tick = max(0.05, min(check.interval for check in self.checks.values()) / 2)
+        while True:
+            try:
+                await self.run_once()
+            except Exception:  # pragma: no cover - logged, and the loop goes on
+                log.exception("health check round failed")
+            await asyncio.sleep(tick)
+
+    def start(self) -> None:
+        if self.checks and self._task is None:
+            self._task = asyncio.get_running_loop().create_task(self._loop())
+
+    async def stop(self) -> None:
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+
+def targets_report(config: "GatewayConfig", dispatcher: Any, health: HealthChecker) -> dict:
+    """One row per target (provider/model), with the public models that use it."""
+    rows: dict[str, dict] = {}
+    for model in config.models.values():
+        for target in model.targets:
+            row = rows.get(target.label)
+            if row is None:
+                provider = config.providers[target.provider]
+                row = rows[target.label] = {
+                    "target": target.label, "provider": target.provider, "model": target.model,
+                    "models": [], "provider_enabled": provider.enabled,
+                    "provider_healthy": health.status(target.provider),
+                    "breaker": dispatcher.breakers.state(target.label),
+                    **dispatcher.stats.get(target.label).snapshot()}
+            row["models"].append(model.name)
+    return {"object": "list", "data": list(rows.values())}
+
+
+async def admin_targets(request: web.Request) -> web.Response:
+    """GET /admin/targets, guarded by the admin key (403 when none is configured)."""
+    from proxy.server.gateway import GATEWAY  # the gateway imports this module
+
+    gateway = request.app[GATEWAY]
+    gateway.admin_auth.check(request.headers)
+    report = targets_report(gateway.config, gateway.dispatcher, gateway.health)
+    return web.Response(body=orjson.dumps(report), content_type="application/json")

@@ -1,0 +1,88 @@
+"""Admin routes for spend and keys; the admin key alone opens them.
+
+`GET /admin/spend?by=key|model|provider&period=day|month|total` sums the ledger
+for the current UTC period; `GET /admin/keys` lists keys with their limits,
+budget use and rate-limit state — names only, never a key or its hash.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+from aiohttp import web
+
+from policies.budget import period_label
+from proxy.core.errors import GatewayError, bad_request
+from proxy.server.gateway import GATEWAY
+from proxy.state.ledger import GROUPS, period_start
+
+_PERIODS = ("day", "month", "total")
+
+
+def _json(body: Any) -> web.Response:
+    return web.Response(body=orjson.dumps(body), content_type="application/json")
+
+
+async def spend(request: web.Request) -> web.Response:
+    gateway = request.app[GATEWAY]
+    gateway.admin_auth.check(request.headers)
+    by = request.query.get("by", "key")
+    period = request.query.get("period", "day")
+    if by not in GROUPS:
+        raise bad_request(f"Invalid 'by': expected one of {', '.join(GROUPS)}.", param="by")
+    if period not in _PERIODS:
+        raise bad_request(f"Invalid 'period': expected one of {', '.join(_PERIODS)}.",
+                          param="period")
+    budget = gateway.budget
+    if budget is None or budget.ledger is None:
+        raise GatewayError(404, "The spend ledger is off: configure a budget or state.ledger.",
+                           "invalid_request_error", code="ledger_disabled")
+    now = budget.now()
+    since = period_start(period, now)
+    rows = await budget.ledger.report(by, since)
+    return _json({"object": "list", "by": by, "period": period,
+                  "period_label": period_label(period, now), "since": since,
+                  "total_cost_usd": round(sum(r["cost_usd"] for r in rows), 10), "data": rows})
+
+
+async def keys(request: web.Request) -> web.Response:
+    gateway = request.app[GATEWAY]
+    gateway.admin_auth.check(request.headers)
+    budget, limits = gateway.budget, gateway.client_limits
+    data = []
+    for key in gateway.config.keys:
+        entry: dict[str, Any] = {"name": key.name, "models": list(key.models) or ["*"],
+                                 "rpm": key.rpm, "tpm": key.tpm,
+                                 "max_concurrent": key.max_concurrent}
+        if key.budget is not None:
+            b = key.budget
+            entry["budget"] = {"usd": b.usd, "per": b.per}
+            if budget is not None:
+                label = period_label(b.per, budget.now())
+                spent, held = budget.store.used(f"key:{key.name}:{label}")
+                entry["budget"].update(period=label, spent_usd=round(spent, 10),
+                                       held_usd=round(held, 10))
+        if limits is not None:
+            entry["usage"] = limits.usage(key)
+        data.append(entry)
+    return _json({"object": "list", "data": data})
+
+
+def add_admin_routes(app: web.Application) -> None:
+    app.router.add_get("/admin/spend", spend)
+    app.router.add_get("/admin/keys", keys)
+
+
+def spend_table(rows: list[dict[str, Any]], by: str) -> str:
+    """The /admin/spend rows as a plain-text table (for `gatewise spend`)."""
+    head = [by, "requests", "prompt_tok", "completion_tok", "cached_tok", "cost_usd", "pending_usd"]
+    body = [[str(r[by] if r[by] is not None else "-"), str(r["requests"]), str(r["prompt_tokens"]),
+             str(r["completion_tokens"]), str(r["cached_tokens"]), f"{r['cost_usd']:.6f}",
+             f"{r['pending_usd']:.6f}"] for r in rows]
+    total = sum(r["cost_usd"] for r in rows)
+    body.append(["TOTAL", str(sum(r["requests"] for r in rows)), "", "", "", f"{total:.6f}", ""])
+    widths = [max(len(line[i]) for line in [head, *body]) for i in range(len(head))]
+    lines = ["  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in
+                       enumerate(zip(line, widths))) for line in [head, *body]]
+    return "\n".join(lines)

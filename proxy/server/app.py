@@ -1,0 +1,92 @@
+"""Building the aiohttp application: routes, the one middleware, lifecycle."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import uuid
+from typing import Callable
+
+from aiohttp import web
+
+from policies.accesslog import AccessLog
+from proxy.config.load import GatewayConfig
+from proxy.server.admin import add_admin_routes
+from proxy.core.errors import GatewayError
+from proxy.server.gateway import GATEWAY, REQUEST_ID, Gateway
+from proxy.server.chat import add_routes
+from proxy.engine.health import admin_targets
+
+log = logging.getLogger("gatewise")
+_SAFE_REQUEST_ID = re.compile(r"[A-Za-z0-9._:\-]{1,128}")
+
+
+def _request_id(request: web.Request) -> str:
+    given = request.headers.get("x-request-id")
+    if given and _SAFE_REQUEST_ID.fullmatch(given):
+        return given
+    return f"req_{uuid.uuid4().hex}"
+
+
+def _error_response(error: GatewayError) -> web.Response:
+    headers = {"content-type": "application/json", **error.headers}
+    return web.Response(status=error.status, body=error.body(), headers=headers)
+
+
+def _http_error(request: web.Request, exc: web.HTTPException, max_body: int) -> GatewayError:
+    where = f"{request.method} {request.path}"
+    if exc.status == 404:
+        return GatewayError(404, f"Invalid URL ({where})", "invalid_request_error")
+    if exc.status == 405:
+        allowed = exc.headers.get("allow", "")
+        return GatewayError(405, f"Invalid method for URL ({where})", "invalid_request_error",
+                            headers={"allow": allowed} if allowed else None)
+    if exc.status == 413:
+        return GatewayError(413, f"Request body too large: the gateway accepts at most "
+                                 f"{max_body} bytes (server.max_body_mb).",
+                            "invalid_request_error", code="request_too_large")
+    return GatewayError(exc.status, exc.reason or "HTTP error", "invalid_request_error")
+
+
+def _middleware(max_body: int):
+    @web.middleware
+    async def gateway_middleware(request: web.Request, handler) -> web.StreamResponse:
+        request[REQUEST_ID] = _request_id(request)
+        try:
+            return await handler(request)
+        except GatewayError as err:
+            return _error_response(err)
+        except web.HTTPException as exc:
+            return _error_response(_http_error(request, exc, max_body))
+        except (asyncio.CancelledError, ConnectionResetError):
+            raise
+        except Exception:
+            log.exception("unhandled error", extra={"request_id": request[REQUEST_ID]})
+            return _error_response(GatewayError(
+                500, f"The gateway hit an internal error (request id {request[REQUEST_ID]}).",
+                "server_error", code="gateway_internal_error"))
+
+    return gateway_middleware
+
+
+async def _stamp_request_id(request: web.Request, response: web.StreamResponse) -> None:
+    rid = request.get(REQUEST_ID)
+    if rid:
+        response.headers["x-request-id"] = rid
+
+
+def build_app(config: GatewayConfig, now: Callable[[], float] | None = None) -> web.Application:
+    """`now` replaces the wall clock for budget periods (tests roll days over)."""
+    max_body = config.server.max_body_bytes
+    app = web.Application(client_max_size=max_body, middlewares=[_middleware(max_body)])
+    gateway = Gateway(config, policies=[AccessLog()], **({"now": now} if now else {}))
+    app[GATEWAY] = gateway
+    app.cleanup_ctx.append(gateway.lifespan)
+    app.on_response_prepare.append(_stamp_request_id)
+    add_routes(app)
+    add_admin_routes(app)
+    app.router.add_get("/admin/targets", admin_targets)
+    if config.telemetry.prometheus:
+        app.router.add_get("/metrics", gateway.metrics.handle)
+    return app

@@ -1,0 +1,151 @@
+"""The `gatewise` command: serve, check."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from typing import Sequence
+
+from proxy import __version__
+from proxy.config.load import ConfigError, GatewayConfig, load_config
+
+DEFAULT_CONFIG = os.environ.get("GATEWISE_CONFIG", "proxy.yaml")
+log = logging.getLogger("gatewise")
+
+
+def _load(path: str) -> GatewayConfig | None:
+    try:
+        return load_config(path)
+    except ConfigError as err:
+        print(f"gatewise: {path}: the config has {len(err.problems)} problem(s):", file=sys.stderr)
+        for problem in err.problems:
+            print(f"  {problem}", file=sys.stderr)
+        return None
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    config = _load(args.config)
+    if config is None:
+        return 2
+    print(f"{args.config}: OK — {len(config.providers)} provider(s), {len(config.models)} model(s)")
+    for provider in config.providers.values():
+        status = "enabled" if provider.enabled else f"DISABLED ({provider.disabled_reason})"
+        where = provider.base_url if provider.type != "mock" else "in-process"
+        print(f"  provider {provider.name}: type {provider.type}, {where}, {status}")
+    for model in config.models.values():
+        targets = ", ".join(t.label for t in model.targets) or "(none)"
+        line = f"  model {model.name} [{model.strategy}] -> {targets}"
+        if model.fallbacks:
+            line += f"; fallbacks: {', '.join(model.fallbacks)}"
+        print(line)
+    return 0
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    config = _load(args.config)
+    if config is None:
+        return 2
+    from aiohttp import web
+
+    from proxy.server.app import build_app
+    from proxy.server.gateway import GATEWAY
+    from proxy.server.logs import configure_logging
+
+    configure_logging(config.telemetry.log_format, config.telemetry.log_level, config.secrets())
+    host = args.host or config.server.host
+    port = args.port if args.port is not None else config.server.port
+    if args.workers > 1:
+        from proxy.server import workers
+
+        reason = workers.refusal(config, args.workers)
+        if reason is not None:
+            print(f"gatewise: {reason}", file=sys.stderr)
+            return 2
+        return workers.run(args.config, host, port, args.workers)
+    app = build_app(config)
+    app.on_startup.append(_freeze_heap)
+    app[GATEWAY].warn_disabled()
+    try:
+        import uvloop  # a dependency on Linux and macOS; the stdlib loop elsewhere
+        loop_factory = uvloop.new_event_loop
+    except ImportError:
+        loop_factory = None
+    log.info(f"gatewise {__version__} serving {len(config.models)} model(s) from "
+             f"{config.source} on http://{host}:{port}")
+    if not config.keys:
+        loopback = host in ("127.0.0.1", "localhost", "::1")
+        (log.info if loopback else log.warning)(
+            f"no client keys configured: serving WITHOUT authentication on {host}"
+            + ("" if loopback else " — anyone who can reach this address can spend your "
+               "provider credit; add `keys:` or bind server.host to 127.0.0.1"))
+    runner_kwargs = {"loop": loop_factory()} if loop_factory else {}
+    web.run_app(app, host=host, port=port, access_log=None, print=None,
+                handler_cancellation=True, shutdown_timeout=10, reuse_port=args.reuse_port or None,
+                **runner_kwargs)
+    return 0
+
+
+def cmd_spend(args: argparse.Namespace) -> int:
+    """Read the ledger file directly (works while the server runs: WAL readers don't block)."""
+    config = _load(args.config)
+    if config is None:
+        return 2
+    import sqlite3
+    import time
+
+    from proxy.server.admin import spend_table
+    from proxy.state.ledger import connect, period_start, query_report
+
+    path = config.state.ledger
+    if path is None:
+        print("gatewise: state.ledger is not set: spend is not persisted", file=sys.stderr)
+        return 2
+    try:
+        conn = connect(path, readonly=True)
+        rows = query_report(conn, args.by, period_start(args.period, time.time()))
+        conn.close()
+    except sqlite3.Error as exc:
+        print(f"gatewise: cannot read the ledger {path}: {exc}", file=sys.stderr)
+        return 2
+    print(f"spend by {args.by}, period: {args.period} (UTC), ledger: {path}")
+    print(spend_table(rows, args.by))
+    return 0
+
+
+async def _freeze_heap(app: object) -> None:
+    """Everything built at start-up lives as long as the process: move it out of the
+    cyclic GC's reach, so its collections stop re-scanning tens of thousands of
+    long-lived objects (measured: about 40 µs of CPU per request on the benchmark)."""
+    import gc
+
+    gc.collect()
+    gc.freeze()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="gatewise", description="OpenAI-compatible LLM gateway")
+    parser.add_argument("--version", action="version", version=f"gatewise {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+    serve = sub.add_parser("serve", help="serve the gateway")
+    serve.add_argument("--config", default=DEFAULT_CONFIG, help="YAML config file")
+    serve.add_argument("--host", default=None, help="override server.host")
+    serve.add_argument("--port", type=int, default=None, help="override server.port")
+    serve.add_argument("--workers", type=int, default=1,
+                       help="processes serving the port (needs state.backend: redis)")
+    serve.add_argument("--reuse-port", action="store_true", help=argparse.SUPPRESS)
+    serve.set_defaults(func=cmd_serve)
+    check = sub.add_parser("check", help="validate a config and print its models")
+    check.add_argument("--config", default=DEFAULT_CONFIG, help="YAML config file")
+    check.set_defaults(func=cmd_check)
+    spend = sub.add_parser("spend", help="print spend from the ledger as a table")
+    spend.add_argument("--config", default=DEFAULT_CONFIG, help="YAML config file")
+    spend.add_argument("--by", choices=("key", "model", "provider"), default="key")
+    spend.add_argument("--period", choices=("day", "month", "total"), default="day")
+    spend.set_defaults(func=cmd_spend)
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except KeyboardInterrupt:
+        return 130

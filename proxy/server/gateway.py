@@ -1,0 +1,177 @@
+"""The application object: everything a running gateway owns.
+
+No mutable state lives outside it: config, the upstream session, one transport
+per provider, the pipeline. Tests build as many as they like side by side.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any, AsyncIterator
+
+import orjson
+from aiohttp import web
+
+from policies.accesslog import AccessLog
+from policies.auth import AdminAuth, Auth
+from policies.budget import Budget
+from policies.cache import build_cache
+from policies.ratelimit import ClientRateLimit, TargetRateLimit
+from proxy.config.load import GatewayConfig
+from proxy.engine.dispatch import Dispatcher
+from proxy.engine.health import HealthChecker
+from policies.metrics import Metrics
+from proxy.state.ledger import SqliteLedger
+from proxy.core.pipeline import Pipeline, Policy
+from proxy.state.stores import Clock, wall_clock
+from policies.tracing import build_tracing
+from proxy.engine.transport import HttpTransport, new_session
+from translators import PROVIDER_TYPES
+from translators.mock import MockTransport
+
+log = logging.getLogger("gatewise")
+
+REQUEST_ID = web.RequestKey("request_id", str)
+
+
+class Gateway:
+    def __init__(self, config: GatewayConfig, policies: list[Policy] | None = None,
+                 now: Clock = wall_clock) -> None:
+        self.config = config
+        self.shared = None  # the Redis/PostgreSQL wiring (proxy/server/scaleout.py); memory: None
+        if config.state.backend == "redis":
+            from proxy.server.scaleout import SharedState  # redis is an optional dependency
+
+            self.shared = SharedState(config)
+        self.transports: dict[str, Any] = {}
+        self.session = None
+        self.health = HealthChecker(config, PROVIDER_TYPES, self.transports)
+        self.dispatcher = Dispatcher(config.providers, PROVIDER_TYPES, self.transports,
+                                     models=config.models, routing=config.routing,
+                                     timeouts=config.timeouts, provider_health=self.health.status)
+        self.metrics = Metrics(config)  # always on, cheap
+        self.tracing = build_tracing(config)  # None when off: not in the chain
+        self.cache = build_cache(config.cache, self.shared.cache_store() if self.shared else None)
+        self.dispatcher.observers.append(self.metrics.observe_attempt)
+        if self.tracing is not None:
+            self.dispatcher.observers.append(self.tracing.observe_attempt)
+        self.policies: list[Policy] = self._with_observability(
+            (list(policies) if policies is not None else []) + self._access_policies(now))
+        self.pipeline = Pipeline(self.policies, self.dispatcher)
+        created = int(time.time())
+        self.model_entries = {name: {"id": name, "object": "model", "created": created,
+                                     "owned_by": "gatewise"} for name in config.models}
+        self.models_body = orjson.dumps({"object": "list",
+                                         "data": list(self.model_entries.values())})
+
+    def _with_observability(self, given: list[Policy]) -> list[Policy]:
+        """DESIGN §2 order: the access log outermost, then metrics and the server
+        span, then the given policies (auth → rate limit → budget), the cache last."""
+        outer = [p for p in given if isinstance(p, AccessLog)]
+        inner = [p for p in given if not isinstance(p, AccessLog)]
+        telemetry: list[Policy] = [self.metrics.policy]
+        if self.tracing is not None:
+            telemetry.append(self.tracing.policy)
+        cache: list[Policy] = [self.cache] if self.cache is not None else []
+        return [*outer, *telemetry, *inner, *cache]
+
+    def _access_policies(self, now: Clock) -> list[Policy]:
+        """Auth → client rate limit → budget, each only when the config asks for it,
+        so an open gateway pays nothing for them; plus their dispatcher gates."""
+        config = self.config
+        self.auth = Auth(config.keys) if config.keys else None
+        self.admin_auth = AdminAuth(config.admin_key, [k.digest for k in config.keys])
+        shared = self.shared
+        self.client_limits = (ClientRateLimit(*(shared.client_stores() if shared else ()))
+                              if any(k.limited for k in config.keys) else None)
+        self.budget: Budget | None = None
+        if (config.state.ledger is not None or config.state.postgres is not None
+                or config.budgets.any or any(k.budget is not None for k in config.keys)):
+            ledger = shared.ledger() if shared else None
+            self.budget = Budget(config, ledger or SqliteLedger(config.state.ledger or ":memory:"),
+                                 store=shared.budget_store() if shared else None, now=now,
+                                 alert=self._post_alert if config.budgets.alert_webhook else None)
+            if config.budgets.providers:
+                self.dispatcher.gates.append(self.budget.gate)
+                self.dispatcher.observers.append(self.budget.observe)
+        self.target_limits: TargetRateLimit | None = None
+        if TargetRateLimit.needed(t for m in config.models.values() for t in m.targets):
+            self.target_limits = TargetRateLimit(shared.target_store() if shared else None)
+            self.dispatcher.gates.append(self.target_limits.gate)
+            self.dispatcher.observers.append(self.target_limits.observe)
+        if shared is not None:
+            shared.attach(self)
+        return [p for p in (self.auth, self.client_limits, self.budget) if p is not None]
+
+    def authenticate(self, headers: Any) -> Any:
+        """The caller's KeyConfig (401 if keys are configured and none matches), else None."""
+        return self.auth.identify(headers) if self.auth is not None else None
+
+    async def _post_alert(self, event: dict) -> None:
+        try:
+            async with self.session.post(self.config.budgets.alert_webhook,
+                                         data=orjson.dumps(event),
+                                         headers={"content-type": "application/json"}) as resp:
+                await resp.read()
+        except Exception as exc:  # noqa: BLE001 — an alert must never break serving
+            log.warning(f"budget alert webhook failed: {exc!r}")
+
+    def state_status(self) -> dict[str, str] | None:
+        """The shared state's health for /health/ready (None with the memory backend)."""
+        return self.shared.status() if self.shared is not None else None
+
+    @property
+    def session_open(self) -> bool:
+        return self.session is not None and not self.session.closed
+
+    def usable_models(self) -> list[str]:
+        """Models that can answer now: a target of their own, or of one of their
+        fallback models, whose provider is enabled, not failing its health check,
+        and whose circuit breaker is not open."""
+        providers, models = self.config.providers, self.config.models
+        breakers, health = self.dispatcher.breakers, self.health
+
+        def live(name: str) -> bool:
+            return any(providers[t.provider].enabled and health.status(t.provider) is not False
+                       and not breakers.is_open(t.label) for t in models[name].targets)
+
+        alive = {name for name in models if live(name)}
+        return [name for name, model in models.items()
+                if name in alive or any(f in alive for f in model.fallbacks)]
+
+    def warn_disabled(self) -> None:
+        for provider in self.config.providers.values():
+            if not provider.enabled:
+                log.warning(f"provider '{provider.name}' is disabled: {provider.disabled_reason}; "
+                            "its models answer 503 until it is set")
+
+    async def lifespan(self, app: web.Application) -> AsyncIterator[None]:
+        self.session = new_session()
+        for name, provider in self.config.providers.items():
+            if PROVIDER_TYPES[provider.type].in_process:
+                self.transports[name] = MockTransport(provider)
+            else:
+                self.transports[name] = HttpTransport(self.session, provider)
+        self.health.start()
+        if self.shared is not None:
+            await self.shared.start()
+        if self.budget is not None:
+            if self.config.state.ledger is None and self.config.state.postgres is None:
+                log.warning("budgets are kept in memory only: set state.ledger (sqlite:PATH) "
+                            "so a restart forgets no spend")
+            await self.budget.start()
+        try:
+            yield
+        finally:
+            if self.budget is not None:
+                await self.budget.stop()
+            if self.shared is not None:
+                await self.shared.close()
+            await self.health.stop()
+            await self.session.close()
+            if self.tracing is not None:
+                self.tracing.shutdown()  # flushes the OTLP batch
+
+
+GATEWAY = web.AppKey("gateway", Gateway)

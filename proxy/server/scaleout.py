@@ -1,0 +1,105 @@
+"""Wiring the shared state (`state.backend: redis`, `state.ledger: postgresql://…`)
+into a Gateway, so proxy/server/gateway.py only asks for stores and never branches much.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING, Any
+
+from proxy.engine.breakers import OPEN
+from proxy.config.types import GatewayConfig
+from proxy.core.exchange import Attempt, Exchange
+from proxy.state.stores_redis import (
+    RedisBudgetStore,
+    RedisCacheStore,
+    RedisCounterStore,
+    RedisRateStore,
+    RedisState,
+    SharedStatsStore,
+)
+
+if TYPE_CHECKING:
+    from proxy.server.gateway import Gateway
+
+log = logging.getLogger("gatewise.state")
+
+
+class SharedState:
+    def __init__(self, config: GatewayConfig) -> None:
+        state = config.state
+        self.config = config
+        self.redis = RedisState(state.url, state.prefix, state.instances)
+        self.budgets: RedisBudgetStore | None = None
+        self.gateway: Gateway | None = None
+
+    # --- stores ------------------------------------------------------------------------
+
+    def cache_store(self) -> RedisCacheStore:
+        return RedisCacheStore(self.redis, self.config.cache.ttl)
+
+    def client_stores(self) -> tuple[RedisRateStore, RedisCounterStore]:
+        return RedisRateStore(self.redis), RedisCounterStore(self.redis)
+
+    def target_store(self) -> RedisRateStore:
+        """Dispatcher gates are synchronous: per-target limits run at limit ÷ instances."""
+        return RedisRateStore(self.redis)
+
+    def budget_store(self) -> RedisBudgetStore:
+        self.budgets = RedisBudgetStore(
+            self.redis, fail_open=self.config.state.budgets_on_outage == "fail_open",
+            hold_ttl_s=self.config.timeouts.total + 60)
+        return self.budgets
+
+    def ledger(self) -> Any:
+        dsn = self.config.state.postgres
+        if dsn is None:
+            log.warning("state.backend is redis but the ledger is not on PostgreSQL: each "
+                        "instance keeps its own ledger, and a Redis that comes back empty can "
+                        "only be rebuilt from this instance's rows")
+            return None
+        from proxy.state.ledger_pg import PostgresLedger
+
+        return PostgresLedger(dsn, stale_after=self.config.timeouts.total + 60)
+
+    # --- the gateway ---------------------------------------------------------------------
+
+    def attach(self, gateway: Gateway) -> None:
+        """Shared cool-downs in the dispatcher; budget rebuilds; provider budget refresh."""
+        self.gateway = gateway
+        dispatcher = gateway.dispatcher
+        labels = [t.label for m in self.config.models.values() for t in m.targets]
+        stats = SharedStatsStore(self.redis, labels)
+        dispatcher.stats = stats
+        dispatcher.router.view.stats = stats
+        dispatcher.observers.append(self._share_open_breaker)
+        self.redis.on_tick.append(stats.poll)
+        if gateway.budget is not None:
+            self.redis.on_empty.append(gateway.budget.reseed)
+            if self.config.budgets.providers:
+                self.redis.on_tick.append(self._refresh_provider_budgets)
+
+    def _share_open_breaker(self, ex: Exchange, attempt: Attempt) -> None:
+        dispatcher = self.gateway.dispatcher
+        label = attempt.target.label
+        if attempt.error_class is not None and dispatcher.breakers.state(label) == OPEN:
+            wait = dispatcher.breakers.get(label).retry_in()
+            if wait > 0 and dispatcher.stats.cooling(label) < wait:
+                dispatcher.stats.cool_down(label, wait)
+
+    async def _refresh_provider_budgets(self) -> None:
+        from policies.budget import period_label
+
+        budget = self.gateway.budget
+        now = budget.now()
+        await self.budgets.refresh(f"provider:{name}:{period_label(b.per, now)}"
+                                   for name, b in self.config.budgets.providers.items())
+
+    async def start(self) -> None:
+        await self.redis.start()
+
+    async def close(self) -> None:
+        await self.redis.close()
+
+    def status(self) -> dict[str, str]:
+        return {"backend": "redis", "redis": "ok" if self.redis.up else "unreachable"}

@@ -1,0 +1,63 @@
+"""`gatewise serve --workers N`: N processes serving one port (SO_REUSEPORT).
+
+The kernel spreads new connections over the processes. Each is a plain
+`gatewise serve --reuse-port`, so they share nothing in memory: limits and
+budgets only hold across them through the shared state (`state.backend:
+redis`), which is why the memory backend refuses N > 1. The parent only
+supervises: it forwards SIGINT/SIGTERM, and when one worker dies it stops the
+others and exits with that worker's status (let systemd/Kubernetes restart).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+from proxy.config.types import GatewayConfig
+
+
+def refusal(config: GatewayConfig, workers: int) -> str | None:
+    """Why N workers cannot run with this config (None: they can)."""
+    if workers > 1 and config.state.backend == "memory":
+        return (f"--workers {workers} needs shared state: with state.backend: memory each "
+                f"worker would keep its own rate limits, budgets and cache, admitting up to "
+                f"{workers}x every limit. Set state: {{backend: redis, url: redis://…, "
+                f"instances: N}} (and a postgresql:// ledger), or run one worker.")
+    if workers > 1 and not hasattr(__import__("socket"), "SO_REUSEPORT"):
+        return "--workers needs SO_REUSEPORT, which this platform does not have"
+    return None
+
+
+def run(config_path: str, host: str, port: int, workers: int) -> int:
+    cmd = [sys.executable, "-m", "proxy", "serve", "--config", config_path, "--host", host,
+           "--port", str(port), "--reuse-port"]
+    children = [subprocess.Popen(cmd, env={**os.environ, "GATEWISE_WORKER": str(i)})
+                for i in range(workers)]
+    stopping = False
+
+    def forward(signum, _frame) -> None:
+        nonlocal stopping
+        stopping = True
+        for child in children:
+            if child.poll() is None:
+                child.send_signal(signum)
+
+    signal.signal(signal.SIGTERM, forward)
+    signal.signal(signal.SIGINT, forward)
+    status = 0
+    while children:
+        for child in list(children):
+            code = child.poll()
+            if code is None:
+                continue
+            children.remove(child)
+            if not stopping:  # a worker died on its own: stop the rest
+                status = code or 1
+                print(f"gatewise: worker {child.pid} exited with {code}: stopping",
+                      file=sys.stderr)
+                forward(signal.SIGTERM, None)
+        time.sleep(0.1)
+    return status

@@ -1,0 +1,1 @@
+"""State: in-memory and Redis stores, the SQLite and PostgreSQL ledgers, target statistics."""
