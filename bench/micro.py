@@ -12,7 +12,7 @@ import orjson
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 from proxy.server.app import build_app
-from proxy.config.load import load_config
+from proxy.server.configure import load_config
 from proxy.core.exchange import Exchange
 from proxy.server.gateway import GATEWAY
 from proxy.server.chat import _parse_chat

@@ -49,10 +49,6 @@ def digest_matches(digest: bytes, candidates: Iterable[tuple[bytes, object]]) ->
     return found
 
 
-def allowed(key: KeyConfig, model: str) -> bool:
-    return not key.models or any(fnmatchcase(model, glob) for glob in key.models)
-
-
 class Auth:
     """Identifies callers (`identify`) and, as a policy, enforces model allow-lists."""
 
@@ -74,7 +70,7 @@ class Auth:
         if key is None:  # the handler identifies first; be safe if one did not
             key = ex.key = self.identify(ex.http.headers)
             ex.key_name = key.name
-        if key.models and not allowed(key, ex.model.name):
+        if key.models and not key.allows(ex.model.name):
             raise GatewayError(
                 403, f"The key '{key.name}' is not allowed to use the model "
                      f"'{ex.model.name}'.", "invalid_request_error", param="model",

@@ -11,12 +11,9 @@ records what it saved (`ex.extra["cache_hit"]`, `ex.extra["cost_saved"]`).
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
-from typing import Protocol
 
 import orjson
 from aiohttp import web
-from cachetools import TTLCache
 
 from policies.cache_replay import (
     ChunkCollector,
@@ -28,7 +25,8 @@ from policies.cache_replay import (
 from proxy.config.telemetry import CacheConfig
 from proxy.core.exchange import Exchange
 from proxy.core.pipeline import CallNext
-from translators.base import Usage
+from proxy.core.usage import Usage
+from proxy.state.cache_store import CachedAnswer, CacheStore, MemoryCacheStore
 
 FORMAT_VERSION = 1
 HEADER = "x-gatewise-cache"
@@ -38,38 +36,6 @@ IGNORED_FIELDS = frozenset({"stream", "stream_options", "user", "metadata", "sto
                             "prompt_cache_retention"})
 _SSE_HEADERS = {"content-type": "text/event-stream; charset=utf-8",
                 "cache-control": "no-cache", "x-accel-buffering": "no"}
-
-
-@dataclass(frozen=True, slots=True)
-class CachedAnswer:
-    """What is stored: plain bytes and strings, so a Redis store can hold it too."""
-
-    body: bytes  # an OpenAI chat.completion, usage included
-    target: str | None  # the target label that produced it
-
-
-class CacheStore(Protocol):
-    """Where entries live; memory here, Redis later (same two calls)."""
-
-    def get(self, key: str) -> CachedAnswer | None: ...
-
-    def set(self, key: str, entry: CachedAnswer) -> None: ...
-
-
-class MemoryCacheStore:
-    """TTL + LRU in process (cachetools.TTLCache evicts least recently used)."""
-
-    def __init__(self, ttl: float, max_entries: int) -> None:
-        self._cache: TTLCache = TTLCache(maxsize=max_entries, ttl=ttl)
-
-    def get(self, key: str) -> CachedAnswer | None:
-        return self._cache.get(key)
-
-    def set(self, key: str, entry: CachedAnswer) -> None:
-        self._cache[key] = entry
-
-    def __len__(self) -> int:
-        return len(self._cache)
 
 
 def cache_key(ex: Exchange, scope: str) -> str:

@@ -22,7 +22,7 @@ from proxy.core.exchange import Attempt, Exchange
 from proxy.core.pipeline import CallNext
 
 if TYPE_CHECKING:
-    from proxy.config.load import GatewayConfig
+    from proxy.config.types import GatewayConfig
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 DURATION_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64, 1.28,

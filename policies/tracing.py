@@ -34,7 +34,7 @@ from proxy.core.pipeline import CallNext
 from proxy.engine.transport import OUTBOUND_TRACEPARENT
 
 if TYPE_CHECKING:
-    from proxy.config.load import GatewayConfig
+    from proxy.config.types import GatewayConfig
 
 # gen_ai.provider.name values from the GenAI semantic conventions.
 PROVIDER_NAMES = {"openai": "openai", "azure": "azure.ai.openai", "anthropic": "anthropic",

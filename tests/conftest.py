@@ -8,7 +8,7 @@ from typing import AsyncIterator, Awaitable, Callable, Mapping
 import pytest
 
 from proxy.server.app import build_app
-from proxy.config.load import parse_config
+from proxy.server.configure import parse_config
 from tests.fakes.server import LoopbackServer
 
 StartGateway = Callable[..., Awaitable[LoopbackServer]]

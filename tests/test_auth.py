@@ -9,7 +9,7 @@ import openai
 import pytest
 
 import policies.auth as auth_module
-from proxy.config.load import ConfigError, parse_config
+from proxy.server.configure import ConfigError, parse_config
 
 KEY_A = "sk-gw-alpha-0123456789abcdef"
 KEY_B = "sk-gw-bravo-0123456789abcdef"

@@ -12,7 +12,7 @@ import pytest
 from aiohttp import web
 
 from proxy.server.app import build_app
-from proxy.config.load import parse_config
+from proxy.server.configure import parse_config
 from proxy.server.gateway import GATEWAY
 from tests.fakes.server import LoopbackServer
 

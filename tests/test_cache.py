@@ -11,7 +11,7 @@ from openai import AsyncOpenAI
 
 from policies.cache import MemoryCacheStore, ResponseCache, cache_control, cache_key
 from policies.cache_replay import assemble, stream_chunks
-from proxy.config.load import parse_config
+from proxy.server.configure import parse_config
 from proxy.config.reader import Problems
 from proxy.config.telemetry import CacheConfig, parse_cache
 from proxy.core.exchange import Exchange

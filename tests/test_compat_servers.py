@@ -12,7 +12,7 @@ import orjson
 import pytest
 from aiohttp import web
 
-from proxy.config.load import parse_config
+from proxy.server.configure import parse_config
 from tests.fakes.server import LoopbackServer
 
 DOC = Path(__file__).resolve().parent.parent / "docs" / "providers" / "openai-compatible.md"

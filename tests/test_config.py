@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from proxy.config.load import ConfigError, load_config, parse_config
+from proxy.server.configure import ConfigError, load_config, parse_config
 
 OK_MODELS = "models: {m: {targets: [{provider: x, model: y}]}}\n"
 

@@ -11,7 +11,7 @@ import orjson
 import pytest
 
 from proxy.engine.plan import RequestPlan, RetryBudget, backoff
-from proxy.config.load import ConfigError, parse_config
+from proxy.server.configure import ConfigError, parse_config
 from proxy.config.routing import RetryConfig
 from tests.fakes.faults import Fault, start_faulty_openai
 from tests.fakes.openai_upstream import API_KEY

@@ -7,7 +7,7 @@ import gc
 import pytest
 
 from proxy.server.app import build_app
-from proxy.config.load import parse_config
+from proxy.server.configure import parse_config
 from proxy.core.exchange import Exchange
 from proxy.server.gateway import GATEWAY
 

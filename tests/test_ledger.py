@@ -16,7 +16,7 @@ import aiohttp
 import pytest
 
 from proxy.server.app import build_app
-from proxy.config.load import parse_config
+from proxy.server.configure import parse_config
 from proxy.server.gateway import GATEWAY
 from proxy.state.ledger import Outcome, Pending, SqliteLedger
 from tests.fakes.server import LoopbackServer

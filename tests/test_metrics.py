@@ -6,7 +6,7 @@ import aiohttp
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from proxy.config.load import parse_config
+from proxy.server.configure import parse_config
 from policies.metrics import Counter, Histogram, Metrics
 
 KEYS = {"TEAM_KEY": "team-key-0123456789", "SLOW_KEY": "slow-key-0123456789",

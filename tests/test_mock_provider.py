@@ -9,7 +9,7 @@ import orjson
 import pytest
 from openai import AsyncOpenAI
 
-from translators.mock import count_tokens
+from proxy.engine.mock_upstream import count_tokens
 
 CONFIG = """
     providers:

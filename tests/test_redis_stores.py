@@ -13,7 +13,7 @@ import uuid
 import pytest
 
 from policies.cache import CachedAnswer
-from proxy.config.load import ConfigError, parse_config
+from proxy.server.configure import ConfigError, parse_config
 from proxy.core.errors import GatewayError
 from proxy.state.stores_redis import (
     RedisBudgetStore,

@@ -143,7 +143,7 @@ async def test_tracing_off_sends_no_traceparent(start_gateway, fake):
 
 
 def test_otlp_endpoint_is_checked():
-    from proxy.config.load import ConfigError, parse_config
+    from proxy.server.configure import ConfigError, parse_config
     base = ("providers: {offline: {type: mock}}\n"
             "models: {echo: {targets: [{provider: offline, model: echo}]}}\n")
     with pytest.raises(ConfigError) as info:

@@ -31,7 +31,8 @@ from translators.anthropic_stream import (
     chunk_id,
 )
 from translators.common import json_or_none
-from translators.base import Option, Translator, UpstreamRequest, Usage
+from proxy.core.usage import Usage
+from translators.base import Option, Translator, UpstreamRequest
 
 #: Anthropic error type → (class, status to the client, OpenAI type, code)
 _ERRORS: dict[str, tuple[ErrorClass, int, str, str | None]] = {

@@ -18,7 +18,8 @@ from typing import Any
 import orjson
 
 from proxy.core.errors import UpstreamError
-from translators.base import StreamState, Usage
+from proxy.core.usage import Usage
+from translators.base import StreamState
 
 STOP_REASONS = {"end_turn": "stop", "stop_sequence": "stop", "pause_turn": "stop",
                 "max_tokens": "length", "model_context_window_exceeded": "length",

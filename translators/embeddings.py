@@ -13,14 +13,12 @@ from __future__ import annotations
 
 import base64
 import struct
-from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from proxy.core.errors import GatewayError, UpstreamError, bad_request, upstream_protocol
-from proxy.core.framing import Event
-from translators.base import Translator, UpstreamRequest, Usage
-from translators.legacy import Adapter
+from proxy.core.errors import bad_request, upstream_protocol
+from proxy.core.usage import Usage
+from translators.base import Translator, UpstreamRequest
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,9 +50,6 @@ class EmbeddingsRequest:
         if self.texts is None:
             return sum(len(t) for t in self.tokens or ())
         return sum((len(t) + 3) // 4 for t in self.texts)
-
-    def adapter(self, inner: Translator) -> Translator:
-        return EmbeddingsTranslator(inner, self)
 
 
 def encode_base64(vector: list[float]) -> str:
@@ -95,41 +90,3 @@ class EmbeddingsMapper:
 
     def response(self, body: bytes) -> tuple[bytes | dict[str, Any], Usage]:
         raise NotImplementedError
-
-
-class EmbeddingsTranslator(Adapter):
-    """The embeddings request in the shape of a translator, so dispatch works unchanged."""
-
-    def __init__(self, inner: Translator, req: EmbeddingsRequest) -> None:
-        super().__init__(inner)
-        self.req = req
-        self.mapper: EmbeddingsMapper | None = None
-
-    def request(self, chat: dict[str, Any], target, *, stream: bool) -> UpstreamRequest:
-        from translators.embeddings_providers import MAPPERS
-
-        kind = MAPPERS.get(self.provider.type)
-        if kind is None:
-            raise GatewayError(
-                400, f"The model's target '{target.label}' is a '{self.provider.type}' "
-                     "provider, which has no embeddings endpoint.",
-                "invalid_request_error", param="model", code="unsupported_model")
-        self.mapper = kind(self.inner, self.req)
-        return self.mapper.request(target)
-
-    def response(self, status: int, headers: Mapping[str, str],
-                 body: bytes) -> tuple[bytes | dict[str, Any], Usage | None]:
-        assert self.mapper is not None
-        return self.mapper.response(body)
-
-    def stream(self, event: Event) -> tuple[list[bytes], Usage | None]:
-        raise upstream_protocol(self.provider.name, "embeddings never stream")
-
-    def error(self, status: int, headers: Mapping[str, str], body: bytes) -> UpstreamError:
-        return self.inner.error(status, headers, body)
-
-    def end_of_stream(self) -> list[bytes]:
-        return []
-
-    def partial_usage(self) -> Usage | None:
-        return None

@@ -19,16 +19,20 @@ from __future__ import annotations
 import hashlib
 import math
 import struct
+from collections.abc import Mapping
 from typing import Any
 from urllib.parse import quote
 
 import orjson
 
-from proxy.core.errors import upstream_protocol
+from proxy.core.errors import GatewayError, UpstreamError, upstream_protocol
+from proxy.core.framing import Event
 from translators.azure import SAFE_DEPLOYMENT, SAFE_VERSION, _config_error
-from translators.base import UpstreamRequest, Usage
-from translators.embeddings import EmbeddingsMapper, embeddings_list, vectors_of
+from proxy.core.usage import Usage
+from translators.base import Translator, UpstreamRequest
+from translators.embeddings import EmbeddingsMapper, EmbeddingsRequest, embeddings_list, vectors_of
 from translators.gemini import model_path
+from translators.legacy import Adapter
 
 MOCK_DIMENSIONS = 256
 
@@ -185,3 +189,39 @@ MAPPERS: dict[str, type[EmbeddingsMapper]] = {
     "ollama": OllamaEmbeddings,
     "mock": MockEmbeddings,
 }
+
+
+class EmbeddingsTranslator(Adapter):
+    """The embeddings request in the shape of a translator, so dispatch works unchanged."""
+
+    def __init__(self, inner: Translator, req: EmbeddingsRequest) -> None:
+        super().__init__(inner)
+        self.req = req
+        self.mapper: EmbeddingsMapper | None = None
+
+    def request(self, chat: dict[str, Any], target, *, stream: bool) -> UpstreamRequest:
+        kind = MAPPERS.get(self.provider.type)
+        if kind is None:
+            raise GatewayError(
+                400, f"The model's target '{target.label}' is a '{self.provider.type}' "
+                     "provider, which has no embeddings endpoint.",
+                "invalid_request_error", param="model", code="unsupported_model")
+        self.mapper = kind(self.inner, self.req)
+        return self.mapper.request(target)
+
+    def response(self, status: int, headers: Mapping[str, str],
+                 body: bytes) -> tuple[bytes | dict[str, Any], Usage | None]:
+        assert self.mapper is not None
+        return self.mapper.response(body)
+
+    def stream(self, event: Event) -> tuple[list[bytes], Usage | None]:
+        raise upstream_protocol(self.provider.name, "embeddings never stream")
+
+    def error(self, status: int, headers: Mapping[str, str], body: bytes) -> UpstreamError:
+        return self.inner.error(status, headers, body)
+
+    def end_of_stream(self) -> list[bytes]:
+        return []
+
+    def partial_usage(self) -> Usage | None:
+        return None

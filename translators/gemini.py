@@ -28,7 +28,8 @@ from proxy.core.errors import (
 )
 from proxy.core.framing import Event
 from translators.common import json_or_none
-from translators.base import Option, Translator, UpstreamRequest, Usage
+from proxy.core.usage import Usage
+from translators.base import Option, Translator, UpstreamRequest
 from translators.gemini_request import build_body
 from translators.gemini_stream import GeminiStream, completion
 from translators.image_fetch import (

@@ -20,7 +20,8 @@ from typing import Any
 import orjson
 
 from proxy.core.errors import UpstreamError
-from translators.base import StreamState, Usage
+from proxy.core.usage import Usage
+from translators.base import StreamState
 from translators.gemini_request import call_id
 
 _FILTERED = frozenset({"SAFETY", "RECITATION", "LANGUAGE", "BLOCKLIST", "PROHIBITED_CONTENT",

@@ -18,7 +18,8 @@ import orjson
 
 from proxy.core.errors import GatewayError, UpstreamError, bad_request, upstream_protocol
 from proxy.core.framing import Event
-from translators.base import StreamState, Translator, UpstreamRequest, Usage
+from proxy.core.usage import Usage
+from translators.base import StreamState, Translator, UpstreamRequest
 
 #: models OpenAI serves on /v1/completions itself (everything else is chat-only there)
 NATIVE_COMPLETIONS = re.compile(r"^(gpt-3\.5-turbo-instruct|davinci-002|babbage-002)")

@@ -27,7 +27,8 @@ from proxy.core.errors import (
     upstream_protocol,
 )
 from proxy.core.framing import Event
-from translators.base import Option, Translator, UpstreamRequest, Usage
+from proxy.core.usage import Usage
+from translators.base import Option, Translator, UpstreamRequest
 from translators.ollama_request import build_body
 
 FINISH = {"stop": "stop", "length": "length", "load": "stop", "unload": "stop"}

@@ -14,7 +14,8 @@ import orjson
 
 from proxy.core.errors import ErrorClass, UpstreamError, parse_retry_after, upstream_auth, upstream_protocol
 from proxy.core.framing import Event
-from translators.base import Translator, UpstreamRequest, Usage
+from proxy.core.usage import Usage
+from translators.base import Translator, UpstreamRequest
 from translators.common import json_or_none
 
 _CONTENT_KEYS = ("content", "tool_calls", "refusal", "reasoning_content", "function_call")

@@ -20,7 +20,7 @@ from proxy.config.types import (GatewayConfig, ModelConfig, ProviderConfig, Serv
                                 TargetConfig, TelemetryConfig, Timeouts)
 from proxy.config.policies import parse_budgets, parse_keys, parse_state
 from proxy.config.telemetry import extract_model_cache, parse_cache, parse_telemetry
-from proxy.config.upstreams import (STRATEGIES, optional_secret, parse_models, parse_providers,
+from proxy.config.upstreams import (STRATEGIES, ProviderTypes, optional_secret, parse_models, parse_providers,
                                     parse_timeouts)
 
 __all__ = ["ConfigError", "GatewayConfig", "ModelConfig", "ProviderConfig", "ServerConfig",
@@ -36,17 +36,22 @@ class ConfigError(Exception):
         self.problems = problems
 
 
-def load_config(path: str | Path, env: Mapping[str, str] | None = None) -> GatewayConfig:
+def load_config(path: str | Path, env: Mapping[str, str] | None = None, *,
+                provider_types: ProviderTypes) -> GatewayConfig:
     path = Path(path)
     try:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise ConfigError([f"{path}: cannot read config file: {exc.strerror or exc}"]) from None
-    config = parse_config(text, env if env is not None else os.environ, source=str(path))
+    config = parse_config(text, env if env is not None else os.environ, source=str(path),
+                          provider_types=provider_types)
     return config
 
 
-def parse_config(text: str, env: Mapping[str, str], source: str = "<memory>") -> GatewayConfig:
+def parse_config(text: str, env: Mapping[str, str], source: str = "<memory>", *,
+                 provider_types: ProviderTypes) -> GatewayConfig:
+    """`provider_types` maps each provider `type` to its schema (the translators
+    registry in gatewise; handed in so the config floor imports nothing above it)."""
     try:
         raw = yaml.safe_load(text)
     except yaml.YAMLError as exc:
@@ -68,12 +73,12 @@ def parse_config(text: str, env: Mapping[str, str], source: str = "<memory>") ->
     routing = parse_routing(root.section("policies"), adaptive_weights, health_checks)
     policies = root.section("policies")
     _policies(policies)
-    providers = parse_providers(root.section("providers"), timeouts)
+    providers = parse_providers(root.section("providers"), timeouts, provider_types)
     budgets = parse_budgets(policies.raw.get("budgets"), "policies.budgets", problems, providers)
     keys = parse_keys(root.raw_value("keys"), problems)
     state = parse_state(root.raw_value("state"), problems)
     model_cache = extract_model_cache(root.raw.get("models"), problems)
-    models = parse_models(root.section("models"), providers)
+    models = parse_models(root.section("models"), providers, provider_types)
     cache = parse_cache(policies.raw.get("cache"), "policies.cache", problems, model_cache)
     telemetry = parse_telemetry(root.section("telemetry"))
     admin = root.section("admin")

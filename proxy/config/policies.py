@@ -7,6 +7,8 @@ field path, like the rest of the config.
 
 from __future__ import annotations
 
+from fnmatch import fnmatchcase
+
 import hashlib
 import re
 from collections.abc import Mapping
@@ -46,6 +48,10 @@ class KeyConfig:
     @property
     def limited(self) -> bool:
         return bool(self.rpm or self.tpm or self.max_concurrent)
+
+    def allows(self, model: str) -> bool:
+        """Whether this key may use `model` (its `models` globs; none: every model)."""
+        return not self.models or any(fnmatchcase(model, glob) for glob in self.models)
 
 
 @dataclass(frozen=True, slots=True)

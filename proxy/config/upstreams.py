@@ -4,13 +4,24 @@ from __future__ import annotations
 
 import re
 from types import MappingProxyType
-from typing import Any
+from typing import Any, Mapping, Protocol
 from urllib.parse import urlsplit
 
 from proxy.config.catalog import CAPABILITIES, lookup
 from proxy.config.reader import MissingEnv, Problems, Section, join
 from proxy.config.types import ModelConfig, ProviderConfig, TargetConfig, Timeouts
-from translators import PROVIDER_TYPES
+
+class ProviderSchema(Protocol):
+    """What the config needs of a provider type (a translator class satisfies it)."""
+
+    default_base_url: str | None
+    requires_api_key: bool
+    provider_options: Mapping[str, Any]
+    model_pattern: "re.Pattern[str] | None"
+    in_process: bool
+
+
+ProviderTypes = Mapping[str, ProviderSchema]
 
 STRATEGIES = ("priority", "round_robin", "weighted", "least_busy", "lowest_latency",
               "cheapest", "adaptive")
@@ -41,18 +52,19 @@ def optional_secret(s: Section, key: str) -> str | None:
     return value
 
 
-def parse_providers(s: Section, timeouts: Timeouts) -> dict[str, ProviderConfig]:
+def parse_providers(s: Section, timeouts: Timeouts,
+                    types: ProviderTypes) -> dict[str, ProviderConfig]:
     providers: dict[str, ProviderConfig] = {}
     if not s.raw:
         s.problems.add("providers", "at least one provider is required")
     for name in list(s.raw):
         p = s.section(name)
         kind = p.str("type", required=True)
-        if kind is not None and kind not in PROVIDER_TYPES:
-            known = ", ".join(sorted(PROVIDER_TYPES))
+        if kind is not None and kind not in types:
+            known = ", ".join(sorted(types))
             p.problems.add(join(p.path, "type"), f"unknown provider type '{kind}' (known: {known})")
             kind = None
-        translator = PROVIDER_TYPES.get(kind) if kind else None
+        translator = types.get(kind) if kind else None
         base_url = p.str("base_url", translator.default_base_url if translator else None)
         if translator and base_url is None and not translator.in_process:
             p.problems.add(join(p.path, "base_url"), "is required for this provider type")
@@ -122,7 +134,8 @@ def _check_url(url: str, path: str, problems: Problems) -> str | None:
     return url
 
 
-def parse_models(s: Section, providers: dict[str, ProviderConfig]) -> dict[str, ModelConfig]:
+def parse_models(s: Section, providers: dict[str, ProviderConfig],
+                 types: ProviderTypes) -> dict[str, ModelConfig]:
     models: dict[str, ModelConfig] = {}
     if not s.raw:
         s.problems.add("models", "at least one model is required")
@@ -145,7 +158,7 @@ def parse_models(s: Section, providers: dict[str, ProviderConfig]) -> dict[str, 
     for model in models.values():
         for i, target in enumerate(model.targets):
             kind = providers[target.provider].type
-            pattern = PROVIDER_TYPES[kind].model_pattern
+            pattern = types[kind].model_pattern
             if pattern is not None and not pattern.fullmatch(target.model):
                 s.problems.add(join(join(join("models", model.name), "targets"), i) + ".model",
                                f"'{target.model}' cannot go into a {kind} URL path "

@@ -14,9 +14,9 @@ from typing import TYPE_CHECKING, Any, Callable
 if TYPE_CHECKING:
     from aiohttp import web
 
-    from proxy.config.load import ModelConfig, TargetConfig
+    from proxy.config.types import ModelConfig, TargetConfig
     from proxy.core.errors import ErrorClass, GatewayError
-    from translators.base import Usage
+    from proxy.core.usage import Usage
 
 
 @dataclass(slots=True)

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from proxy.config.types import ModelConfig, TargetConfig
     from proxy.core.exchange import Exchange
-    from translators.base import Usage
+    from proxy.core.usage import Usage
 
 DEFAULT_MAX_OUTPUT = 4096  # when neither the request nor the model table bounds the output
 _IMAGE_TOKENS = 1105  # OpenAI's high-detail 1024x1024 image, a fair upper-middle guess

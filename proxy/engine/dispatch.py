@@ -16,9 +16,8 @@ import logging
 import random
 import time
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Callable, Mapping
+from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 
-from policies.auth import allowed
 from proxy.engine.breakers import PASS, Breakers
 from proxy.engine.plan import (
     RequestPlan,
@@ -38,7 +37,7 @@ from proxy.engine.relay import encode_frames, error_frame, relay_json, relay_str
 from proxy.state.target_stats import MemoryStatsStore
 
 if TYPE_CHECKING:
-    from proxy.config.load import ModelConfig, ProviderConfig, TargetConfig
+    from proxy.config.types import ModelConfig, ProviderConfig, TargetConfig
     from translators.base import Translator
 
 __all__ = ["AttemptObserver", "Dispatcher", "TargetGate", "encode_frames", "error_frame",
@@ -88,24 +87,28 @@ class Dispatcher:
                  models: Mapping[str, "ModelConfig"] | None = None,
                  routing: RoutingConfig | None = None,
                  timeouts: Timeouts | None = None,
-                 provider_health: Callable[[str], "bool | None"] | None = None) -> None:
+                 provider_health: Callable[[str], "bool | None"] | None = None,
+                 gates: Sequence[TargetGate] = (),
+                 observers: Sequence[AttemptObserver] = (),
+                 stats: MemoryStatsStore | None = None,
+                 breakers: Breakers | None = None) -> None:
+        """Everything the dispatcher consults is handed in here, once: the gates that
+        may hold a target back, the observers told of each attempt, the statistics
+        store (shared through Redis when several instances run) and the breakers."""
         self._providers = providers
         self._translators = translators
         self._transports = transports
-        self.gates: list[TargetGate] = []
-        self.observers: list[AttemptObserver] = []
+        self.gates: tuple[TargetGate, ...] = tuple(gates)
+        self.observers: tuple[AttemptObserver, ...] = tuple(observers)
         self.models: Mapping[str, "ModelConfig"] = models or {}
         self.routing = routing or RoutingConfig()
         self.deadline = self.routing.retry.deadline or (timeouts or Timeouts()).total
-        self.stats = MemoryStatsStore()
-        self.breakers = Breakers(self.routing.breaker)
+        self.stats = stats if stats is not None else MemoryStatsStore()
+        self.breakers = breakers if breakers is not None else Breakers(self.routing.breaker)
         self.budget = RetryBudget(self.routing.retry)
         self.rng = random.Random()  # backoff jitter: one generator, not one seeding a request
         self.provider_health = provider_health or (lambda name: None)
         self.router = Router(View(self.stats, self.health_score), self.routing.weights)
-        # May this caller use that model (for per-request `fallbacks`)? The auth policy
-        # may replace it; by default every configured model is allowed.
-        self.model_allowed: Callable[[Exchange, str], bool] = _key_allows
 
     # --- planning ------------------------------------------------------------------
 
@@ -148,7 +151,7 @@ class Dispatcher:
         retry = self.routing.retry
         clock = asyncio.get_running_loop().time
         self.budget.request()
-        names = request_fallbacks(ex.body, self.models, lambda n: self.model_allowed(ex, n))
+        names = request_fallbacks(ex.body, self.models, lambda n: _key_allows(ex, n))
         if names is None:
             names = list(ex.model.fallbacks)
         chain = [ex.model] + [self.models[n] for n in dict.fromkeys(names) if n != ex.model.name]
@@ -319,4 +322,4 @@ class Dispatcher:
 
 def _key_allows(ex: Exchange, model: str) -> bool:
     """The caller's key allow-list (policies/auth.py) decides; no key: any model."""
-    return ex.key is None or allowed(ex.key, model)
+    return ex.key is None or ex.key.allows(model)

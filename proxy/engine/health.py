@@ -4,7 +4,7 @@ A provider with `health_check` in the config is probed in the background
 (the models endpoint, or a one-token chat request), all providers at once,
 each result cached for its interval. A failing provider's targets go to the
 back of every plan and count as unhealthy for `/health/ready`.
-`GET /admin/targets` (admin key) shows each target's breaker state, success
+`targets_report` (for `GET /admin/targets`) shows each target's breaker state, success
 rate, latency average, in-flight count and last error class.
 """
 
@@ -16,9 +16,6 @@ import logging
 import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Mapping
-
-import orjson
-from aiohttp import web
 
 from proxy.config.routing import HealthCheck
 from proxy.config.types import TargetConfig
@@ -146,13 +143,3 @@ def targets_report(config: "GatewayConfig", dispatcher: Any, health: HealthCheck
                     **dispatcher.stats.get(target.label).snapshot()}
             row["models"].append(model.name)
     return {"object": "list", "data": list(rows.values())}
-
-
-async def admin_targets(request: web.Request) -> web.Response:
-    """GET /admin/targets, guarded by the admin key (403 when none is configured)."""
-    from proxy.server.gateway import GATEWAY  # the gateway imports this module
-
-    gateway = request.app[GATEWAY]
-    gateway.admin_auth.check(request.headers)
-    report = targets_report(gateway.config, gateway.dispatcher, gateway.health)
-    return web.Response(body=orjson.dumps(report), content_type="application/json")

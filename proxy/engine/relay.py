@@ -29,7 +29,7 @@ from proxy.core.framing import new_framer
 log = logging.getLogger("gatewise")
 
 if TYPE_CHECKING:
-    from proxy.config.load import ProviderConfig
+    from proxy.config.types import ProviderConfig
     from translators.base import Translator
 
 _DONE = b"data: [DONE]\n\n"

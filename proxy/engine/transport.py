@@ -14,7 +14,7 @@ from typing import AsyncIterator, Mapping
 
 import aiohttp
 
-from proxy.config.load import ProviderConfig, Timeouts
+from proxy.config.types import ProviderConfig, Timeouts
 from proxy.core.errors import upstream_protocol, upstream_timeout, upstream_unreachable
 from translators.base import UpstreamRequest
 

@@ -14,6 +14,7 @@ from aiohttp import web
 
 from policies.budget import period_label
 from proxy.core.errors import GatewayError, bad_request
+from proxy.engine.health import targets_report
 from proxy.server.gateway import GATEWAY
 from proxy.state.ledger import GROUPS, period_start
 
@@ -69,9 +70,18 @@ async def keys(request: web.Request) -> web.Response:
     return _json({"object": "list", "data": data})
 
 
+async def targets(request: web.Request) -> web.Response:
+    """GET /admin/targets: each target's breaker, health and statistics."""
+    gateway = request.app[GATEWAY]
+    gateway.admin_auth.check(request.headers)
+    report = targets_report(gateway.config, gateway.dispatcher, gateway.health)
+    return web.Response(body=orjson.dumps(report), content_type="application/json")
+
+
 def add_admin_routes(app: web.Application) -> None:
     app.router.add_get("/admin/spend", spend)
     app.router.add_get("/admin/keys", keys)
+    app.router.add_get("/admin/targets", targets)
 
 
 def spend_table(rows: list[dict[str, Any]], by: str) -> str:

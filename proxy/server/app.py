@@ -11,12 +11,13 @@ from typing import Callable
 from aiohttp import web
 
 from policies.accesslog import AccessLog
-from proxy.config.load import GatewayConfig
+from proxy.config.types import GatewayConfig
 from proxy.server.admin import add_admin_routes
 from proxy.core.errors import GatewayError
 from proxy.server.gateway import GATEWAY, REQUEST_ID, Gateway
 from proxy.server.chat import add_routes
-from proxy.engine.health import admin_targets
+from proxy.server.legacy import add_legacy_routes
+from proxy.server.models import add_model_routes
 
 log = logging.getLogger("gatewise")
 _SAFE_REQUEST_ID = re.compile(r"[A-Za-z0-9._:\-]{1,128}")
@@ -85,8 +86,9 @@ def build_app(config: GatewayConfig, now: Callable[[], float] | None = None) -> 
     app.cleanup_ctx.append(gateway.lifespan)
     app.on_response_prepare.append(_stamp_request_id)
     add_routes(app)
+    add_legacy_routes(app)
+    add_model_routes(app)
     add_admin_routes(app)
-    app.router.add_get("/admin/targets", admin_targets)
     if config.telemetry.prometheus:
         app.router.add_get("/metrics", gateway.metrics.handle)
     return app

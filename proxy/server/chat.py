@@ -1,53 +1,18 @@
-"""HTTP handlers: parse once, check, resolve the model, run the pipeline."""
+"""POST /v1/chat/completions: parse once, check, resolve the model, run the pipeline."""
 
 from __future__ import annotations
 
 from typing import Any
 
-import orjson
 from aiohttp import web
 
-from policies.auth import allowed
-from proxy.core.errors import GatewayError, bad_request, invalid_json, model_not_found
+from proxy.core.errors import bad_request, model_not_found
 from proxy.core.exchange import Exchange
 from proxy.server.gateway import GATEWAY, REQUEST_ID
+from proxy.server.requests import check_forbidden, check_max_tokens, json_type, read_json
 from translators.legacy import functions_adapter
 
-# Request-level fields that would let a client choose where gatewise connects
-# or with which credentials. Refused, never ignored (DESIGN.md §8).
-FORBIDDEN_FIELDS = frozenset({
-    "api_base", "base_url", "api_key", "api_version", "api_type", "azure_endpoint",
-    "azure_ad_token", "azure_deployment", "deployment_id", "organization", "project",
-    "custom_llm_provider", "extra_headers", "headers", "endpoint", "url", "proxy",
-    "aws_access_key_id", "aws_secret_access_key", "aws_session_token", "aws_region_name",
-    "vertex_project", "vertex_location", "vertex_credentials", "credentials",
-})
 _JSON = "application/json"
-
-
-def check_forbidden(body: dict[str, Any]) -> None:
-    hits = FORBIDDEN_FIELDS.intersection(body)
-    extra = body.get("extra_body")
-    if isinstance(extra, dict):
-        hits |= {f"extra_body.{name}" for name in FORBIDDEN_FIELDS.intersection(extra)}
-    if hits:
-        name = sorted(hits)[0]
-        raise bad_request(f"The request field '{name}' is not accepted: upstream endpoints and "
-                          "credentials come only from the gateway's configuration.",
-                          param=name, code="forbidden_parameter")
-
-
-async def read_json(request: web.Request) -> dict[str, Any]:
-    raw = await request.read()
-    if not raw.strip():
-        raise bad_request("The request body is empty; send a JSON object.")
-    try:
-        body = orjson.loads(raw)
-    except orjson.JSONDecodeError:
-        raise invalid_json() from None
-    if not isinstance(body, dict):
-        raise bad_request("The request body must be a JSON object.")
-    return body
 
 
 def _parse_chat(body: dict[str, Any], max_messages: int) -> bool:
@@ -93,30 +58,6 @@ def _parse_chat(body: dict[str, Any], max_messages: int) -> bool:
     return bool(stream)
 
 
-#: no model writes more; a larger ask is a client bug, and it would size budget
-#: reservations and rate-limit estimates absurdly before any upstream could refuse it
-MAX_OUTPUT_TOKENS = 1_000_000
-
-
-def check_max_tokens(name: str, value: Any) -> None:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise bad_request(f"Invalid type for '{name}': expected an integer, but got "
-                          f"{json_type(value)} instead.", param=name, code="invalid_type")
-    if value < 1:
-        raise bad_request(f"Invalid '{name}': integer below minimum value. Expected a value "
-                          f">= 1, but got {value} instead.", param=name,
-                          code="integer_below_min_value")
-    if value > MAX_OUTPUT_TOKENS:
-        raise bad_request(f"Invalid '{name}': integer above maximum value. Expected a value "
-                          f"<= {MAX_OUTPUT_TOKENS}, but got {value} instead.", param=name,
-                          code="integer_above_max_value")
-
-
-def json_type(value: Any) -> str:
-    return {dict: "an object", list: "an array", str: "a string", bool: "a boolean",
-            int: "an integer", float: "a decimal", type(None): "null"}.get(type(value), "a value")
-
-
 async def chat_completions(request: web.Request) -> web.StreamResponse:
     gateway = request.app[GATEWAY]
     key = gateway.authenticate(request.headers)  # 401 before anything else
@@ -136,55 +77,7 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
     return web.Response(body=ex.response_body, status=ex.status or 200, headers=headers)
 
 
-async def list_models(request: web.Request) -> web.Response:
-    gateway = request.app[GATEWAY]
-    key = gateway.authenticate(request.headers)
-    if key is None or not key.models:
-        return web.Response(body=gateway.models_body, content_type=_JSON)
-    data = [e for name, e in gateway.model_entries.items() if allowed(key, name)]
-    return web.Response(body=orjson.dumps({"object": "list", "data": data}), content_type=_JSON)
-
-
-async def retrieve_model(request: web.Request) -> web.Response:
-    gateway = request.app[GATEWAY]
-    key = gateway.authenticate(request.headers)
-    name = request.match_info["model"]
-    entry = gateway.model_entries.get(name)
-    if entry is None or (key is not None and not allowed(key, name)):
-        raise model_not_found(name)
-    return web.Response(body=orjson.dumps(entry), content_type=_JSON)
-
-
-async def health_live(request: web.Request) -> web.Response:
-    return web.Response(body=b'{"status":"ok"}', content_type=_JSON)
-
-
-async def health_ready(request: web.Request) -> web.Response:
-    gateway = request.app[GATEWAY]
-    usable = gateway.usable_models()
-    ready = bool(usable) and gateway.session_open
-    body = {"status": "ready" if ready else "unavailable", "models": len(usable),
-            "unavailable_models": sorted(set(gateway.config.models) - set(usable))}
-    state = gateway.state_status()  # shared state (Redis): degraded while unreachable
-    if state is not None:
-        body["state"] = state
-        if ready and state.get("redis") != "ok":
-            body["status"] = "degraded"  # still 200: every instance shares this Redis
-    return web.Response(body=orjson.dumps(body), status=200 if ready else 503,
-                        content_type=_JSON)
-
-
 def add_routes(app: web.Application) -> None:
     app.router.add_post("/v1/chat/completions", chat_completions)
     app.router.add_post("/chat/completions", chat_completions)
-    app.router.add_get("/v1/models", list_models)
-    app.router.add_get("/models", list_models)
-    app.router.add_get("/v1/models/{model:.+}", retrieve_model)
-    app.router.add_get("/health/live", health_live)
-    app.router.add_get("/health/ready", health_ready)
-    from proxy.server.legacy import add_legacy_routes  # it imports this module
 
-    add_legacy_routes(app)
-
-
-__all__ = ["add_routes", "GatewayError"]

@@ -9,7 +9,7 @@ import sys
 from typing import Sequence
 
 from proxy import __version__
-from proxy.config.load import ConfigError, GatewayConfig, load_config
+from proxy.server.configure import ConfigError, GatewayConfig, load_config
 
 DEFAULT_CONFIG = os.environ.get("GATEWISE_CONFIG", "proxy.yaml")
 log = logging.getLogger("gatewise")

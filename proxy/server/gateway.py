@@ -1,7 +1,10 @@
-"""The application object: everything a running gateway owns.
+"""The application object and the one composition root: everything a running
+gateway owns, built here and nowhere else.
 
 No mutable state lives outside it: config, the upstream session, one transport
-per provider, the pipeline. Tests build as many as they like side by side.
+per provider, the stores, the pipeline. Each part gets what it consults in its
+constructor (the dispatcher its gates, observers, statistics and breakers), so
+nothing is patched in afterwards. Tests build as many as they like side by side.
 """
 
 from __future__ import annotations
@@ -17,47 +20,61 @@ from policies.accesslog import AccessLog
 from policies.auth import AdminAuth, Auth
 from policies.budget import Budget
 from policies.cache import build_cache
-from policies.ratelimit import ClientRateLimit, TargetRateLimit
-from proxy.config.load import GatewayConfig
-from proxy.engine.dispatch import Dispatcher
-from proxy.engine.health import HealthChecker
 from policies.metrics import Metrics
-from proxy.state.ledger import SqliteLedger
-from proxy.core.pipeline import Pipeline, Policy
-from proxy.state.stores import Clock, wall_clock
+from policies.ratelimit import ClientRateLimit, TargetRateLimit
 from policies.tracing import build_tracing
+from proxy.config.types import GatewayConfig
+from proxy.core.pipeline import Pipeline, Policy
+from proxy.engine.breakers import Breakers
+from proxy.engine.dispatch import AttemptObserver, Dispatcher, TargetGate
+from proxy.engine.health import HealthChecker
+from proxy.engine.mock_upstream import MockTransport
 from proxy.engine.transport import HttpTransport, new_session
+from proxy.state.ledger import SqliteLedger
+from proxy.state.stores import Clock, wall_clock
+from proxy.state.target_stats import MemoryStatsStore
 from translators import PROVIDER_TYPES
-from translators.mock import MockTransport
 
 log = logging.getLogger("gatewise")
 
 REQUEST_ID = web.RequestKey("request_id", str)
 
 
+def _shared_state(config: GatewayConfig) -> Any:
+    """The Redis/PostgreSQL wiring (proxy/server/scaleout.py), or None on memory.
+    Imported here, late, because redis and asyncpg are optional dependencies."""
+    if config.state.backend != "redis":
+        return None
+    from proxy.server.scaleout import SharedState
+
+    return SharedState(config)
+
+
 class Gateway:
     def __init__(self, config: GatewayConfig, policies: list[Policy] | None = None,
                  now: Clock = wall_clock) -> None:
         self.config = config
-        self.shared = None  # the Redis/PostgreSQL wiring (proxy/server/scaleout.py); memory: None
-        if config.state.backend == "redis":
-            from proxy.server.scaleout import SharedState  # redis is an optional dependency
-
-            self.shared = SharedState(config)
+        shared = self.shared = _shared_state(config)
         self.transports: dict[str, Any] = {}
         self.session = None
         self.health = HealthChecker(config, PROVIDER_TYPES, self.transports)
-        self.dispatcher = Dispatcher(config.providers, PROVIDER_TYPES, self.transports,
-                                     models=config.models, routing=config.routing,
-                                     timeouts=config.timeouts, provider_health=self.health.status)
         self.metrics = Metrics(config)  # always on, cheap
         self.tracing = build_tracing(config)  # None when off: not in the chain
-        self.cache = build_cache(config.cache, self.shared.cache_store() if self.shared else None)
-        self.dispatcher.observers.append(self.metrics.observe_attempt)
-        if self.tracing is not None:
-            self.dispatcher.observers.append(self.tracing.observe_attempt)
+        self.cache = build_cache(config.cache, shared.cache_store() if shared else None)
+        access = self._access_policies(now)
+        gates, observers = self._dispatch_hooks()
+        breakers = Breakers(config.routing.breaker)
+        stats = shared.stats_store() if shared else MemoryStatsStore()
+        if shared is not None:
+            observers.append(shared.open_breaker_observer(breakers, stats))
+            shared.bind(stats, self.budget)
+        self.dispatcher = Dispatcher(config.providers, PROVIDER_TYPES, self.transports,
+                                     models=config.models, routing=config.routing,
+                                     timeouts=config.timeouts, provider_health=self.health.status,
+                                     gates=gates, observers=observers, stats=stats,
+                                     breakers=breakers)
         self.policies: list[Policy] = self._with_observability(
-            (list(policies) if policies is not None else []) + self._access_policies(now))
+            (list(policies) if policies is not None else []) + access)
         self.pipeline = Pipeline(self.policies, self.dispatcher)
         created = int(time.time())
         self.model_entries = {name: {"id": name, "object": "model", "created": created,
@@ -78,11 +95,10 @@ class Gateway:
 
     def _access_policies(self, now: Clock) -> list[Policy]:
         """Auth → client rate limit → budget, each only when the config asks for it,
-        so an open gateway pays nothing for them; plus their dispatcher gates."""
-        config = self.config
+        so an open gateway pays nothing for them."""
+        config, shared = self.config, self.shared
         self.auth = Auth(config.keys) if config.keys else None
         self.admin_auth = AdminAuth(config.admin_key, [k.digest for k in config.keys])
-        shared = self.shared
         self.client_limits = (ClientRateLimit(*(shared.client_stores() if shared else ()))
                               if any(k.limited for k in config.keys) else None)
         self.budget: Budget | None = None
@@ -92,17 +108,25 @@ class Gateway:
             self.budget = Budget(config, ledger or SqliteLedger(config.state.ledger or ":memory:"),
                                  store=shared.budget_store() if shared else None, now=now,
                                  alert=self._post_alert if config.budgets.alert_webhook else None)
-            if config.budgets.providers:
-                self.dispatcher.gates.append(self.budget.gate)
-                self.dispatcher.observers.append(self.budget.observe)
         self.target_limits: TargetRateLimit | None = None
         if TargetRateLimit.needed(t for m in config.models.values() for t in m.targets):
             self.target_limits = TargetRateLimit(shared.target_store() if shared else None)
-            self.dispatcher.gates.append(self.target_limits.gate)
-            self.dispatcher.observers.append(self.target_limits.observe)
-        if shared is not None:
-            shared.attach(self)
         return [p for p in (self.auth, self.client_limits, self.budget) if p is not None]
+
+    def _dispatch_hooks(self) -> tuple[list[TargetGate], list[AttemptObserver]]:
+        """What the dispatcher asks before each attempt (gates) and tells after it
+        (observers), in a fixed order: metrics, tracing, budget, per-target limits."""
+        gates: list[TargetGate] = []
+        observers: list[AttemptObserver] = [self.metrics.observe_attempt]
+        if self.tracing is not None:
+            observers.append(self.tracing.observe_attempt)
+        if self.budget is not None and self.config.budgets.providers:
+            gates.append(self.budget.gate)
+            observers.append(self.budget.observe)
+        if self.target_limits is not None:
+            gates.append(self.target_limits.gate)
+            observers.append(self.target_limits.observe)
+        return gates, observers
 
     def authenticate(self, headers: Any) -> Any:
         """The caller's KeyConfig (401 if keys are configured and none matches), else None."""

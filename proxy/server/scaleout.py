@@ -5,9 +5,10 @@ into a Gateway, so proxy/server/gateway.py only asks for stores and never branch
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from proxy.engine.breakers import OPEN
+from policies.budget import Budget, period_label
+from proxy.engine.breakers import OPEN, Breakers
 from proxy.config.types import GatewayConfig
 from proxy.core.exchange import Attempt, Exchange
 from proxy.state.stores_redis import (
@@ -19,9 +20,6 @@ from proxy.state.stores_redis import (
     SharedStatsStore,
 )
 
-if TYPE_CHECKING:
-    from proxy.server.gateway import Gateway
-
 log = logging.getLogger("gatewise.state")
 
 
@@ -31,7 +29,7 @@ class SharedState:
         self.config = config
         self.redis = RedisState(state.url, state.prefix, state.instances)
         self.budgets: RedisBudgetStore | None = None
-        self.gateway: Gateway | None = None
+        self.budget: Budget | None = None
 
     # --- stores ------------------------------------------------------------------------
 
@@ -62,35 +60,35 @@ class SharedState:
 
         return PostgresLedger(dsn, stale_after=self.config.timeouts.total + 60)
 
-    # --- the gateway ---------------------------------------------------------------------
-
-    def attach(self, gateway: Gateway) -> None:
-        """Shared cool-downs in the dispatcher; budget rebuilds; provider budget refresh."""
-        self.gateway = gateway
-        dispatcher = gateway.dispatcher
+    def stats_store(self) -> SharedStatsStore:
+        """Target statistics whose cool-downs every instance sees."""
         labels = [t.label for m in self.config.models.values() for t in m.targets]
         stats = SharedStatsStore(self.redis, labels)
-        dispatcher.stats = stats
-        dispatcher.router.view.stats = stats
-        dispatcher.observers.append(self._share_open_breaker)
         self.redis.on_tick.append(stats.poll)
-        if gateway.budget is not None:
-            self.redis.on_empty.append(gateway.budget.reseed)
+        return stats
+
+    def bind(self, stats: SharedStatsStore, budget: Budget | None) -> None:
+        """Budget rebuilds when Redis comes back empty; provider budget refresh."""
+        self.budget = budget
+        if budget is not None:
+            self.redis.on_empty.append(budget.reseed)
             if self.config.budgets.providers:
                 self.redis.on_tick.append(self._refresh_provider_budgets)
 
-    def _share_open_breaker(self, ex: Exchange, attempt: Attempt) -> None:
-        dispatcher = self.gateway.dispatcher
-        label = attempt.target.label
-        if attempt.error_class is not None and dispatcher.breakers.state(label) == OPEN:
-            wait = dispatcher.breakers.get(label).retry_in()
-            if wait > 0 and dispatcher.stats.cooling(label) < wait:
-                dispatcher.stats.cool_down(label, wait)
+    def open_breaker_observer(self, breakers: Breakers, stats: SharedStatsStore) -> Any:
+        """An attempt observer: a breaker that opens here cools the target down on
+        every instance for as long as the breaker stays open."""
+        def share_open_breaker(ex: Exchange, attempt: Attempt) -> None:
+            label = attempt.target.label
+            if attempt.error_class is not None and breakers.state(label) == OPEN:
+                wait = breakers.get(label).retry_in()
+                if wait > 0 and stats.cooling(label) < wait:
+                    stats.cool_down(label, wait)
+
+        return share_open_breaker
 
     async def _refresh_provider_budgets(self) -> None:
-        from policies.budget import period_label
-
-        budget = self.gateway.budget
+        budget = self.budget
         now = budget.now()
         await self.budgets.refresh(f"provider:{name}:{period_label(b.per, now)}"
                                    for name, b in self.config.budgets.providers.items())

@@ -25,8 +25,8 @@ from collections.abc import Iterable
 
 from redis.exceptions import RedisError
 
-from policies.cache import CachedAnswer
 from proxy.core.errors import GatewayError
+from proxy.state.cache_store import CachedAnswer
 from proxy.state.redis_client import RedisState, pool_busy
 from proxy.state.stores import MemoryCounterStore, MemoryRateStore, Window
 from proxy.state.target_stats import MemoryStatsStore
