@@ -25,6 +25,7 @@ from policies.cache_replay import (
 from proxy.config.telemetry import CacheConfig
 from proxy.core.exchange import Exchange
 from proxy.core.pipeline import CallNext
+from proxy.core.sse import SSE_HEADERS
 from proxy.core.usage import Usage
 from proxy.state.cache_store import CachedAnswer, CacheStore, MemoryCacheStore
 
@@ -34,8 +35,6 @@ HEADER = "x-gatewise-cache"
 IGNORED_FIELDS = frozenset({"stream", "stream_options", "user", "metadata", "store",
                             "safety_identifier", "prompt_cache_key",
                             "prompt_cache_retention"})
-_SSE_HEADERS = {"content-type": "text/event-stream; charset=utf-8",
-                "cache-control": "no-cache", "x-accel-buffering": "no"}
 
 
 def cache_key(ex: Exchange, scope: str) -> str:
@@ -129,7 +128,7 @@ class ResponseCache:
         options = ex.body.get("stream_options")
         include_usage = isinstance(options, dict) and bool(options.get("include_usage"))
         chunks = stream_chunks(completion, include_usage)
-        response = web.StreamResponse(status=200, headers={**_SSE_HEADERS,
+        response = web.StreamResponse(status=200, headers={**SSE_HEADERS,
                                                            **ex.gateway_headers()})
         await response.prepare(ex.http)
         ex.response = response

@@ -11,7 +11,8 @@ from typing import Any
 
 import orjson
 
-_DONE = b"data: [DONE]\n\n"
+from proxy.core.sse import DONE, encode_frames
+
 _TEXT_FIELDS = ("content", "refusal", "reasoning_content")
 
 
@@ -179,4 +180,4 @@ def stream_chunks(completion: dict[str, Any], include_usage: bool) -> list[bytes
 
 
 def sse_body(chunks: list[bytes]) -> bytes:
-    return b"".join(b"data: " + chunk + b"\n\n" for chunk in chunks) + _DONE
+    return encode_frames(chunks) + DONE

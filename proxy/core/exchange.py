@@ -16,6 +16,7 @@ if TYPE_CHECKING:
 
     from proxy.config.types import ModelConfig, TargetConfig
     from proxy.core.errors import ErrorClass, GatewayError
+    from proxy.core.sse import Egress
     from proxy.core.usage import Usage
 
 
@@ -58,6 +59,8 @@ class Exchange:
     extra_headers: dict[str, str] | None = None
     # Wraps the attempt's translator (legacy completions, functions, embeddings: translators/legacy.py).
     adapter: "Callable[[Any], Any] | None" = None
+    # The client's stream wire format when it is not OpenAI chat (proxy/core/sse.py).
+    egress: "Egress | None" = None
 
     def add_stream_tap(self, tap: Callable[[list[bytes]], None]) -> None:
         """Add a stream tap, chaining with any already set (cache and tracing both tap)."""

@@ -33,15 +33,15 @@ from proxy.config.types import Timeouts
 from proxy.core.errors import GatewayError, UpstreamError
 from proxy.core.exchange import Attempt, Exchange
 from proxy.core.pricing import cost, estimate
-from proxy.engine.relay import encode_frames, error_frame, relay_json, relay_stream
+from proxy.engine.relay import relay_json, relay_stream
 from proxy.state.target_stats import MemoryStatsStore
 
 if TYPE_CHECKING:
     from proxy.config.types import ModelConfig, ProviderConfig, TargetConfig
     from translators.base import Translator
 
-__all__ = ["AttemptObserver", "Dispatcher", "TargetGate", "encode_frames", "error_frame",
-           "no_target_room", "provider_disabled"]
+__all__ = ["AttemptObserver", "Dispatcher", "TargetGate", "no_target_room",
+           "provider_disabled"]
 
 attempt_log = logging.getLogger("gatewise.attempt")
 

@@ -25,25 +25,15 @@ from proxy.core.errors import (
 )
 from proxy.core.exchange import Attempt, Exchange
 from proxy.core.framing import new_framer
+from proxy.core.sse import DONE as _DONE
+from proxy.core.sse import SSE_HEADERS as _SSE_HEADERS
+from proxy.core.sse import encode_frames, error_frame
 
 log = logging.getLogger("gatewise")
 
 if TYPE_CHECKING:
     from proxy.config.types import ProviderConfig
     from translators.base import Translator
-
-_DONE = b"data: [DONE]\n\n"
-_SSE_HEADERS = {"content-type": "text/event-stream; charset=utf-8",
-                "cache-control": "no-cache", "x-accel-buffering": "no"}
-
-
-def encode_frames(chunks: Iterable[bytes]) -> bytes:
-    return b"".join(b"data: " + chunk + b"\n\n" for chunk in chunks)
-
-
-def error_frame(error: GatewayError) -> bytes:
-    return b"data: " + orjson.dumps({"error": error.payload()}) + b"\n\n"
-
 
 async def relay_json(ex: Exchange, attempt: Attempt, translator: "Translator", transport: Any,
                      request: Any, provider: "ProviderConfig", deadline: float) -> None:
@@ -85,6 +75,8 @@ async def relay_stream(ex: Exchange, attempt: Attempt, translator: "Translator",
     state = translator.state
     pending: list[bytes] = []
     client: web.StreamResponse | None = None
+    egress = ex.egress  # the client's wire format; None: OpenAI chat as is
+    encode = egress.frames if egress is not None else encode_frames
     # Pre-commit the deadline is the first token; afterwards it slides with
     # each read (lazily, at most every `step` seconds, never firing early).
     idle = timeouts.idle
@@ -96,7 +88,8 @@ async def relay_stream(ex: Exchange, attempt: Attempt, translator: "Translator",
                 attempt.status = resp.status
                 if resp.status >= 400:
                     raise translator.error(resp.status, resp.headers, await resp.read())
-                passthrough = translator.passthrough if translator.framing == "sse" else None
+                passthrough = translator.passthrough \
+                    if translator.framing == "sse" and egress is None else None
                 async for raw in resp.iter_chunks():
                     block = framer.split_complete(raw) if passthrough is not None \
                         and ex.stream_tap is None else None
@@ -117,7 +110,7 @@ async def relay_stream(ex: Exchange, attempt: Attempt, translator: "Translator",
                             if not (state.has_content or state.complete):
                                 continue
                             client = await _commit(ex, attempt)
-                            prefix = encode_frames(pending)
+                            prefix = encode(pending)
                         fast, used = passthrough(block[head:])
                         rest = framer.parse_complete(block[head + used:])
                         try:
@@ -126,9 +119,9 @@ async def relay_stream(ex: Exchange, attempt: Attempt, translator: "Translator",
                             if prefix or fast:  # what came before the error goes first
                                 await client.write(prefix + fast)
                             raise
-                        data = prefix + fast + encode_frames(out) if out else prefix + fast
+                        data = prefix + fast + encode(out) if out else prefix + fast
                         if state.complete:
-                            await client.write(data + _DONE)
+                            await client.write(data + _done(ex))
                             await resp.finish()
                             return
                         if data:
@@ -149,11 +142,11 @@ async def relay_stream(ex: Exchange, attempt: Attempt, translator: "Translator",
                     if ex.stream_tap is not None and out:
                         ex.stream_tap(out)
                     if state.complete:
-                        await client.write(encode_frames(out) + _DONE)
+                        await client.write(encode(out) + _done(ex))
                         await resp.finish()
                         return
                     if out:
-                        await client.write(encode_frames(out))
+                        await client.write(encode(out))
                     now = loop.time()
                     if now >= next_slide:
                         deadline.reschedule(now + idle + step)
@@ -168,7 +161,7 @@ async def relay_stream(ex: Exchange, attempt: Attempt, translator: "Translator",
                     out = pending + out
                 if ex.stream_tap is not None and out:
                     ex.stream_tap(out)
-                await client.write(encode_frames(out) + _DONE)
+                await client.write(encode(out) + _done(ex))
     except TimeoutError:
         phase = "first token" if client is None else "idle stream"
         seconds = round(first_token, 3) if client is None else idle
@@ -189,7 +182,7 @@ async def relay_stream(ex: Exchange, attempt: Attempt, translator: "Translator",
             if ex.stream_tap is not None:
                 ex.stream_tap(partial)
             try:
-                await client.write(encode_frames(partial))
+                await client.write(encode(partial))
             except ConnectionResetError:
                 pass
         await _fail_stream(ex, attempt, translator, client, err)
@@ -212,9 +205,17 @@ async def relay_stream(ex: Exchange, attempt: Attempt, translator: "Translator",
         if ex.usage is None:
             ex.usage = translator.partial_usage()
         try:
-            await client.write(error_frame(ex.error))
+            await client.write(_error_bytes(ex, ex.error))
         except ConnectionResetError:
             pass
+
+
+def _done(ex: Exchange) -> bytes:
+    return _DONE if ex.egress is None else ex.egress.done(ex.usage)
+
+
+def _error_bytes(ex: Exchange, err: GatewayError) -> bytes:
+    return error_frame(err) if ex.egress is None else ex.egress.error(err)
 
 
 def _translate(translator: "Translator", events: list, ex: Exchange) -> list[bytes]:
@@ -251,6 +252,6 @@ async def _fail_stream(ex: Exchange, attempt: Attempt, translator: "Translator",
     if ex.usage is None:
         ex.usage = translator.partial_usage()
     try:
-        await client.write(error_frame(err))
+        await client.write(_error_bytes(ex, err))
     except ConnectionResetError:
         pass
