@@ -37,7 +37,6 @@ class AccessLog:
         error = ex.error
         usage = ex.usage
         now = time.perf_counter_ns()
-        extra = ex.extra
         fields = {
             "request_id": ex.request_id,
             "key_name": ex.key_name,
@@ -53,8 +52,8 @@ class AccessLog:
             "prompt_tokens": usage.prompt_tokens if usage else None,
             "completion_tokens": usage.completion_tokens if usage else None,
             "cost_usd": ex.cost,  # streams: the only place besides the ledger that has it
-            "cache": extra.get("cache") if extra else None,
-            "cost_saved_usd": extra.get("cost_saved") if extra else None,
+            "cache": ex.cache_status,
+            "cost_saved_usd": ex.cost_saved,
             "latency_ms": round((now - ex.started_ns) / 1e6, 3),
             "overhead_ms": round(ex.overhead_ms(now), 3),
         }

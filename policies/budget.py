@@ -20,10 +20,10 @@ from collections.abc import Awaitable, Callable
 from proxy.config.policies import BudgetConfig
 from proxy.config.types import GatewayConfig, TargetConfig
 from proxy.core.errors import GatewayError, UpstreamError
-from proxy.core.exchange import Attempt, Exchange
+from proxy.core.exchange import Attempt, BudgetBlock, Exchange, ProviderHold
 from proxy.state.ledger import LedgerStore, Outcome, Pending, SpendRow, period_start
 from proxy.core.pipeline import CallNext
-from proxy.core.pricing import cost, estimate, is_free, max_cost
+from proxy.core.pricing import is_free, max_cost
 from proxy.state.stores import BudgetStore, Clock, MemoryBudgetStore, wall_clock
 
 log = logging.getLogger("gatewise.budget")
@@ -145,7 +145,7 @@ class Budget:
         targets = ex.model.targets
         if ex.routing_hint == "free_only":
             targets = tuple(t for t in targets if is_free(t)) or targets
-        reserved = max_cost(estimate(ex), targets)
+        reserved = max_cost(ex.estimated(), targets)
         rid = new_id()  # the reservation's id: its settlement counts once
         if scopes:
             blocked = (await self.store.reserve_async(pairs, reserved, rid)) if self.remote \
@@ -174,26 +174,27 @@ class Budget:
     def _settle(self, ex: Exchange, scopes: list[str], row: Pending, began: bool) -> None:
         """Synchronous on purpose: runs to the end even while the task is being cancelled."""
         target = ex.target or (ex.attempts[-1].target if ex.attempts else None)
-        cache_hit = bool(ex.extra.get("cache_hit"))
+        cache_hit = ex.cache_hit
         estimated = False
         if cache_hit:
             actual = 0.0
         elif ex.usage is not None:
-            actual = cost(ex.usage, target)
+            # priced once, by the dispatcher, at the serving target's price
+            actual = ex.cost if ex.cost is not None else 0.0
             estimated = ex.usage.estimated
         elif ex.response is not None and target is not None:
             # A stream was cut short and its translator could not say what it used:
             # bill the most it could have cost rather than nothing.
-            actual, estimated = max_cost(estimate(ex), [target]), True
+            actual, estimated = max_cost(ex.estimated(), [target]), True
         else:
             actual = 0.0  # nothing reached an upstream, or it answered with an error
         ex.cost = actual
         self.store.settle(scopes, row.reserved, actual, rid=row.id)
-        hold = ex.extra.pop("provider_hold", None)
+        hold, ex.provider_hold = ex.provider_hold, None
         if hold is not None:
-            scope, amount, held_target, hid = hold
-            self.store.settle([scope], amount, actual if held_target is target else 0.0, rid=hid)
-            scopes = scopes + [scope]
+            self.store.settle([hold.scope], hold.amount,
+                              actual if hold.target is target else 0.0, rid=hold.hold_id)
+            scopes = scopes + [hold.scope]
         self._check_thresholds(scopes)
         if began:
             self._finish_row(ex, row, target, actual, estimated, cache_hit)
@@ -228,35 +229,35 @@ class Budget:
         budget = self.budgets.providers.get(target.provider)
         if budget is None:
             return None
-        stale = ex.extra.pop("provider_hold", None)
+        stale, ex.provider_hold = ex.provider_hold, None
         if stale is not None:  # an earlier target's hold that no attempt used
-            self.store.settle([stale[0]], stale[1], 0.0, rid=stale[3])
+            self.store.settle([stale.scope], stale.amount, 0.0, rid=stale.hold_id)
         now = self.now()
         scope = f"provider:{target.provider}:{period_label(budget.per, now)}"
-        amount = max_cost(estimate(ex), [target])
+        amount = max_cost(ex.estimated(), [target])
         hid = new_id()
         if self.store.reserve([(scope, budget.usd)], amount, rid=hid) is not None:
-            ex.extra["budget_blocked"] = (target.provider, budget, scope)
+            ex.budget_blocked = BudgetBlock(target.provider, budget, scope)
             end = period_end(budget.per, now)
             return 3600.0 if end is None else max(1.0, end - now)
-        ex.extra["provider_hold"] = (scope, amount, target, hid)
+        ex.provider_hold = ProviderHold(scope, amount, target, hid)
         return None
 
     def observe(self, ex: Exchange, attempt: Attempt) -> None:
         """A failed attempt that billed nothing gives its provider hold back at once."""
-        hold = ex.extra.get("provider_hold")
-        if hold is None or hold[2] is not attempt.target:
+        hold = ex.provider_hold
+        if hold is None or hold.target is not attempt.target:
             return
         if attempt.error_class is not None and ex.target is not attempt.target:
-            ex.extra.pop("provider_hold")
-            self.store.settle([hold[0]], hold[1], 0.0, rid=hold[3])
+            ex.provider_hold = None
+            self.store.settle([hold.scope], hold.amount, 0.0, rid=hold.hold_id)
 
     def as_budget_error(self, ex: Exchange, err: GatewayError) -> GatewayError:
         """Every target was skipped and a provider budget was why: say so."""
-        blocked = ex.extra.get("budget_blocked")
+        blocked = ex.budget_blocked
         if blocked is None or err.code != "upstream_rate_limit" or isinstance(err, UpstreamError):
             return err
-        provider, budget, scope = blocked
+        provider, budget, scope = blocked.provider, blocked.budget, blocked.scope
         spent, held = self.store.used(scope)
         return budget_exceeded(f"provider '{provider}'", budget, spent + held)
 

@@ -5,7 +5,7 @@ model). The key hashes everything that changes the answer; the scope (per
 client key by default) is part of it, so tenants never see each other's
 answers. Only complete successes are stored: never errors, never a stream that
 ended early. A hit is answered in the form the client asked for, costs 0 and
-records what it saved (`ex.extra["cache_hit"]`, `ex.extra["cost_saved"]`).
+records what it saved (`ex.cache_status`, `ex.cost_saved`).
 """
 
 from __future__ import annotations
@@ -69,7 +69,8 @@ class ResponseCache:
     async def __call__(self, ex: Exchange, call_next: CallNext) -> None:
         # Adapted requests (legacy completions, functions, embeddings) answer in other
         # shapes than the chat completion an entry holds: never stored, never replayed.
-        if ex.adapter is not None or not self._config.for_model(ex.model.name):
+        if ex.adapter is not None or ex.egress is not None \
+                or not self._config.for_model(ex.model.name):
             await call_next(ex)
             return
         lookup, store = cache_control(ex.http.headers.get("cache-control"))
@@ -79,7 +80,7 @@ class ResponseCache:
             if entry is not None:
                 await self._replay(ex, entry)
                 return
-        ex.extra["cache"] = "MISS"
+        ex.cache_status = "MISS"
         _set_header(ex, "MISS")
         if not store:
             await call_next(ex)
@@ -116,10 +117,8 @@ class ResponseCache:
         usage = Usage.from_openai(completion.get("usage"))
         ex.usage = usage
         ex.cost = 0.0
-        ex.extra["cache"] = "HIT"
-        ex.extra["cache_hit"] = True
-        ex.extra["cache_target"] = entry.target
-        ex.extra["cost_saved"] = self._saved(ex, entry.target, usage)
+        ex.cache_status = "HIT"
+        ex.cost_saved = self._saved(ex, entry.target, usage)
         _set_header(ex, "HIT")
         ex.status = 200
         if not ex.stream:

@@ -201,19 +201,17 @@ class Metrics:
         self.duration.observe(("chat", model, error), (now - ex.started_ns) / 1e9)
         self.overhead.observe((model,), max(0, now - ex.started_ns - ex.upstream_ns) / 1e9)
         usage = ex.usage
-        extra = ex.extra
-        if usage is not None and not (extra and extra.get("cache_hit")):
+        cache = ex.cache_status
+        if usage is not None and cache != "HIT":
             self.tokens.observe(("chat", model, "input"), usage.prompt_tokens)
             self.tokens.observe(("chat", model, "output"), usage.completion_tokens)
         if ex.cost:
             self.cost.inc((model, target), ex.cost)
-        if extra:
-            result = extra.get("cache")
-            if result is not None:
-                self.cache.inc((model, "hit" if result == "HIT" else "miss"))
-                saved = extra.get("cost_saved")
-                if saved:
-                    self.saved.inc((model,), saved)
+        if cache is not None:
+            self.cache.inc((model, "hit" if cache == "HIT" else "miss"))
+            saved = ex.cost_saved
+            if saved:
+                self.saved.inc((model,), saved)
         if status == 429 and error in REJECTIONS:
             self.rejections.inc((model, REJECTIONS[error]))
 

@@ -17,7 +17,6 @@ from proxy.config.types import TargetConfig
 from proxy.core.errors import GatewayError
 from proxy.core.exchange import Attempt, Exchange
 from proxy.core.pipeline import CallNext
-from proxy.core.pricing import estimate
 from proxy.state.stores import (
     CounterStore,
     MemoryCounterStore,
@@ -88,7 +87,7 @@ class ClientRateLimit:
             return
         name = key.name
         rpm_name, tpm_name, cc_name = self._names_of(name)
-        tokens = estimate(ex).tokens(ex.model) if key.tpm else 0
+        tokens = ex.estimated().tokens(ex.model) if key.tpm else 0
         req_window = tok_window = None
         if key.tpm and tokens > key.tpm:
             raise rate_limited(
@@ -142,8 +141,7 @@ class ClientRateLimit:
                 await call_next(ex)
             finally:
                 if key.tpm:
-                    used = 0 if ex.usage is None or ex.extra.get("cache_hit") \
-                        else ex.usage.total_tokens
+                    used = 0 if ex.usage is None or ex.cache_hit else ex.usage.total_tokens
                     self.rates.adjust(tpm_name, key.tpm, used - tokens)
         finally:
             if key.max_concurrent:
@@ -189,7 +187,7 @@ class TargetRateLimit:
         rpm_name, tpm_name = self._names_of(label)
         tokens = 0
         if target.tpm:
-            est = estimate(ex)
+            est = ex.estimated()
             tokens = est.prompt_tokens + est.output_for(target)
             if tokens > target.tpm:
                 return 60.0  # never fits this target: let routing move on
@@ -203,9 +201,9 @@ class TargetRateLimit:
                 if target.rpm:
                     self.rates.adjust_local(rpm_name, target.rpm, -1)
                 return window.retry_after_s
-            taken = ex.extra.get("target_tokens")
+            taken = ex.target_tokens
             if taken is None:
-                taken = ex.extra["target_tokens"] = {}
+                taken = ex.target_tokens = {}
             taken[label] = tokens
         return None
 
@@ -214,7 +212,7 @@ class TargetRateLimit:
         target = attempt.target
         if not target.tpm:
             return
-        tokens = ex.extra.get("target_tokens")
+        tokens = ex.target_tokens
         if not tokens:
             return
         label = target.label

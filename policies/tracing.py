@@ -60,7 +60,7 @@ class _PresetIds(RandomIdGenerator):
 
 
 class _RequestTrace:
-    """Per-request tracing state (in `ex.extra["trace"]`)."""
+    """Per-request tracing state (in `ex.trace`)."""
 
     __slots__ = (
         "capture",
@@ -157,11 +157,10 @@ class Tracing:
                                       start_time=self._epoch(ex.started_ns))
         state = _RequestTrace(span, self._capture)
         state.next_span_id = self._ids.generate_span_id()
-        ex.extra["trace"] = state
-        ex.extra["traceparent"] = state.traceparent()
+        ex.trace = state
         if ex.stream:
             ex.add_stream_tap(state.tap)
-        token = OUTBOUND_TRACEPARENT.set(ex.extra["traceparent"])
+        token = OUTBOUND_TRACEPARENT.set(state.traceparent())
         status, error = 0, None
         try:
             await call_next(ex)
@@ -205,11 +204,11 @@ class Tracing:
             attrs["gen_ai.usage.output_tokens"] = usage.completion_tokens
         if ex.cost is not None:
             attrs["gatewise.cost_usd"] = float(ex.cost)
-        cache = ex.extra.get("cache")
+        cache = ex.cache_status
         if cache is not None:
             attrs["gatewise.cache"] = cache.lower()
-            if ex.extra.get("cost_saved") is not None:
-                attrs["gatewise.cost_saved_usd"] = float(ex.extra["cost_saved"])
+            if ex.cost_saved is not None:
+                attrs["gatewise.cost_saved_usd"] = float(ex.cost_saved)
         if ex.key_name:
             attrs["gatewise.key_name"] = ex.key_name
         if error is not None:
@@ -238,7 +237,7 @@ class Tracing:
     def observe_attempt(self, ex: Exchange, attempt: Attempt) -> None:
         """Dispatcher observer: record the attempt's span under the id its upstream
         saw, then pick the id for the next attempt."""
-        state = ex.extra.get("trace")
+        state = ex.trace
         if state is None:
             return
         target = attempt.target
@@ -265,9 +264,7 @@ class Tracing:
             span.set_status(Status(StatusCode.ERROR, attempt.error_class.value))
         span.end(end_time=self._epoch(attempt.ended_ns or time.perf_counter_ns()))
         state.next_span_id = self._ids.generate_span_id()
-        traceparent = state.traceparent()
-        ex.extra["traceparent"] = traceparent
-        OUTBOUND_TRACEPARENT.set(traceparent)
+        OUTBOUND_TRACEPARENT.set(state.traceparent())
 
 
 def _index(attempts: list[Attempt], attempt: Attempt) -> int:

@@ -11,6 +11,8 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable
 
+from proxy.core.pricing import Estimate, estimate_body
+
 if TYPE_CHECKING:
     from aiohttp import web
 
@@ -28,6 +30,25 @@ class Attempt:
     status: int | None = None
     error_class: "ErrorClass | None" = None
     first_token_ns: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ProviderHold:
+    """Money held on a provider budget for the target about to be tried."""
+
+    scope: str
+    amount: float
+    target: "TargetConfig"
+    hold_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class BudgetBlock:
+    """The provider budget that kept a target from being tried."""
+
+    provider: str
+    budget: Any  # proxy.config.policies.BudgetConfig
+    scope: str
 
 
 @dataclass(slots=True)
@@ -51,7 +72,14 @@ class Exchange:
     error: "GatewayError | None" = None
     response_body: bytes | None = None  # a non-streaming answer
     response: "web.StreamResponse | None" = None  # a stream already sent
-    extra: dict[str, Any] = field(default_factory=dict)  # per-policy scratch space
+    # What the policies tell each other, typed (each written by one owner):
+    estimate: Estimate | None = None  # the request's size and output cap (see estimated())
+    cache_status: str | None = None  # "HIT" or "MISS" when the cache policy looked (cache)
+    cost_saved: float | None = None  # what a cache hit would have cost (cache)
+    target_tokens: dict[str, int] | None = None  # tokens taken per target's tpm (ratelimit)
+    provider_hold: "ProviderHold | None" = None  # a provider budget's hold (budget gate)
+    budget_blocked: "BudgetBlock | None" = None  # the provider budget that refused (budget)
+    trace: Any = None  # the tracing policy's per-request state
     # Called with each batch of OpenAI chunk JSON bytes as it is written to the
     # client (e.g. the cache assembling a streamed answer); None costs nothing.
     stream_tap: Callable[[list[bytes]], None] | None = None
@@ -61,6 +89,17 @@ class Exchange:
     adapter: "Callable[[Any], Any] | None" = None
     # The client's stream wire format when it is not OpenAI chat (proxy/core/sse.py).
     egress: "Egress | None" = None
+
+    def estimated(self) -> Estimate:
+        """The request's prompt size and output cap, estimated once and kept."""
+        cached = self.estimate
+        if cached is None:
+            cached = self.estimate = estimate_body(self.body)
+        return cached
+
+    @property
+    def cache_hit(self) -> bool:
+        return self.cache_status == "HIT"
 
     def add_stream_tap(self, tap: Callable[[list[bytes]], None]) -> None:
         """Add a stream tap, chaining with any already set (cache and tracing both tap)."""

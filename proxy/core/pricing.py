@@ -2,7 +2,7 @@
 
 Prices live in the model table (proxy/config/catalog.py, overridable per target);
 this module only estimates tokens and applies `ModelInfo.cost`. The estimate
-is computed once per exchange and cached in `ex.extra`.
+is computed once per exchange and kept in `ex.estimate`.
 """
 
 from __future__ import annotations
@@ -12,7 +12,6 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from proxy.config.types import ModelConfig, TargetConfig
-    from proxy.core.exchange import Exchange
     from proxy.core.usage import Usage
 
 DEFAULT_MAX_OUTPUT = 4096  # when neither the request nor the model table bounds the output
@@ -54,14 +53,6 @@ def _chars(content: Any) -> tuple[int, int]:
                 elif kind == "input_audio":
                     chars += len(str(part.get("input_audio", {}).get("data", ""))) // 8
     return chars, images
-
-
-def estimate(ex: Exchange) -> Estimate:
-    """`estimate_body` of the exchange's request, computed once and kept in `ex.extra`."""
-    cached = ex.extra.get("estimate")
-    if cached is None:
-        cached = ex.extra["estimate"] = estimate_body(ex.body)
-    return cached
 
 
 def estimate_body(body: dict[str, Any]) -> Estimate:

@@ -32,7 +32,7 @@ from proxy.config.routing import RoutingConfig
 from proxy.config.types import Timeouts
 from proxy.core.errors import GatewayError, UpstreamError
 from proxy.core.exchange import Attempt, Exchange
-from proxy.core.pricing import cost, estimate
+from proxy.core.pricing import cost
 from proxy.engine.relay import relay_json, relay_stream
 from proxy.state.target_stats import MemoryStatsStore
 
@@ -161,7 +161,7 @@ class Dispatcher:
         alone = len(chain) == 1 and len(ex.model.targets) == 1 \
             and not ex.model.context_window_fallbacks
         needs = request_needs(ex.body, sized=False) if alone else \
-            request_needs(ex.body, estimate(ex).prompt_tokens)
+            request_needs(ex.body, ex.estimated().prompt_tokens)
         skips = _Skips()
 
         def order(model: "ModelConfig", plan: RequestPlan) -> list["TargetConfig"]:

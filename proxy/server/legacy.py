@@ -64,7 +64,7 @@ async def _serve(request: web.Request, body: dict[str, Any], stream: bool, adapt
     ex = Exchange(request_id=request[REQUEST_ID], http=request, body=body, model=model,
                   stream=stream, key=key, key_name=key.name if key is not None else None,
                   adapter=adapter)
-    ex.extra["estimate"] = estimate
+    ex.estimate = estimate
     await gateway.pipeline(ex)
     if ex.response is not None:
         return ex.response
