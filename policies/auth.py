@@ -13,7 +13,6 @@ from __future__ import annotations
 import hashlib
 import hmac
 from collections.abc import Iterable, Mapping
-from fnmatch import fnmatchcase
 
 from proxy.config.policies import KeyConfig
 from proxy.core.errors import GatewayError

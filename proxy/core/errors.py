@@ -88,6 +88,9 @@ class UpstreamError(GatewayError):
         self.error_class = error_class
         self.retry_after = retry_after
         self.upstream_status = upstream_status
+        #: chunks translated from the same upstream read before this error (a stream
+        #: relay writes them first, so reads split anywhere give the same bytes)
+        self.partial: list[bytes] | None = None
 
 
 def _retry_after_header(seconds: float) -> str:

@@ -5,7 +5,7 @@ capable targets in its strategy's order (proxy/engine/routing.py), then its
 fallback models. Before each attempt: the provider must be enabled, every
 gate must let the target in (per-target limits), its circuit breaker must
 admit it, and the retry budget must allow a retry. A stream is held back until
-its first content chunk (proxy/engine/relay.py), so a failure before that still
+its first content chunk (proxy/engine/stream_relay.py), so a failure before that still
 falls back and the client sees one clean stream.
 """
 
@@ -33,7 +33,8 @@ from proxy.config.types import Timeouts
 from proxy.core.errors import GatewayError, UpstreamError
 from proxy.core.exchange import Attempt, Exchange
 from proxy.core.pricing import cost
-from proxy.engine.relay import relay_json, relay_stream
+from proxy.engine.relay import relay_json
+from proxy.engine.stream_relay import StreamRelay
 from proxy.state.target_stats import MemoryStatsStore
 
 if TYPE_CHECKING:
@@ -280,8 +281,8 @@ class Dispatcher:
         try:
             if ex.stream:
                 first_token = min(provider.timeouts.first_token, budget)
-                await relay_stream(ex, attempt, translator, transport, request, provider,
-                                   first_token)
+                await StreamRelay(ex, attempt, translator, provider).run(
+                    transport, request, first_token)
             else:
                 await relay_json(ex, attempt, translator, transport, request, provider, budget)
             settled = True
