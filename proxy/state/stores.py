@@ -40,9 +40,11 @@ class RateStore(Protocol):
 
 
 class _Bucket:
-    """A leaky bucket with aiolimiter's exact arithmetic (level drips out at
-    `max_rate / period` per second of loop time), minus its waiter machinery:
-    callers here never wait, so the bookkeeping is a few float operations."""
+    """A leaky bucket: the level drips out at `max_rate / period` per second of
+    loop time. Callers never wait, so the bookkeeping is a few float operations;
+    unlike a waiting limiter (aiolimiter) it can give back what an estimate took
+    (`adjust`) and report its window for the `x-ratelimit-*` headers (`peek`),
+    with the same arithmetic as the Redis script."""
 
     __slots__ = ("_last_check", "_level", "_rate_per_sec", "max_rate")
 
@@ -61,8 +63,8 @@ class _Bucket:
 
 
 class MemoryRateStore:
-    """Leaky buckets (aiolimiter's semantics), one per name, on the running loop's
-    clock; never waits: a caller over its limit is answered at once, not queued."""
+    """Leaky buckets, one per name, on the running loop's clock; never waits: a
+    caller over its limit is answered at once, not queued."""
 
     def __init__(self, period: float = 60.0) -> None:
         self._period = period
@@ -71,7 +73,7 @@ class MemoryRateStore:
 
     def _now(self) -> float:
         loop = self._loop
-        if loop is None or loop.is_closed():  # like aiolimiter: the loop in use, kept
+        if loop is None or loop.is_closed():  # the loop in use, kept
             loop = self._loop = asyncio.get_running_loop()
         return loop.time()
 
