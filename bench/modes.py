@@ -11,20 +11,20 @@ from pathlib import Path
 
 import loadgen
 import procs
-import run
+import common
 from procs import Target
 
 
-def _gatewise(name: str, fmt_config: str, up: run.Upstream, workdir: Path) -> Target:
-    return procs.start_gatewise(name, run.BENCH / "configs" / fmt_config,
-                                run.gateway_env(up, workdir), run.PROXY_CPU, workdir)
+def _gatewise(name: str, fmt_config: str, up: common.Upstream, workdir: Path) -> Target:
+    return procs.start_gatewise(name, common.BENCH / "configs" / fmt_config,
+                                common.gateway_env(up, workdir), common.PROXY_CPU, workdir)
 
 
 def soak(args) -> dict:
     """gatewise-full (or -minimal while full is refused) under steady mixed load."""
     seconds = int(os.environ.get("SOAK_SECONDS", args.soak_seconds))
     workdir = Path(tempfile.mkdtemp(prefix="gatewise-soak-"))
-    up = run.Upstream(workdir)
+    up = common.Upstream(workdir)
     target = _gatewise("gatewise-full", "full-openai.yaml", up, workdir)
     config = "full-openai.yaml"
     if target.skipped:
@@ -36,7 +36,7 @@ def soak(args) -> dict:
         raise SystemExit(f"soak: gatewise did not start: {target.skipped}")
     bodies = []
     for model, stream in (("bench-json", False), ("bench-sse", True)):
-        req = json.loads((run.BENCH / "bodies" / "request.json").read_text())
+        req = json.loads((common.BENCH / "bodies" / "request.json").read_text())
         req["model"], req["stream"] = model, stream
         path = workdir / f"soak-{model}.json"
         path.write_text(json.dumps(req))
@@ -44,11 +44,11 @@ def soak(args) -> dict:
     conns = 32
     url = target.url + "/v1/chat/completions"
     env = {**os.environ, "BENCH_BODY": str(bodies[0]), "BENCH_BODY2": str(bodies[1]),
-           "BENCH_KEY": run.KEY}
+           "BENCH_KEY": common.KEY}
     warmup = max(10, min(60, seconds // 10))
     samples: list[tuple[float, int]] = []
     try:
-        wrk = subprocess.Popen(["taskset", "-c", run.LOAD_CPU, "wrk", "-t1", f"-c{conns}",
+        wrk = subprocess.Popen(["taskset", "-c", common.LOAD_CPU, "wrk", "-t1", f"-c{conns}",
                                 f"-d{seconds}s", "--timeout", "10s", "-s", str(loadgen.LUA), url],
                                env=env, stdout=subprocess.PIPE, text=True)
         t0 = time.monotonic()
@@ -69,7 +69,7 @@ def soak(args) -> dict:
         up.stop()
     warm = next((kb for t, kb in samples if t >= warmup), samples[-1][1])
     end = samples[-1][1]
-    return {"meta": run.machine(), "target": target.name, "config": config, "seconds": seconds,
+    return {"meta": common.machine(), "target": target.name, "config": config, "seconds": seconds,
             "conns": conns, "warmup_s": warmup, "samples": samples,
             "rss_warm_kb": warm, "rss_end_kb": end, "peak_kb": peak,
             "growth_pct": 100 * (end - warm) / warm,
@@ -79,7 +79,7 @@ def soak(args) -> dict:
 
 def _client(url: str, streams: int, interval_ms: int, target: Target | None) -> dict:
     """Run the stream client on the load core; sample the proxy's RSS while it runs."""
-    cmd = ["taskset", "-c", run.LOAD_CPU, str(procs.VENV_PY), str(run.BENCH / "streamclient.py"),
+    cmd = ["taskset", "-c", common.LOAD_CPU, str(procs.VENV_PY), str(common.BENCH / "streamclient.py"),
            "--url", url, "--streams", str(streams)]
     before = procs.status_kb(target.pid, "VmRSS") if target else None
     cpu0 = procs.cpu_seconds(target.pid) if target else None
@@ -107,7 +107,7 @@ def stream_scale(args) -> dict:
     levels = [50, 200] if args.quick else [100, 1000]
     chunks, interval_ms = (50, 50) if args.quick else (200, 50)
     workdir = Path(tempfile.mkdtemp(prefix="gatewise-scale-"))
-    up = run.Upstream(workdir, chunks=chunks, interval_ms=interval_ms)
+    up = common.Upstream(workdir, chunks=chunks, interval_ms=interval_ms)
     rows, skipped = [], {}
     path = "/slow-openai-sse/v1/chat/completions"
     try:
@@ -118,7 +118,7 @@ def stream_scale(args) -> dict:
                 if name == "direct":
                     url = up.url + path
                 elif name == "floor":
-                    target = procs.start_floor("floor", up.url, run.PROXY_CPU, workdir)
+                    target = procs.start_floor("floor", up.url, common.PROXY_CPU, workdir)
                     url = target.url + path
                 else:
                     target = _gatewise(name, "minimal-openai.yaml", up, workdir)
@@ -143,5 +143,5 @@ def stream_scale(args) -> dict:
                 rows.append(row)
     finally:
         up.stop()
-    return {"meta": run.machine(), "chunks": chunks, "interval_ms": interval_ms, "rows": rows,
+    return {"meta": common.machine(), "chunks": chunks, "interval_ms": interval_ms, "rows": rows,
             "skipped": skipped}

@@ -16,12 +16,12 @@ from pathlib import Path
 
 import loadgen
 import procs
-import run
+import common
 from procs import Target
 
 # BENCH_REDIS_URL overrides it, e.g. "...?max_connections=1000" to lift redis-py's pool cap
 REDIS_URL = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/0")
-CONFIG = run.BENCH / "configs" / "workers-openai.yaml"
+CONFIG = common.BENCH / "configs" / "workers-openai.yaml"
 LEVELS = (32, 128)
 PATH = "/v1/chat/completions"
 # name, state backend, workers, pinned to the proxy core
@@ -99,7 +99,7 @@ def _start(name: str, config: Path, env: dict[str, str], workers: int, pinned: b
     cmd = [str(procs.GATEWISE), "serve", "--config", str(config), "--port", str(port),
            "--workers", str(workers)]
     if pinned:
-        cmd = ["taskset", "-c", run.PROXY_CPU] + cmd
+        cmd = ["taskset", "-c", common.PROXY_CPU] + cmd
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=err.open("wb"))
     try:
         procs.wait_port(port, proc)
@@ -148,12 +148,12 @@ def workers_scale(args) -> dict:
     except Exception as exc:  # noqa: BLE001 - any failure means: no Redis to measure
         redis_reason = f"Redis at {REDIS_URL} unreachable: {exc}"
     body = workdir / "request.json"
-    req = json.loads((run.BENCH / "bodies" / "request.json").read_text())
+    req = json.loads((common.BENCH / "bodies" / "request.json").read_text())
     req["model"] = "bench-json"
     body.write_text(json.dumps(req, separators=(",", ":")))
-    up = run.Upstream(workdir)
+    up = common.Upstream(workdir)
     targets: list[Target] = []
-    result = {"meta": {**run.machine(), "rounds": rounds, "duration_s": seconds,
+    result = {"meta": {**common.machine(), "rounds": rounds, "duration_s": seconds,
                        "levels": levels, "redis_url": REDIS_URL, "prefix": prefix},
               "targets": {}, "levels": {}}
     try:
@@ -161,18 +161,18 @@ def workers_scale(args) -> dict:
             if backend == "redis" and redis_reason:
                 targets.append(Target(name, "", skipped=redis_reason))
                 continue
-            env = {**run.gateway_env(up, workdir), "BENCH_PREFIX": prefix_id, "BENCH_TARGET": name,
+            env = {**common.gateway_env(up, workdir), "BENCH_PREFIX": prefix_id, "BENCH_TARGET": name,
                    "BENCH_REDIS_URL": REDIS_URL}
             env.pop("GATEWISE_WORKER", None)
             targets.append(_start(name, _config_for(backend, workdir), env, workers, pinned,
                                   workdir))
         live = []
         for t in targets:
-            reason = t.skipped or loadgen.sanity(t.url + PATH, body, run.KEY, False, "openai")
+            reason = t.skipped or loadgen.sanity(t.url + PATH, body, common.KEY, False, "openai")
             result["targets"][t.name] = {"skipped": reason}
             if reason is None:
                 live.append(t)
-                loadgen.run_wrk(t.url + PATH, 32, 1, body, run.LOAD_CPU, run.KEY)  # warm-up
+                loadgen.run_wrk(t.url + PATH, 32, 1, body, common.LOAD_CPU, common.KEY)  # warm-up
             print(f"  workers {t.name}: {'ok' if reason is None else 'skipped: ' + reason}",
                   flush=True)
         for conns in levels:
@@ -183,7 +183,7 @@ def workers_scale(args) -> dict:
                         result["targets"][t.name]["skipped"] = f"exited with {t.proc.returncode}"
                         continue
                     cpu0, rcpu0 = _cpu(t.extra["pids"]), _redis_cpu(redis_pid)
-                    r = loadgen.run_wrk(t.url + PATH, conns, seconds, body, run.LOAD_CPU, run.KEY)
+                    r = loadgen.run_wrk(t.url + PATH, conns, seconds, body, common.LOAD_CPU, common.KEY)
                     if r["requests"]:
                         r["cpu_us_per_req"] = (_cpu(t.extra["pids"]) - cpu0) * 1e6 / r["requests"]
                         rcpu1 = _redis_cpu(redis_pid)
@@ -199,7 +199,7 @@ def workers_scale(args) -> dict:
             for name, rs in runs.items():
                 if not rs:
                     continue
-                med = run.summarize(rs)
+                med = common.summarize(rs)
                 med["ok_rps"] = sorted(x["ok_rps"] for x in rs)[len(rs) // 2]
                 med["requests"] = sum(x["requests"] for x in rs)
                 redis_us = [x["redis_cpu_us_per_req"] for x in rs if "redis_cpu_us_per_req" in x]

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import loadgen
 import procs
-import run
+import common
 
 OWN = ("proxy/", "translators/", "policies/")
 
@@ -75,30 +75,30 @@ def main() -> int:
     spy = shutil.which("py-spy") or str(procs.VENV_PY.parent / "py-spy")
     if not Path(spy).exists():
         sys.exit("profile: py-spy is not installed; run: .venv/bin/pip install py-spy")
-    run.require_tools()
+    common.require_tools()
     workdir = Path(tempfile.mkdtemp(prefix="gatewise-profile-"))
-    up = run.Upstream(workdir)
-    target = procs.start_gatewise("gatewise", run.BENCH / "configs" / args.config,
-                                  run.gateway_env(up, workdir), run.PROXY_CPU, workdir)
+    up = common.Upstream(workdir)
+    target = procs.start_gatewise("gatewise", common.BENCH / "configs" / args.config,
+                                  common.gateway_env(up, workdir), common.PROXY_CPU, workdir)
     if target.skipped:
         up.stop()
         sys.exit(f"profile: {target.skipped}")
     body = workdir / "request.json"
-    req = json.loads((run.BENCH / "bodies" / "request.json").read_text())
+    req = json.loads((common.BENCH / "bodies" / "request.json").read_text())
     req["model"], req["stream"] = args.model, args.stream
     body.write_text(json.dumps(req))
     url = target.url + "/v1/chat/completions"
-    run.RESULTS.mkdir(exist_ok=True)
-    raw = run.RESULTS / (f"profile-{Path(args.config).stem}-{args.model}"
+    common.RESULTS.mkdir(exist_ok=True)
+    raw = common.RESULTS / (f"profile-{Path(args.config).stem}-{args.model}"
                          f"{'-stream' if args.stream else ''}-{time.strftime('%Y%m%d-%H%M%S')}.txt")
     try:
-        loadgen.run_wrk(url, args.conns, 2, body, run.LOAD_CPU, run.KEY)  # warm-up
+        loadgen.run_wrk(url, args.conns, 2, body, common.LOAD_CPU, common.KEY)  # warm-up
         spy_proc = subprocess.Popen([spy, "record", "--pid", str(target.pid), "--format", "raw",
                                      "--rate", "250", "--nonblocking", "--function", "--duration",
                                      str(args.seconds), "-o", str(raw)],
                                     stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
         time.sleep(0.5)
-        result = loadgen.run_wrk(url, args.conns, args.seconds, body, run.LOAD_CPU, run.KEY)
+        result = loadgen.run_wrk(url, args.conns, args.seconds, body, common.LOAD_CPU, common.KEY)
         _, err = spy_proc.communicate(timeout=60)
         if not raw.exists():
             sys.exit(f"profile: py-spy wrote nothing: {err[-500:]}")
