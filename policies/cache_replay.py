@@ -11,6 +11,7 @@ from typing import Any
 
 import orjson
 
+from proxy.core.chunks import ChunkEncoder
 from proxy.core.sse import DONE, encode_frames
 
 _TEXT_FIELDS = ("content", "refusal", "reasoning_content")
@@ -137,21 +138,16 @@ def stream_chunks(completion: dict[str, Any], include_usage: bool) -> list[bytes
     """The chunk JSON objects of a valid OpenAI stream for this completion: a role
     chunk, content, tool calls (whole, one delta each, OpenAI's `index`), the
     finish chunk per choice, and the usage chunk when the client asked for it."""
-    base: dict[str, Any] = {"id": completion.get("id"), "object": "chat.completion.chunk",
-                            "created": completion.get("created"),
-                            "model": completion.get("model")}
-    for name in ("service_tier", "system_fingerprint"):
-        if completion.get(name) is not None:
-            base[name] = completion[name]
+    encoder = ChunkEncoder(completion.get("id"), completion.get("created"),
+                           completion.get("model"), include_usage=include_usage,
+                           **{name: completion[name] for name in ("service_tier",
+                                                                  "system_fingerprint")
+                              if completion.get(name) is not None})
     out: list[bytes] = []
 
     def emit(index: int, delta: dict[str, Any], finish: str | None = None,
              logprobs: Any = None) -> None:
-        chunk = {**base, "choices": [{"index": index, "delta": delta, "logprobs": logprobs,
-                                      "finish_reason": finish}]}
-        if include_usage:
-            chunk["usage"] = None
-        out.append(orjson.dumps(chunk))
+        out.append(encoder.chunk(delta, index, finish, logprobs))
 
     for choice in completion.get("choices") or ():
         index = choice.get("index") or 0
@@ -175,7 +171,7 @@ def stream_chunks(completion: dict[str, Any], include_usage: bool) -> list[bytes
                              "arguments": function.get("arguments") or ""}}]})
         emit(index, {}, choice.get("finish_reason"))
     if include_usage:
-        out.append(orjson.dumps({**base, "choices": [], "usage": completion.get("usage")}))
+        out.append(encoder.usage(completion.get("usage")))
     return out
 
 

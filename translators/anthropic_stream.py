@@ -5,8 +5,7 @@ reasoning_content and tool-call deltas (OpenAI tool index = count of tool_use
 blocks so far, never Anthropic's block index); message_delta → the one finish
 chunk; message_stop → the usage chunk if asked, and the stream is complete.
 ping, signature/citation deltas, block stops and unknown events produce
-nothing. Every chunk of a stream shares one prebuilt prefix (id, created,
-model), so each emitted chunk costs one small orjson.dumps.
+nothing. Chunks are encoded by one ChunkEncoder per stream (proxy/core/chunks.py).
 """
 
 from __future__ import annotations
@@ -17,6 +16,7 @@ from typing import Any
 
 import orjson
 
+from proxy.core.chunks import ChunkEncoder
 from proxy.core.errors import UpstreamError
 from proxy.core.usage import Usage
 from translators.base import StreamState
@@ -26,7 +26,6 @@ STOP_REASONS = {"end_turn": "stop", "stop_sequence": "stop", "pause_turn": "stop
                 "tool_use": "tool_calls", "refusal": "content_filter"}
 
 _TEXT, _TOOL, _JSON, _THINKING = 1, 2, 3, 4
-_SUFFIX = b',"logprobs":null,"finish_reason":null}]'
 _NEEDS_START = frozenset({"content_block_start", "content_block_delta", "message_delta",
                           "message_stop"})
 
@@ -48,9 +47,8 @@ class AnthropicStream:
 
     __slots__ = (
         "_blocks",
-        "_close",
+        "_encoder",
         "_finished",
-        "_prefix",
         "_started",
         "_streamed",
         "_tools",
@@ -67,8 +65,7 @@ class AnthropicStream:
         self.include_usage = include_usage
         self.json_tool = json_tool
         self.raise_error = raise_error
-        self._prefix = b""
-        self._close = _SUFFIX + (b',"usage":null}' if include_usage else b"}")
+        self._encoder: ChunkEncoder | None = None  # from message_start on
         self._blocks: dict[int, tuple[int, int]] = {}  # block index → (kind, tool index)
         self._tools = 0
         self._usage_raw: dict[str, Any] = {}
@@ -90,9 +87,10 @@ class AnthropicStream:
         return usage
 
     def _chunk(self, delta: dict[str, Any]) -> bytes:
+        assert self._encoder is not None  # feed() lets nothing that emits before message_start
         body = orjson.dumps(delta)
         self._streamed += len(body) - 14  # less the ~14 bytes of {"content":""}
-        return self._prefix + body + self._close
+        return self._encoder.encoded(body)
 
     def feed(self, event: dict[str, Any]) -> tuple[list[bytes], Usage | None]:
         kind = event.get("type")
@@ -117,10 +115,9 @@ class AnthropicStream:
             return []
         self._started = True
         self._usage_raw = dict(message.get("usage") or {})
-        head = orjson.dumps({"id": chunk_id(str(message.get("id") or "")),
-                             "object": "chat.completion.chunk", "created": int(time.time()),
-                             "model": message.get("model") or "", "system_fingerprint": None})
-        self._prefix = head[:-1] + b',"choices":[{"index":0,"delta":'
+        self._encoder = ChunkEncoder(chunk_id(str(message.get("id") or "")), int(time.time()),
+                                     message.get("model") or "",
+                                     include_usage=self.include_usage, system_fingerprint=None)
         return [self._chunk({"role": "assistant", "content": ""})]
 
     def _start(self, index: Any, block: dict[str, Any]) -> list[bytes]:
@@ -187,8 +184,8 @@ class AnthropicStream:
         self._finished = True
         self.state.finish_reason = finish
         self.state.has_content = True
-        tail = b',"logprobs":null,"finish_reason":"' + finish.encode() + b'"}]'
-        return [self._prefix + b"{}" + tail + (b',"usage":null}' if self.include_usage else b"}")]
+        assert self._encoder is not None
+        return [self._encoder.chunk({}, finish=finish)]
 
     def _message_stop(self) -> tuple[list[bytes], Usage | None]:
         self.state.complete = True
@@ -196,8 +193,6 @@ class AnthropicStream:
         if not self._finished:  # a message_stop without a stop reason: still one finish
             out += self._message_delta({"delta": {"stop_reason": "end_turn"}})
         usage = self.usage()
-        if self.include_usage and usage is not None:
-            usage_prefix = self._prefix[:self._prefix.index(b'"choices"')]
-            out.append(usage_prefix + b'"choices":[],"usage":' + orjson.dumps(usage.to_openai())
-                       + b"}")
+        if self.include_usage and usage is not None and self._encoder is not None:
+            out.append(self._encoder.usage(usage.to_openai()))
         return out, usage

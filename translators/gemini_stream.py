@@ -6,8 +6,8 @@ new parts; so one mapping serves both: `completion` for a whole answer,
 `thought: true` parts reasoning_content, `functionCall` parts whole tool calls
 (Gemini never splits them) with a synthesized id unless Gemini sent one, and
 the call's `thoughtSignature` rides inside that id. Usage is cumulative:
-the last `usageMetadata` wins. Every chunk of a stream shares one prebuilt
-prefix, so each emitted chunk costs one small orjson.dumps.
+the last `usageMetadata` wins. Chunks are encoded by one ChunkEncoder per
+stream (proxy/core/chunks.py).
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from typing import Any
 
 import orjson
 
+from proxy.core.chunks import ChunkEncoder
 from proxy.core.errors import UpstreamError
 from proxy.core.usage import Usage
 from translators.base import StreamState
@@ -112,7 +113,7 @@ def completion(answer: dict[str, Any], n: int) -> tuple[dict[str, Any], Usage]:
 class GeminiStream:
     """The per-stream state: `feed` takes one parsed streamed response object."""
 
-    __slots__ = ("_close", "_finished", "_ids", "_prefix", "_started", "_streamed", "_tools",
+    __slots__ = ("_encoder", "_finished", "_ids", "_started", "_streamed", "_tools",
                  "_usage_raw", "include_usage", "n", "raise_error", "state")
 
     def __init__(self, state: StreamState, include_usage: bool, n: int,
@@ -121,8 +122,7 @@ class GeminiStream:
         self.include_usage = include_usage
         self.n = n
         self.raise_error = raise_error
-        self._prefix = b""
-        self._close = b',"usage":null}' if include_usage else b"}"
+        self._encoder: ChunkEncoder | None = None  # from the first answer object on
         self._ids = CallIds()
         self._started: set[int] = set()
         self._tools: dict[int, int] = {}  # candidate index → tool calls so far
@@ -145,20 +145,17 @@ class GeminiStream:
         return usage
 
     def _chunk(self, index: int, delta: dict[str, Any], finish: str | None = None) -> bytes:
-        tail = b',"logprobs":null,"finish_reason":' + (
-            b'"' + finish.encode() + b'"' if finish else b"null") + b"}]"
-        return (self._prefix + str(index).encode() + b',"delta":' + orjson.dumps(delta) + tail
-                + self._close)
+        assert self._encoder is not None  # made by feed() before anything is emitted
+        return self._encoder.chunk(delta, index, finish)
 
     def feed(self, answer: dict[str, Any]) -> tuple[list[bytes], Usage | None]:
         if "error" in answer:
             raise self.raise_error(answer)
-        if not self._prefix:
-            head = orjson.dumps({
-                "id": "chatcmpl-" + str(answer.get("responseId") or secrets.token_hex(12)),
-                "object": "chat.completion.chunk", "created": int(time.time()),
-                "model": answer.get("modelVersion") or "", "system_fingerprint": None})
-            self._prefix = head[:-1] + b',"choices":[{"index":'
+        if self._encoder is None:
+            self._encoder = ChunkEncoder(
+                "chatcmpl-" + str(answer.get("responseId") or secrets.token_hex(12)),
+                int(time.time()), answer.get("modelVersion") or "",
+                include_usage=self.include_usage, system_fingerprint=None)
         raw_usage = answer.get("usageMetadata")
         if isinstance(raw_usage, dict):
             self._usage_raw = raw_usage
@@ -181,10 +178,9 @@ class GeminiStream:
         """The stream's proper end: every choice finished (the usage chunk if asked)."""
         self.state.complete = True
         usage = self.usage()
-        if not (self.include_usage and usage is not None):
+        if not (self.include_usage and usage is not None and self._encoder is not None):
             return []
-        prefix = self._prefix[:self._prefix.index(b'"choices"')]
-        return [prefix + b'"choices":[],"usage":' + orjson.dumps(usage.to_openai()) + b"}"]
+        return [self._encoder.usage(usage.to_openai())]
 
     def _start(self, index: int, out: list[bytes]) -> None:
         if index not in self._started:

@@ -19,6 +19,7 @@ from typing import Any, ClassVar
 
 import orjson
 
+from proxy.core.chunks import ChunkEncoder
 from proxy.core.errors import (
     ErrorClass,
     UpstreamError,
@@ -52,8 +53,7 @@ class OllamaTranslator(Translator):
 
     def __init__(self, provider) -> None:
         super().__init__(provider)
-        self._prefix = b""
-        self._close = b"}"
+        self._encoder: ChunkEncoder | None = None  # from the first stream line on
         self._call_prefix = "call_" + secrets.token_hex(8)
         self._calls = 0
         self._usage: Usage | None = None
@@ -68,7 +68,6 @@ class OllamaTranslator(Translator):
         if stream:
             options = chat.get("stream_options")
             self.include_usage = bool(isinstance(options, dict) and options.get("include_usage"))
-            self._close = b',"usage":null}' if self.include_usage else b"}"
         headers = {"content-type": "application/json", **self.provider.headers}
         if self.provider.api_key:  # Ollama Cloud; a local server needs none
             headers["authorization"] = f"Bearer {self.provider.api_key}"
@@ -122,10 +121,6 @@ class OllamaTranslator(Translator):
 
     # --- stream --------------------------------------------------------------------
 
-    def _chunk(self, delta: dict[str, Any], finish: bytes = b"null") -> bytes:
-        return (self._prefix + orjson.dumps(delta) + b',"logprobs":null,"finish_reason":'
-                + finish + b"}]" + self._close)
-
     def stream(self, event: Event) -> tuple[list[bytes], Usage | None]:
         try:
             line = orjson.loads(event.data)
@@ -139,40 +134,39 @@ class OllamaTranslator(Translator):
         if state.complete:
             return [], None
         out: list[bytes] = []
-        if not self._prefix:
-            head = orjson.dumps({"id": "chatcmpl-" + secrets.token_hex(12),
-                                 "object": "chat.completion.chunk", "created": int(time.time()),
-                                 "model": line.get("model") or "", "system_fingerprint": None})
-            self._prefix = head[:-1] + b',"choices":[{"index":0,"delta":'
-            out.append(self._chunk({"role": "assistant", "content": ""}))
+        encoder = self._encoder
+        if encoder is None:
+            encoder = self._encoder = ChunkEncoder(
+                "chatcmpl-" + secrets.token_hex(12), int(time.time()), line.get("model") or "",
+                include_usage=self.include_usage, system_fingerprint=None)
+            out.append(encoder.chunk({"role": "assistant", "content": ""}))
         message = line.get("message") or {}
         thinking = message.get("thinking")
         if thinking:
-            out.append(self._chunk({"reasoning_content": thinking}))
+            out.append(encoder.chunk({"reasoning_content": thinking}))
             state.has_content = True
         content = message.get("content")
         if content or thinking:
             self._lines += 1
         if content:
-            out.append(self._chunk({"content": content}))
+            out.append(encoder.chunk({"content": content}))
             state.has_content = True
         if message.get("tool_calls"):
             first = self._calls
             for k, call in enumerate(self._tool_calls(message["tool_calls"])):
-                out.append(self._chunk({"tool_calls": [{"index": first + k, **call}]}))
+                out.append(encoder.chunk({"tool_calls": [{"index": first + k, **call}]}))
             state.has_content = True
         if not line.get("done"):
             return out, None
         finish = "tool_calls" if self._calls else FINISH.get(line.get("done_reason") or "stop",
                                                              "stop")
-        out.append(self._chunk({}, b'"' + finish.encode() + b'"'))
+        out.append(encoder.chunk({}, finish=finish))
         state.finish_reason = finish
         state.has_content = True
         state.complete = True
         self._usage = usage = ollama_usage(line)
         if self.include_usage:
-            prefix = self._prefix[:self._prefix.index(b'"choices"')]
-            out.append(prefix + b'"choices":[],"usage":' + orjson.dumps(usage.to_openai()) + b"}")
+            out.append(encoder.usage(usage.to_openai()))
         return out, usage
 
     def end_of_stream(self) -> list[bytes]:

@@ -15,6 +15,8 @@ from typing import Any, AsyncIterator
 
 import orjson
 
+from proxy.core.chunks import ChunkEncoder
+from proxy.core.sse import DONE, encode_frames
 from translators.base import UpstreamRequest
 
 _WORD = re.compile(r"\S+\s*|\s+")
@@ -81,30 +83,20 @@ class MockResponse:
             "system_fingerprint": "fp_gatewise_mock",
         })
 
-    def _chunk(self, delta: dict[str, Any], finish: str | None = None) -> bytes:
-        return b"data: " + orjson.dumps({
-            "id": self._id, "object": "chat.completion.chunk", "created": self._created,
-            "model": self._model, "service_tier": "default",
-            "system_fingerprint": "fp_gatewise_mock",
-            "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}],
-            "usage": None,
-        }) + b"\n\n"
-
     async def iter_chunks(self) -> AsyncIterator[bytes]:
+        # OpenAI's stream as the translator asks for it: `"usage":null` on every chunk,
+        # then the usage chunk.
+        encoder = ChunkEncoder(self._id, self._created, self._model, include_usage=True,
+                               service_tier="default", system_fingerprint="fp_gatewise_mock")
         if self._latency:
             await asyncio.sleep(self._latency)
-        yield self._chunk({"role": "assistant", "content": "", "refusal": None})
+        yield encode_frames([encoder.chunk({"role": "assistant", "content": "", "refusal": None})])
         for piece in self._pieces:
             if self._chunk_delay:
                 await asyncio.sleep(self._chunk_delay)
-            yield self._chunk({"content": piece})
-        tail = self._chunk({}, self._finish)
-        tail += b"data: " + orjson.dumps({
-            "id": self._id, "object": "chat.completion.chunk", "created": self._created,
-            "model": self._model, "service_tier": "default",
-            "system_fingerprint": "fp_gatewise_mock", "choices": [], "usage": self._usage(),
-        }) + b"\n\n"
-        yield tail + b"data: [DONE]\n\n"
+            yield encode_frames([encoder.chunk({"content": piece})])
+        yield encode_frames([encoder.chunk({}, finish=self._finish),
+                             encoder.usage(self._usage())]) + DONE
 
     async def finish(self) -> None:
         pass
