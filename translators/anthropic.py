@@ -30,7 +30,7 @@ from translators.anthropic_stream import (
     anthropic_usage,
     chunk_id,
 )
-from translators.common import json_or_none
+from translators.common import json_or_none, upstream_json
 from proxy.core.usage import Usage
 from translators.base import Option, Translator, UpstreamRequest
 
@@ -88,11 +88,8 @@ class AnthropicTranslator(Translator):
 
     def response(self, status: int, headers: Mapping[str, str],
                  body: bytes) -> tuple[bytes | dict[str, Any], Usage | None]:
-        try:
-            message = orjson.loads(body)
-        except orjson.JSONDecodeError:
-            raise upstream_protocol(self.provider.name, "the body is not JSON") from None
-        if not isinstance(message, dict) or not isinstance(message.get("content"), list):
+        message = upstream_json(self.provider.name, body)
+        if not isinstance(message.get("content"), list):
             raise upstream_protocol(self.provider.name, "no content in the message")
         return completion(message, self._json_tool)
 
@@ -103,12 +100,7 @@ class AnthropicTranslator(Translator):
         if machine is None:
             machine = self._machine = AnthropicStream(self.state, self.include_usage,
                                                       self._json_tool, self._event_error)
-        try:
-            parsed = orjson.loads(event.data)
-        except orjson.JSONDecodeError:
-            raise upstream_protocol(self.provider.name, "a stream event is not JSON") from None
-        if not isinstance(parsed, dict):
-            raise upstream_protocol(self.provider.name, "a stream event is not an object")
+        parsed = upstream_json(self.provider.name, event.data, "a stream event")
         if event.name == "error" and parsed.get("type") != "error":
             parsed = {"type": "error", "error": parsed.get("error", parsed)}
         try:

@@ -1,9 +1,11 @@
-"""Pieces every non-OpenAI translator needs: reading OpenAI messages.
+"""Pieces the translators share: reading OpenAI requests and upstream answers.
 
 Data-URL parsing, tool-call ids made safe for stricter upstreams, tool
 arguments parsed (a 400 on invalid JSON), system/developer extraction and
 the text of a message's content. Errors are 400s that name the offending
 field by its path in the client's request (`messages[2].content[0]`).
+An upstream's answer is parsed once, by `upstream_json` (a protocol error if
+it is not a JSON object) or `json_or_none` (error bodies).
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from typing import Any, NamedTuple
 
 import orjson
 
-from proxy.core.errors import bad_request
+from proxy.core.errors import bad_request, upstream_protocol
 
 SYSTEM_ROLES = frozenset({"system", "developer"})
 _SAFE_ID = re.compile(r"^[a-zA-Z0-9_-]+$")
@@ -172,6 +174,18 @@ def max_output_tokens(chat: dict[str, Any]) -> int | None:
                               code="invalid_value")
         return value
     return None
+
+
+def upstream_json(provider: str, data: bytes, what: str = "the body") -> dict[str, Any]:
+    """An upstream's answer (`what`: "the body", "a stream event"), parsed: a JSON object,
+    or a protocol error (502) that says which it was not."""
+    try:
+        parsed = orjson.loads(data)
+    except orjson.JSONDecodeError:
+        raise upstream_protocol(provider, f"{what} is not JSON") from None
+    if not isinstance(parsed, dict):
+        raise upstream_protocol(provider, f"{what} is not an object")
+    return parsed
 
 
 def json_or_none(body: bytes) -> Any:

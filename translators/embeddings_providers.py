@@ -31,17 +31,11 @@ from translators.azure import SAFE_DEPLOYMENT, SAFE_VERSION, _config_error
 from proxy.core.usage import Usage
 from translators.base import Translator, UpstreamRequest
 from translators.embeddings import EmbeddingsMapper, EmbeddingsRequest, embeddings_list, vectors_of
+from translators.common import upstream_json
 from translators.gemini import model_path
 from translators.legacy import Adapter
 
 MOCK_DIMENSIONS = 256
-
-
-def _json(body: bytes, provider: str) -> Any:
-    try:
-        return orjson.loads(body)
-    except orjson.JSONDecodeError:
-        raise upstream_protocol(provider, "the body is not JSON") from None
 
 
 class OpenAIEmbeddings(EmbeddingsMapper):
@@ -61,8 +55,8 @@ class OpenAIEmbeddings(EmbeddingsMapper):
         return UpstreamRequest("POST", self.url(target), headers, orjson.dumps(body), False)
 
     def response(self, body: bytes) -> tuple[bytes | dict[str, Any], Usage]:
-        parsed = _json(body, self.provider.name)
-        data = parsed.get("data") if isinstance(parsed, dict) else None
+        parsed = upstream_json(self.provider.name, body)
+        data = parsed.get("data")
         if not isinstance(data, list) or len(data) != self.req.count:
             raise upstream_protocol(self.provider.name, "expected one embedding per input")
         usage = parsed.get("usage") or {}
@@ -112,9 +106,7 @@ class GeminiEmbeddings(EmbeddingsMapper):
         return UpstreamRequest("POST", url, headers, orjson.dumps(body), False)
 
     def response(self, body: bytes) -> tuple[bytes | dict[str, Any], Usage]:
-        parsed = _json(body, self.provider.name)
-        if not isinstance(parsed, dict):
-            raise upstream_protocol(self.provider.name, "the answer is not an object")
+        parsed = upstream_json(self.provider.name, body)
         if self.req.single:
             items = [parsed.get("embedding")]
         else:
@@ -143,9 +135,7 @@ class OllamaEmbeddings(EmbeddingsMapper):
                                orjson.dumps(body), False)
 
     def response(self, body: bytes) -> tuple[bytes | dict[str, Any], Usage]:
-        parsed = _json(body, self.provider.name)
-        if not isinstance(parsed, dict):
-            raise upstream_protocol(self.provider.name, "the answer is not an object")
+        parsed = upstream_json(self.provider.name, body)
         vectors = vectors_of(self.provider.name, parsed.get("embeddings"), self.req.count)
         count = parsed.get("prompt_eval_count")
         tokens = count if isinstance(count, int) else self.req.estimated_tokens()

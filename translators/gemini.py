@@ -27,7 +27,7 @@ from proxy.core.errors import (
     upstream_protocol,
 )
 from proxy.core.framing import Event
-from translators.common import json_or_none
+from translators.common import json_or_none, upstream_json
 from proxy.core.usage import Usage
 from translators.base import Option, Translator, UpstreamRequest
 from translators.gemini_request import build_body
@@ -131,12 +131,7 @@ class GeminiTranslator(Translator):
 
     def response(self, status: int, headers: Mapping[str, str],
                  body: bytes) -> tuple[bytes | dict[str, Any], Usage | None]:
-        try:
-            answer = orjson.loads(body)
-        except orjson.JSONDecodeError:
-            raise upstream_protocol(self.provider.name, "the body is not JSON") from None
-        if not isinstance(answer, dict):
-            raise upstream_protocol(self.provider.name, "the body is not an object")
+        answer = upstream_json(self.provider.name, body)
         if "error" in answer:
             raise self._classify(status, answer, headers)
         if not answer.get("candidates") and not (answer.get("promptFeedback") or {}).get(
@@ -151,12 +146,7 @@ class GeminiTranslator(Translator):
         if machine is None:
             machine = self._machine = GeminiStream(self.state, self.include_usage, self._n,
                                                    self._event_error)
-        try:
-            answer = orjson.loads(event.data)
-        except orjson.JSONDecodeError:
-            raise upstream_protocol(self.provider.name, "a stream event is not JSON") from None
-        if not isinstance(answer, dict):
-            raise upstream_protocol(self.provider.name, "a stream event is not an object")
+        answer = upstream_json(self.provider.name, event.data, "a stream event")
         return machine.feed(answer)
 
     def end_of_stream(self) -> list[bytes]:

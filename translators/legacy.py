@@ -20,6 +20,7 @@ from proxy.core.errors import GatewayError, UpstreamError, bad_request, upstream
 from proxy.core.framing import Event
 from proxy.core.usage import Usage
 from translators.base import StreamState, Translator, UpstreamRequest
+from translators.common import upstream_json
 
 #: models OpenAI serves on /v1/completions itself (everything else is chat-only there)
 NATIVE_COMPLETIONS = re.compile(r"^(gpt-3\.5-turbo-instruct|davinci-002|babbage-002)")
@@ -119,12 +120,7 @@ class LegacyCompletions(Adapter):
         if data == b"[DONE]":
             state.complete = True
             return [], None
-        try:
-            chunk = orjson.loads(data)
-        except orjson.JSONDecodeError:
-            raise upstream_protocol(self.provider.name, "a stream event is not JSON") from None
-        if not isinstance(chunk, dict):
-            raise upstream_protocol(self.provider.name, "a stream event is not an object")
+        chunk = upstream_json(self.provider.name, data, "a stream event")
         if chunk.get("error") or event.name == "error":
             raise self.inner._classify(200, chunk, None)  # type: ignore[attr-defined]
         usage = Usage.from_openai(chunk.get("usage")) if chunk.get("usage") else None
@@ -215,11 +211,8 @@ class LegacyCompletions(Adapter):
 
 def _native_body(provider: str, body: bytes) -> tuple[bytes, Usage | None]:
     """A native legacy completion passes through as the upstream's own bytes."""
-    try:
-        parsed = orjson.loads(body)
-    except orjson.JSONDecodeError:
-        raise upstream_protocol(provider, "the body is not JSON") from None
-    if not isinstance(parsed, dict) or not isinstance(parsed.get("choices"), list):
+    parsed = upstream_json(provider, body)
+    if not isinstance(parsed.get("choices"), list):
         raise upstream_protocol(provider, "no choices in the completion")
     return body, Usage.from_openai(parsed.get("usage"))
 

@@ -30,6 +30,7 @@ from proxy.core.errors import (
 from proxy.core.framing import Event
 from proxy.core.usage import Usage
 from translators.base import Option, Translator, UpstreamRequest
+from translators.common import upstream_json
 from translators.ollama_request import build_body
 
 FINISH = {"stop": "stop", "length": "length", "load": "stop", "unload": "stop"}
@@ -91,12 +92,7 @@ class OllamaTranslator(Translator):
 
     def response(self, status: int, headers: Mapping[str, str],
                  body: bytes) -> tuple[bytes | dict[str, Any], Usage | None]:
-        try:
-            answer = orjson.loads(body)
-        except orjson.JSONDecodeError:
-            raise upstream_protocol(self.provider.name, "the body is not JSON") from None
-        if not isinstance(answer, dict):
-            raise upstream_protocol(self.provider.name, "the body is not an object")
+        answer = upstream_json(self.provider.name, body)
         if "error" in answer:
             raise self._classify(status, answer, headers)
         message = answer.get("message")
@@ -122,12 +118,7 @@ class OllamaTranslator(Translator):
     # --- stream --------------------------------------------------------------------
 
     def stream(self, event: Event) -> tuple[list[bytes], Usage | None]:
-        try:
-            line = orjson.loads(event.data)
-        except orjson.JSONDecodeError:
-            raise upstream_protocol(self.provider.name, "a stream line is not JSON") from None
-        if not isinstance(line, dict):
-            raise upstream_protocol(self.provider.name, "a stream line is not an object")
+        line = upstream_json(self.provider.name, event.data, "a stream line")
         if "error" in line:
             raise self._classify(200, line, None)
         state = self.state

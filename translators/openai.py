@@ -16,7 +16,7 @@ from proxy.core.errors import ErrorClass, UpstreamError, parse_retry_after, upst
 from proxy.core.framing import Event
 from proxy.core.usage import Usage
 from translators.base import Translator, UpstreamRequest
-from translators.common import json_or_none
+from translators.common import json_or_none, upstream_json
 
 _CONTENT_KEYS = ("content", "tool_calls", "refusal", "reasoning_content", "function_call")
 
@@ -58,11 +58,8 @@ class OpenAITranslator(Translator):
 
     def response(self, status: int, headers: Mapping[str, str],
                  body: bytes) -> tuple[bytes | dict[str, Any], Usage | None]:
-        try:
-            parsed = orjson.loads(body)
-        except orjson.JSONDecodeError:
-            raise upstream_protocol(self.provider.name, "the body is not JSON") from None
-        if not isinstance(parsed, dict) or not isinstance(parsed.get("choices"), list):
+        parsed = upstream_json(self.provider.name, body)
+        if not isinstance(parsed.get("choices"), list):
             raise upstream_protocol(self.provider.name, "no choices in the completion")
         if b'"reasoning"' in body and rename_reasoning(parsed.get("choices"), "message"):
             body = orjson.dumps(parsed)
@@ -83,12 +80,7 @@ class OpenAITranslator(Translator):
         if data == b"[DONE]":
             self.state.complete = True
             return [], None
-        try:
-            chunk = orjson.loads(data)
-        except orjson.JSONDecodeError:
-            raise upstream_protocol(self.provider.name, "a stream event is not JSON") from None
-        if not isinstance(chunk, dict):
-            raise upstream_protocol(self.provider.name, "a stream event is not an object")
+        chunk = upstream_json(self.provider.name, data, "a stream event")
         if b'"reasoning"' in data and rename_reasoning(chunk.get("choices"), "delta"):
             data = orjson.dumps(chunk)
         if chunk.get("error") or event.name == "error":
