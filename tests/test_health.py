@@ -78,6 +78,44 @@ models: {{main: {{targets: [{{provider: up, model: gpt-4o}}]}}}}
     assert status == 200
 
 
+@pytest.mark.parametrize("kind,path,key_header,key_value,extra", [
+    ("anthropic", "/v1/models", "x-api-key", "k-anthropic-1",
+     {"anthropic-version": "2023-06-01"}),
+    ("gemini", "/v1beta/models", "x-goog-api-key", "k-gemini-1", {}),
+    ("azure", "/openai/models?api-version=2024-10-21", "api-key", "k-azure-1", {}),
+])
+async def test_checks_carry_each_provider_types_credentials(start_gateway, kind, path,
+                                                            key_header, key_value, extra):
+    """A `GET` check authenticates as that provider type's requests do (the same
+    `auth_headers`), so a healthy Anthropic or Gemini upstream is not reported down."""
+    seen: list[dict[str, str]] = []
+
+    async def models(request: web.Request) -> web.Response:
+        seen.append(dict(request.headers))
+        ok = request.headers.get(key_header) == key_value and all(
+            request.headers.get(k) == v for k, v in extra.items())
+        return web.json_response({"data": []}, status=200 if ok else 401)
+
+    app = web.Application()
+    app.router.add_get(path.split("?")[0], models)
+    server = LoopbackServer(app)
+    await server.start()
+    try:
+        options = ", api_version: '2024-10-21'" if kind == "azure" else ""
+        gw = await start_gateway(f"""
+providers:
+  up: {{type: {kind}, base_url: '{server.url}', api_key: {key_value}{options},
+        health_check: {{interval: 50ms, timeout: 500ms, path: '{path}'}}}}
+models: {{main: {{targets: [{{provider: up, model: m-1}}]}}}}
+""")
+        health = gw.app[GATEWAY].health
+        await wait_for(lambda: health.status("up") is not None)
+        assert health.status("up") is True, seen
+        assert "content-type" not in seen[0]
+    finally:
+        await server.close()
+
+
 async def test_unhealthy_provider_goes_last(upstream, start_gateway):
     fake, faults, server, seen = upstream
     gw = await start_gateway(f"""

@@ -30,7 +30,7 @@ from translators.anthropic_stream import (
     anthropic_usage,
     chunk_id,
 )
-from translators.common import json_or_none, upstream_json
+from translators.common import upstream_json
 from proxy.core.usage import Usage
 from translators.base import Option, Translator, UpstreamRequest
 
@@ -74,15 +74,19 @@ class AnthropicTranslator(Translator):
         if stream:
             options = chat.get("stream_options")
             self.include_usage = bool(isinstance(options, dict) and options.get("include_usage"))
+        return UpstreamRequest("POST", self.provider.base_url + "/v1/messages",
+                               self.json_headers(), orjson.dumps(body), stream)
+
+    def auth_headers(self) -> dict[str, str]:
+        """The key in `x-api-key`, with the API version (and beta) every call names."""
         options = self.provider.options
-        headers = {"content-type": "application/json", **self.provider.headers,
+        headers = {**self.provider.headers,
                    "anthropic-version": options.get("anthropic_version") or "2023-06-01"}
         if options.get("anthropic_beta"):
             headers["anthropic-beta"] = options["anthropic_beta"]
         if self.provider.api_key:
             headers["x-api-key"] = self.provider.api_key
-        return UpstreamRequest("POST", self.provider.base_url + "/v1/messages", headers,
-                               orjson.dumps(body), stream)
+        return headers
 
     # --- response ------------------------------------------------------------------
 
@@ -116,15 +120,11 @@ class AnthropicTranslator(Translator):
 
     # --- errors --------------------------------------------------------------------
 
-    def error(self, status: int, headers: Mapping[str, str], body: bytes) -> UpstreamError:
-        parsed = json_or_none(body)
-        return self._classify(status, parsed, headers)
-
     def _event_error(self, event: dict[str, Any]) -> UpstreamError:
-        return self._classify(200, event, None)
+        return self.classify(200, event, None)
 
-    def _classify(self, status: int, parsed: Any,
-                  headers: Mapping[str, str] | None) -> UpstreamError:
+    def classify(self, status: int, parsed: Any,
+                 headers: Mapping[str, str] | None) -> UpstreamError:
         name = self.provider.name
         error = parsed.get("error") if isinstance(parsed, dict) else None
         if not isinstance(error, dict):

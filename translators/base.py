@@ -1,10 +1,14 @@
 """The translator contract: one instance per upstream attempt.
 
-A translator turns the client's OpenAI chat request into one upstream request,
-and the upstream's answer (JSON, stream events or error) back into OpenAI's
-wire format. It never mutates the client's request, so a retry translates the
-same input again and gets the same bytes. Usage is returned with the body, so
-nothing is parsed twice.
+A translator turns the client's request (OpenAI chat, legacy completions or
+embeddings) into one upstream request, and the upstream's answer (JSON,
+stream events or error) back into OpenAI's wire format. It never mutates the
+client's request, so a retry translates the same input again and gets the same
+bytes. Usage is returned with the body, so nothing is parsed twice.
+
+A provider type's translators form a family that shares one base class: how
+its upstream takes credentials (`auth_headers`) and how it reports errors
+(`classify`). Health checks and every endpoint use those, never a copy.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Mapping
 from proxy.core.errors import UpstreamError
 from proxy.core.framing import Event
 from proxy.core.usage import Usage
+from translators.common import json_or_none
 
 if TYPE_CHECKING:
     from proxy.config.types import ProviderConfig, TargetConfig
@@ -54,10 +59,11 @@ class StreamState:
 
 
 class Translator(ABC):
-    """Maps one OpenAI chat request onto one upstream wire format and back."""
+    """Maps one client request onto one upstream wire format and back."""
 
-    #: how the upstream frames a stream: "sse" or "ndjson"
-    framing: ClassVar[str] = "sse"
+    #: how the upstream frames a stream: "sse" or "ndjson" (a translator working through
+    #: another one takes that one's)
+    framing: str = "sse"
     #: used when the provider's config has no base_url; None makes it required
     default_base_url: ClassVar[str | None] = None
     #: whether a provider of this type needs an api_key at all
@@ -76,6 +82,16 @@ class Translator(ABC):
         self.provider = provider
         self.state = StreamState()
         self.include_usage = False  # did the client ask for the usage chunk?
+
+    def auth_headers(self) -> dict[str, str]:
+        """What every request to this provider carries, health checks included: its
+        configured headers and its credential where the upstream wants it (no content
+        type). Each family says where the key goes."""
+        return dict(self.provider.headers)
+
+    def json_headers(self) -> dict[str, str]:
+        """`auth_headers` for a request with a JSON body."""
+        return {"content-type": "application/json", **self.auth_headers()}
 
     @abstractmethod
     def request(self, chat: dict[str, Any], target: "TargetConfig", *,
@@ -102,9 +118,16 @@ class Translator(ABC):
         Updates `self.state`; raises UpstreamError for an error event.
         """
 
-    @abstractmethod
     def error(self, status: int, headers: Mapping[str, str], body: bytes) -> UpstreamError:
         """An upstream error answer → a classified error in OpenAI's envelope."""
+        return self.classify(status, json_or_none(body), headers)
+
+    @abstractmethod
+    def classify(self, status: int, parsed: Any,
+                 headers: Mapping[str, str] | None) -> UpstreamError:
+        """An upstream error, already parsed (None: the body was not JSON) → a classified
+        error in OpenAI's envelope. An error event inside a stream comes with status 200
+        and no headers."""
 
     def passthrough(self, block: bytes) -> tuple[bytes, int]:
         """Of `block` (complete SSE events of a committed stream), the leading events

@@ -51,7 +51,7 @@ class OpenAIEmbeddings(EmbeddingsMapper):
             body["dimensions"] = req.dimensions
         if req.user is not None:
             body["user"] = req.user
-        headers = self.inner.headers()  # type: ignore[attr-defined]  # an OpenAITranslator
+        headers = self.inner.json_headers()
         return UpstreamRequest("POST", self.url(target), headers, orjson.dumps(body), False)
 
     def response(self, body: bytes) -> tuple[bytes | dict[str, Any], Usage]:

@@ -72,7 +72,10 @@ def model_path(model: str) -> str:
     return name
 
 
-class GeminiTranslator(Translator):
+class GeminiFamily(Translator):
+    """What every translator to the Gemini API shares (chat, embeddings): the key in
+    `x-goog-api-key` only, never the URL; google.rpc errors."""
+
     default_base_url = "https://generativelanguage.googleapis.com"
     model_pattern = SAFE_MODEL
     provider_options: ClassVar[Mapping[str, Option]] = {
@@ -80,98 +83,21 @@ class GeminiTranslator(Translator):
         "image_max_bytes": Option(int, 10 * 1024 * 1024, help="largest image fetched, bytes"),
         "image_fetch_timeout": Option(float, 10.0, help="seconds for one image fetch"),
     }
-    #: which resolved addresses a fetch may connect to, and which URL schemes it takes;
-    #: class attributes so tests can reach a loopback image server (never set in config)
-    image_address_check: ClassVar[Callable[[IPAddress], bool]] = staticmethod(is_public)
-    image_schemes: ClassVar[tuple[str, ...]] = ("https",)
 
-    def __init__(self, provider) -> None:
-        super().__init__(provider)
-        self._n = 1
-        self._machine: GeminiStream | None = None
-        self._images: dict[str, Image] = {}  # fetched https image URLs, by URL
-
-    @property
-    def prepares(self) -> bool:  # type: ignore[override]
-        return bool(self.provider.options.get("fetch_image_urls"))
-
-    async def prepare(self, chat: dict[str, Any]) -> None:
-        """Fetch the request's image URLs when the provider allows it (Gemini takes
-        inline bytes only); `request()` inlines them. Off: `request()` answers 400."""
-        options = self.provider.options
-        if not options.get("fetch_image_urls"):
-            return
-        policy = FetchPolicy(
-            max_bytes=int(options.get("image_max_bytes") or 10 * 1024 * 1024),
-            timeout=float(options.get("image_fetch_timeout") or 10.0),
-            allow_address=type(self).image_address_check, schemes=type(self).image_schemes)
-        for path, url in image_urls(chat):
-            if url not in self._images:
-                self._images[url] = await fetch_image(url, path, policy)
-
-    # --- request -------------------------------------------------------------------
-
-    def request(self, chat: dict[str, Any], target, *, stream: bool) -> UpstreamRequest:
-        name = model_path(target.model)
-        body = build_body(chat, name, drop_unsupported=self.drop_unsupported,
-                          images=self._images)
-        self._n = body.get("generationConfig", {}).get("candidateCount") or 1
-        if stream:
-            options = chat.get("stream_options")
-            self.include_usage = bool(isinstance(options, dict) and options.get("include_usage"))
-            url = f"{self.provider.base_url}/v1beta/models/{name}:streamGenerateContent?alt=sse"
-        else:
-            url = f"{self.provider.base_url}/v1beta/models/{name}:generateContent"
-        headers = {"content-type": "application/json", **self.provider.headers}
+    def auth_headers(self) -> dict[str, str]:
+        headers = dict(self.provider.headers)
         if self.provider.api_key:
             headers["x-goog-api-key"] = self.provider.api_key
-        return UpstreamRequest("POST", url, headers, orjson.dumps(body), stream)
-
-    # --- response ------------------------------------------------------------------
-
-    def response(self, status: int, headers: Mapping[str, str],
-                 body: bytes) -> tuple[bytes | dict[str, Any], Usage | None]:
-        answer = upstream_json(self.provider.name, body)
-        if "error" in answer:
-            raise self._classify(status, answer, headers)
-        if not answer.get("candidates") and not (answer.get("promptFeedback") or {}).get(
-                "blockReason"):
-            raise upstream_protocol(self.provider.name, "no candidates in the answer")
-        return completion(answer, self._n)
-
-    # --- stream --------------------------------------------------------------------
-
-    def stream(self, event: Event) -> tuple[list[bytes], Usage | None]:
-        machine = self._machine
-        if machine is None:
-            machine = self._machine = GeminiStream(self.state, self.include_usage, self._n,
-                                                   self._event_error)
-        answer = upstream_json(self.provider.name, event.data, "a stream event")
-        return machine.feed(answer)
-
-    def end_of_stream(self) -> list[bytes]:
-        """Gemini just closes the connection: complete if every choice finished."""
-        machine = self._machine
-        if machine is None or self.state.complete or not self.state.finish_reason:
-            return []
-        return machine.complete()
-
-    def partial_usage(self) -> Usage | None:
-        return self._machine.partial_usage() if self._machine is not None else None
-
-    # --- errors --------------------------------------------------------------------
+        return headers
 
     def error(self, status: int, headers: Mapping[str, str], body: bytes) -> UpstreamError:
         parsed = json_or_none(body)
         if isinstance(parsed, list) and parsed:  # the JSON-array stream form
             parsed = parsed[0]
-        return self._classify(status, parsed, headers)
+        return self.classify(status, parsed, headers)
 
-    def _event_error(self, event: dict[str, Any]) -> UpstreamError:
-        return self._classify(200, event, None)
-
-    def _classify(self, status: int, parsed: Any,
-                  headers: Mapping[str, str] | None) -> UpstreamError:
+    def classify(self, status: int, parsed: Any,
+                 headers: Mapping[str, str] | None) -> UpstreamError:
         name = self.provider.name
         error = parsed.get("error") if isinstance(parsed, dict) else None
         if not isinstance(error, dict):
@@ -201,6 +127,86 @@ class GeminiTranslator(Translator):
         return UpstreamError(error_class, client_status, message, openai_type,
                              code=openai_code, param=param, retry_after=retry_after,
                              upstream_status=status)
+
+
+class GeminiTranslator(GeminiFamily):
+    #: which resolved addresses a fetch may connect to, and which URL schemes it takes;
+    #: class attributes so tests can reach a loopback image server (never set in config)
+    image_address_check: ClassVar[Callable[[IPAddress], bool]] = staticmethod(is_public)
+    image_schemes: ClassVar[tuple[str, ...]] = ("https",)
+
+    def __init__(self, provider) -> None:
+        super().__init__(provider)
+        self.prepares = bool(provider.options.get("fetch_image_urls"))
+        self._n = 1
+        self._machine: GeminiStream | None = None
+        self._images: dict[str, Image] = {}  # fetched https image URLs, by URL
+
+    async def prepare(self, chat: dict[str, Any]) -> None:
+        """Fetch the request's image URLs when the provider allows it (Gemini takes
+        inline bytes only); `request()` inlines them. Off: `request()` answers 400."""
+        options = self.provider.options
+        if not options.get("fetch_image_urls"):
+            return
+        policy = FetchPolicy(
+            max_bytes=int(options.get("image_max_bytes") or 10 * 1024 * 1024),
+            timeout=float(options.get("image_fetch_timeout") or 10.0),
+            allow_address=type(self).image_address_check, schemes=type(self).image_schemes)
+        for path, url in image_urls(chat):
+            if url not in self._images:
+                self._images[url] = await fetch_image(url, path, policy)
+
+    # --- request -------------------------------------------------------------------
+
+    def request(self, chat: dict[str, Any], target, *, stream: bool) -> UpstreamRequest:
+        name = model_path(target.model)
+        body = build_body(chat, name, drop_unsupported=self.drop_unsupported,
+                          images=self._images)
+        self._n = body.get("generationConfig", {}).get("candidateCount") or 1
+        if stream:
+            options = chat.get("stream_options")
+            self.include_usage = bool(isinstance(options, dict) and options.get("include_usage"))
+            url = f"{self.provider.base_url}/v1beta/models/{name}:streamGenerateContent?alt=sse"
+        else:
+            url = f"{self.provider.base_url}/v1beta/models/{name}:generateContent"
+        return UpstreamRequest("POST", url, self.json_headers(), orjson.dumps(body), stream)
+
+    # --- response ------------------------------------------------------------------
+
+    def response(self, status: int, headers: Mapping[str, str],
+                 body: bytes) -> tuple[bytes | dict[str, Any], Usage | None]:
+        answer = upstream_json(self.provider.name, body)
+        if "error" in answer:
+            raise self.classify(status, answer, headers)
+        if not answer.get("candidates") and not (answer.get("promptFeedback") or {}).get(
+                "blockReason"):
+            raise upstream_protocol(self.provider.name, "no candidates in the answer")
+        return completion(answer, self._n)
+
+    # --- stream --------------------------------------------------------------------
+
+    def stream(self, event: Event) -> tuple[list[bytes], Usage | None]:
+        machine = self._machine
+        if machine is None:
+            machine = self._machine = GeminiStream(self.state, self.include_usage, self._n,
+                                                   self._event_error)
+        answer = upstream_json(self.provider.name, event.data, "a stream event")
+        return machine.feed(answer)
+
+    def end_of_stream(self) -> list[bytes]:
+        """Gemini just closes the connection: complete if every choice finished."""
+        machine = self._machine
+        if machine is None or self.state.complete or not self.state.finish_reason:
+            return []
+        return machine.complete()
+
+    def partial_usage(self) -> Usage | None:
+        return self._machine.partial_usage() if self._machine is not None else None
+
+    # --- errors --------------------------------------------------------------------
+
+    def _event_error(self, event: dict[str, Any]) -> UpstreamError:
+        return self.classify(200, event, None)
 
 
 def _retry_delay(details: list[Any]) -> float | None:

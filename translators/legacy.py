@@ -64,6 +64,13 @@ class Adapter(Translator):
     def error(self, status: int, headers: Mapping[str, str], body: bytes) -> UpstreamError:
         return self.inner.error(status, headers, body)
 
+    def classify(self, status: int, parsed: Any,
+                 headers: Mapping[str, str] | None) -> UpstreamError:
+        return self.inner.classify(status, parsed, headers)
+
+    def auth_headers(self) -> dict[str, str]:
+        return self.inner.auth_headers()
+
     def end_of_stream(self) -> list[bytes]:
         return self.inner.end_of_stream()
 
@@ -110,7 +117,7 @@ class LegacyCompletions(Adapter):
             self.include_usage = bool(options.get("include_usage"))
             options["include_usage"] = True  # always learn what the stream cost
             body["stream_options"] = options
-        headers = self.inner.headers()  # type: ignore[attr-defined]  # an OpenAITranslator
+        headers = self.inner.json_headers()
         return UpstreamRequest("POST", self.provider.base_url + "/completions", headers,
                                orjson.dumps(body), stream)
 
@@ -122,7 +129,7 @@ class LegacyCompletions(Adapter):
             return [], None
         chunk = upstream_json(self.provider.name, data, "a stream event")
         if chunk.get("error") or event.name == "error":
-            raise self.inner._classify(200, chunk, None)  # type: ignore[attr-defined]
+            raise self.inner.classify(200, chunk, None)
         usage = Usage.from_openai(chunk.get("usage")) if chunk.get("usage") else None
         choices = chunk.get("choices")
         if not choices:

@@ -43,7 +43,10 @@ def ollama_usage(line: dict[str, Any]) -> Usage:
                  completion_tokens=line.get("eval_count") or 0)
 
 
-class OllamaTranslator(Translator):
+class OllamaFamily(Translator):
+    """What every translator to Ollama shares (chat, embeddings): a bearer key only for
+    Ollama Cloud, plain-text or `{"error": "..."}` errors classed by status."""
+
     framing = "ndjson"
     default_base_url = "http://localhost:11434"
     requires_api_key = False
@@ -51,6 +54,55 @@ class OllamaTranslator(Translator):
         "keep_alive": Option(object, None, help="how long Ollama keeps the model loaded "
                              "(e.g. '10m', or -1 for ever)"),
     }
+
+    def auth_headers(self) -> dict[str, str]:
+        headers = dict(self.provider.headers)
+        if self.provider.api_key:  # Ollama Cloud; a local server needs none
+            headers["authorization"] = f"Bearer {self.provider.api_key}"
+        return headers
+
+    def error(self, status: int, headers: Mapping[str, str], body: bytes) -> UpstreamError:
+        try:
+            parsed = orjson.loads(body)
+        except orjson.JSONDecodeError:
+            parsed = {"error": body.decode("utf-8", "replace")[:500]}
+        return self.classify(status, parsed, headers)
+
+    def classify(self, status: int, parsed: Any,
+                 headers: Mapping[str, str] | None) -> UpstreamError:
+        name = self.provider.name
+        if status in (401, 403):
+            return upstream_auth(name, status)
+        error = parsed.get("error") if isinstance(parsed, dict) else None
+        if isinstance(error, dict):
+            error = error.get("message")
+        message = str(error or f"Upstream provider '{name}' answered HTTP {status}.")
+        message = self.redact(message)
+        retry_after = parse_retry_after(headers) if headers else None
+        code: str | None = None
+        param: str | None = None
+        if status == 429:
+            error_class, client_status, type_, code = (ErrorClass.RATE_LIMITED, 429,
+                                                       "rate_limit_exceeded", "upstream_rate_limit")
+        elif status == 404:
+            error_class, client_status, type_, code = (ErrorClass.NOT_FOUND, 404,
+                                                       "invalid_request_error", "model_not_found")
+        elif status == 503:
+            error_class, client_status, type_, code = (ErrorClass.OVERLOADED, 503,
+                                                       "server_error", "upstream_overloaded")
+        elif 400 <= status < 500:
+            error_class, client_status, type_ = ErrorClass.BAD_REQUEST, 400, "invalid_request_error"
+            if "context length" in message.lower():
+                error_class, code, param = (ErrorClass.CONTEXT_WINDOW, "context_length_exceeded",
+                                            "messages")
+        else:  # 5xx, or an error line inside a 200 stream
+            error_class, client_status, type_, code = (ErrorClass.SERVER, 502, "server_error",
+                                                       "upstream_error")
+        return UpstreamError(error_class, client_status, message, type_, code=code, param=param,
+                             retry_after=retry_after, upstream_status=status)
+
+
+class OllamaTranslator(OllamaFamily):
 
     def __init__(self, provider) -> None:
         super().__init__(provider)
@@ -69,11 +121,8 @@ class OllamaTranslator(Translator):
         if stream:
             options = chat.get("stream_options")
             self.include_usage = bool(isinstance(options, dict) and options.get("include_usage"))
-        headers = {"content-type": "application/json", **self.provider.headers}
-        if self.provider.api_key:  # Ollama Cloud; a local server needs none
-            headers["authorization"] = f"Bearer {self.provider.api_key}"
-        return UpstreamRequest("POST", self.provider.base_url + "/api/chat", headers,
-                               orjson.dumps(body), stream)
+        return UpstreamRequest("POST", self.provider.base_url + "/api/chat",
+                               self.json_headers(), orjson.dumps(body), stream)
 
     def _tool_calls(self, calls: Any) -> list[dict[str, Any]]:
         out = []
@@ -94,7 +143,7 @@ class OllamaTranslator(Translator):
                  body: bytes) -> tuple[bytes | dict[str, Any], Usage | None]:
         answer = upstream_json(self.provider.name, body)
         if "error" in answer:
-            raise self._classify(status, answer, headers)
+            raise self.classify(status, answer, headers)
         message = answer.get("message")
         if not isinstance(message, dict):
             raise upstream_protocol(self.provider.name, "no message in the answer")
@@ -120,7 +169,7 @@ class OllamaTranslator(Translator):
     def stream(self, event: Event) -> tuple[list[bytes], Usage | None]:
         line = upstream_json(self.provider.name, event.data, "a stream line")
         if "error" in line:
-            raise self._classify(200, line, None)
+            raise self.classify(200, line, None)
         state = self.state
         if state.complete:
             return [], None
@@ -171,45 +220,3 @@ class OllamaTranslator(Translator):
         from proxy.core.pricing import estimate_body
         return Usage(prompt_tokens=estimate_body(self._chat).prompt_tokens,
                      completion_tokens=self._lines, estimated=True)
-
-    # --- errors --------------------------------------------------------------------
-
-    def error(self, status: int, headers: Mapping[str, str], body: bytes) -> UpstreamError:
-        try:
-            parsed = orjson.loads(body)
-        except orjson.JSONDecodeError:
-            parsed = {"error": body.decode("utf-8", "replace")[:500]}
-        return self._classify(status, parsed, headers)
-
-    def _classify(self, status: int, parsed: Any,
-                  headers: Mapping[str, str] | None) -> UpstreamError:
-        name = self.provider.name
-        if status in (401, 403):
-            return upstream_auth(name, status)
-        error = parsed.get("error") if isinstance(parsed, dict) else None
-        if isinstance(error, dict):
-            error = error.get("message")
-        message = str(error or f"Upstream provider '{name}' answered HTTP {status}.")
-        message = self.redact(message)
-        retry_after = parse_retry_after(headers) if headers else None
-        code: str | None = None
-        param: str | None = None
-        if status == 429:
-            error_class, client_status, type_, code = (ErrorClass.RATE_LIMITED, 429,
-                                                       "rate_limit_exceeded", "upstream_rate_limit")
-        elif status == 404:
-            error_class, client_status, type_, code = (ErrorClass.NOT_FOUND, 404,
-                                                       "invalid_request_error", "model_not_found")
-        elif status == 503:
-            error_class, client_status, type_, code = (ErrorClass.OVERLOADED, 503,
-                                                       "server_error", "upstream_overloaded")
-        elif 400 <= status < 500:
-            error_class, client_status, type_ = ErrorClass.BAD_REQUEST, 400, "invalid_request_error"
-            if "context length" in message.lower():
-                error_class, code, param = (ErrorClass.CONTEXT_WINDOW, "context_length_exceeded",
-                                            "messages")
-        else:  # 5xx, or an error line inside a 200 stream
-            error_class, client_status, type_, code = (ErrorClass.SERVER, 502, "server_error",
-                                                       "upstream_error")
-        return UpstreamError(error_class, client_status, message, type_, code=code, param=param,
-                             retry_after=retry_after, upstream_status=status)

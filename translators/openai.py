@@ -16,14 +16,66 @@ from proxy.core.errors import ErrorClass, UpstreamError, parse_retry_after, upst
 from proxy.core.framing import Event
 from proxy.core.usage import Usage
 from translators.base import Translator, UpstreamRequest
-from translators.common import json_or_none, upstream_json
+from translators.common import upstream_json
 
 _CONTENT_KEYS = ("content", "tool_calls", "refusal", "reasoning_content", "function_call")
 
 
-class OpenAITranslator(Translator):
+class OpenAIFamily(Translator):
+    """What every translator to an OpenAI-format upstream shares (chat, native legacy
+    completions, embeddings): the key as a bearer token, OpenAI's error envelope."""
+
     default_base_url = "https://api.openai.com/v1"
     requires_api_key = False  # local OpenAI-compatible servers often need none
+
+    def auth_headers(self) -> dict[str, str]:
+        headers = dict(self.provider.headers)
+        if self.provider.api_key:
+            headers["authorization"] = f"Bearer {self.provider.api_key}"
+        return headers
+
+    def classify(self, status: int, parsed: Any,
+                 headers: Mapping[str, str] | None) -> UpstreamError:
+        name = self.provider.name
+        if status in (401, 403):
+            return upstream_auth(name, status)
+        error = parsed.get("error") if isinstance(parsed, dict) else None
+        if not isinstance(error, dict):
+            error = {"message": error if isinstance(error, str) else None}
+        message = self.redact(str(error.get("message") or f"Upstream provider '{name}' "
+                                   f"answered HTTP {status}."))
+        type_ = _str_or_none(error.get("type"))
+        code = _str_or_none(error.get("code"))
+        param = _str_or_none(error.get("param"))
+        retry_after = parse_retry_after(headers) if headers else None
+        error_class = classify_openai(status, type_, code)
+        client_status = status if status >= 400 else 500
+        if status < 400:  # an error event inside a 200 stream
+            client_status = {ErrorClass.RATE_LIMITED: 429, ErrorClass.OVERLOADED: 503,
+                             ErrorClass.CONTEXT_WINDOW: 400,
+                             ErrorClass.BAD_REQUEST: 400}.get(error_class, 500)
+        if type_ is None and client_status >= 500:
+            type_ = "server_error"
+        return UpstreamError(error_class, client_status, message, type_, code=code,
+                             param=param, retry_after=retry_after, upstream_status=status)
+
+
+def request_usage(body: dict[str, Any]) -> bool:
+    """Ask an OpenAI-format upstream for a stream's usage chunk (the gateway must always
+    learn what a stream cost); whether the client itself asked for it."""
+    options = dict(body.get("stream_options") or {})
+    asked = bool(options.get("include_usage"))
+    options["include_usage"] = True
+    body["stream_options"] = options
+    return asked
+
+
+def without_null_usage(data: bytes) -> bytes:
+    """A chunk without the `"usage":null` a client that did not ask for usage never sees."""
+    return data.replace(b',"usage":null', b"") if b'"usage":null' in data else data
+
+
+class OpenAITranslator(OpenAIFamily):
     path = "/chat/completions"
 
     def __init__(self, provider) -> None:
@@ -39,20 +91,12 @@ class OpenAITranslator(Translator):
         body = dict(chat)
         body["model"] = target.model
         if stream:
-            options = dict(chat.get("stream_options") or {})
-            self.include_usage = bool(options.get("include_usage"))
-            options["include_usage"] = True  # always learn what the stream cost
-            body["stream_options"] = options
-        return UpstreamRequest("POST", self.url(target), self.headers(), orjson.dumps(body), stream)
+            self.include_usage = request_usage(body)
+        return UpstreamRequest("POST", self.url(target), self.json_headers(), orjson.dumps(body),
+                               stream)
 
     def url(self, target) -> str:
         return self.provider.base_url + self.path
-
-    def headers(self) -> dict[str, str]:
-        headers = {"content-type": "application/json", **self.provider.headers}
-        if self.provider.api_key:
-            headers["authorization"] = f"Bearer {self.provider.api_key}"
-        return headers
 
     # --- response ------------------------------------------------------------------
 
@@ -74,9 +118,7 @@ class OpenAITranslator(Translator):
             # byte checks (memchr-fast) stand in for parsing it; JSON strings escape
             # their quotes, so these key patterns can only match structure.
             self._chunks += 1
-            if not self.include_usage and b'"usage":null' in data:
-                data = data.replace(b',"usage":null', b"")
-            return [data], None
+            return [data if self.include_usage else without_null_usage(data)], None
         if data == b"[DONE]":
             self.state.complete = True
             return [], None
@@ -84,7 +126,7 @@ class OpenAITranslator(Translator):
         if b'"reasoning"' in data and rename_reasoning(chunk.get("choices"), "delta"):
             data = orjson.dumps(chunk)
         if chunk.get("error") or event.name == "error":
-            raise self._classify(200, chunk, None)
+            raise self.classify(200, chunk, None)
         raw_usage = chunk.get("usage")
         usage = Usage.from_openai(raw_usage) if raw_usage else None
         choices = chunk.get("choices")
@@ -134,9 +176,7 @@ class OpenAITranslator(Translator):
             return b"", 0
         self._chunks += n
         plain = block[:cut]
-        if not self.include_usage and b'"usage":null' in plain:
-            plain = plain.replace(b',"usage":null', b"")
-        return plain, cut
+        return (plain if self.include_usage else without_null_usage(plain)), cut
 
     def partial_usage(self) -> Usage | None:
         """A stream cut short before its usage chunk: the prompt estimated from the
@@ -146,37 +186,6 @@ class OpenAITranslator(Translator):
         from proxy.core.pricing import estimate_body
         return Usage(prompt_tokens=estimate_body(self._chat).prompt_tokens,
                      completion_tokens=max(0, self._chunks - 1), estimated=True)
-
-    # --- errors --------------------------------------------------------------------
-
-    def error(self, status: int, headers: Mapping[str, str], body: bytes) -> UpstreamError:
-        parsed = json_or_none(body)
-        return self._classify(status, parsed, headers)
-
-    def _classify(self, status: int, parsed: Any, headers: Mapping[str, str] | None) -> UpstreamError:
-        name = self.provider.name
-        if status in (401, 403):
-            return upstream_auth(name, status)
-        error = parsed.get("error") if isinstance(parsed, dict) else None
-        if not isinstance(error, dict):
-            error = {"message": error if isinstance(error, str) else None}
-        message = self.redact(str(error.get("message") or f"Upstream provider '{name}' "
-                                   f"answered HTTP {status}."))
-        type_ = _str_or_none(error.get("type"))
-        code = _str_or_none(error.get("code"))
-        param = _str_or_none(error.get("param"))
-        retry_after = parse_retry_after(headers) if headers else None
-        error_class = classify_openai(status, type_, code)
-        client_status = status if status >= 400 else 500
-        if status < 400:  # an error event inside a 200 stream
-            client_status = {ErrorClass.RATE_LIMITED: 429, ErrorClass.OVERLOADED: 503,
-                             ErrorClass.CONTEXT_WINDOW: 400,
-                             ErrorClass.BAD_REQUEST: 400}.get(error_class, 500)
-        if type_ is None and client_status >= 500:
-            type_ = "server_error"
-        return UpstreamError(error_class, client_status, message, type_, code=code,
-                             param=param, retry_after=retry_after, upstream_status=status)
-
 
 # Where a stream stops being plain deltas (each scanned for once per read).
 _NEEDS_TRANSLATION = (b'"finish_reason":"', b"[DONE]", b'"reasoning"')

@@ -102,9 +102,8 @@ class HealthChecker:
                     "messages": [{"role": "user", "content": "ping"}]}
             return translator.request(chat, TargetConfig(provider.name, check.model),
                                       stream=False)
-        headers = translator.headers() if hasattr(translator, "headers") else {}
-        headers = {k: v for k, v in headers.items() if k != "content-type"}
-        return UpstreamRequest("GET", provider.base_url + check.path, headers, b"", False)
+        return UpstreamRequest("GET", provider.base_url + check.path, translator.auth_headers(),
+                               b"", False)
 
     async def _loop(self) -> None:
         tick = max(0.05, min(check.interval for check in self.checks.values()) / 2)
