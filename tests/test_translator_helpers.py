@@ -1,4 +1,4 @@
-"""The helpers every translator shares: reading upstream answers."""
+"""What translators share: reading upstream answers, credentials, error classification."""
 
 from __future__ import annotations
 
@@ -8,9 +8,11 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from proxy.config.types import ProviderConfig, TargetConfig
-from proxy.core.errors import UpstreamError
+from proxy.core.errors import GatewayError, UpstreamError
 from translators import PROVIDER_TYPES
 from translators.common import upstream_json
+from translators.embeddings import EmbeddingsRequest
+from translators.embeddings_providers import EMBEDDINGS, embeddings_translators
 
 _json = st.recursive(
     st.none() | st.booleans() | st.integers(-2**53, 2**53) | st.floats(allow_nan=False) |
@@ -69,3 +71,56 @@ def test_anthropic_auth_headers_name_the_api_version():
 def test_no_key_no_credential_header():
     provider = ProviderConfig("o", "ollama", "http://localhost:11434")
     assert PROVIDER_TYPES["ollama"](provider).auth_headers() == {}
+
+
+# --- embeddings translators are members of their provider type's family --------------
+
+_EMBED = EmbeddingsRequest("hi", ("hi",), None, True, "float", None, None)
+_ERROR_BODIES = st.one_of(
+    st.binary(max_size=20),
+    st.fixed_dictionaries({"error": st.fixed_dictionaries({}, optional={
+        "message": st.text(max_size=20), "type": st.sampled_from(
+            ["rate_limit_error", "invalid_request_error", "overloaded_error"]),
+        "code": st.sampled_from(["429", "context_length_exceeded", "content_filter", 5]),
+        "status": st.sampled_from(["RESOURCE_EXHAUSTED", "INVALID_ARGUMENT", "UNAVAILABLE"]),
+    })}).map(orjson.dumps))
+
+
+def _fields(err):
+    return (err.error_class, err.status, err.message, err.type, err.code, err.param,
+            err.retry_after, err.upstream_status)
+
+
+@pytest.mark.parametrize("kind", sorted(EMBEDDINGS))
+@given(status=st.sampled_from([400, 401, 404, 408, 429, 500, 503, 529]), body=_ERROR_BODIES)
+def test_embeddings_errors_are_classified_as_their_chat_siblings(kind, status, body):
+    provider = ProviderConfig("p", kind, "https://up.example", api_key="k-123",
+                              options={"api_version": "2024-10-21"} if kind == "azure" else {})
+    chat = PROVIDER_TYPES[kind](provider)
+    embed = EMBEDDINGS[kind](provider, _EMBED)
+    headers = {"retry-after": "3"}
+    assert _fields(embed.error(status, headers, body)) == _fields(chat.error(status, headers,
+                                                                              body))
+    assert embed.auth_headers() == chat.auth_headers()
+
+
+@pytest.mark.parametrize("options", [{"api_version": "2024-10-21"},
+                                     {"api_style": "v1", "api_version": "preview"},
+                                     {"api_style": "v1", "api_version": None}])
+def test_azure_builds_one_url_for_chat_and_embeddings(options):
+    provider = ProviderConfig("az", "azure", "https://res.openai.azure.com", api_key="k",
+                              options=options)
+    target = TargetConfig("az", "dep-1")
+    chat = PROVIDER_TYPES["azure"](provider).request(_CHAT, target, stream=False).url
+    embed = EMBEDDINGS["azure"](provider, _EMBED).request({}, target, stream=False).url
+    assert embed == chat.replace("/chat/completions", "/embeddings")
+
+
+def test_a_provider_type_without_embeddings_refuses_before_sending():
+    provider = ProviderConfig("claude", "anthropic", "https://up.example", api_key="k")
+    translator = embeddings_translators(_EMBED)(PROVIDER_TYPES["anthropic"](provider))
+    with pytest.raises(GatewayError) as err:
+        translator.request({}, TargetConfig("claude", "claude-x"), stream=False)
+    assert (err.value.status, err.value.code, err.value.param) == (400, "unsupported_model",
+                                                                   "model")
+    assert "'claude/claude-x'" in err.value.message

@@ -1,12 +1,13 @@
-"""`POST /v1/embeddings` as an adapter around the attempt's chat translator.
+"""`POST /v1/embeddings`: the validated request, and what every provider type's
+embeddings translator shares.
 
-The chat translators stay untouched: `EmbeddingsTranslator.request` ignores
-the chat translator and asks the provider type's embeddings mapper
-(translators/embeddings_providers.py) for the upstream request; `response`
-maps the upstream's body back to OpenAI's list; `error` is the chat
-translator's, so errors are classified the same way for retry, fallback and
-breakers. Streaming is never used. Usage (completion tokens 0) reaches the
-ledger through `ex.usage` like chat.
+An embeddings translator is a member of its provider type's family (its
+credentials and error classification: translators/base.py) with the same
+contract as chat: `request` builds the upstream call from the request the
+handler validated once, `response` maps the answer to OpenAI's list with its
+usage (completion tokens 0), `error` is the family's, so retry, fallback and
+breakers treat it like chat. Embeddings never stream. One translator per
+provider type: translators/embeddings_providers.py.
 """
 
 from __future__ import annotations
@@ -17,13 +18,14 @@ from dataclasses import dataclass
 from typing import Any
 
 from proxy.core.errors import bad_request, upstream_protocol
+from proxy.core.framing import Event
 from proxy.core.usage import Usage
-from translators.base import Translator, UpstreamRequest
+from translators.base import Translator
 
 
 @dataclass(frozen=True, slots=True)
 class EmbeddingsRequest:
-    """A validated `/v1/embeddings` request (proxy/server/legacy.py checks it once)."""
+    """A validated `/v1/embeddings` request (proxy/server/embeddings.py checks it once)."""
 
     input: Any  # exactly as the client sent it (for OpenAI-format upstreams)
     texts: tuple[str, ...] | None  # the input as strings, or None for token arrays
@@ -76,17 +78,14 @@ def vectors_of(provider: str, values: Any, count: int) -> list[list[float]]:
     return values
 
 
-class EmbeddingsMapper:
-    """One provider type's embeddings endpoint: build the request, read the answer."""
+class EmbeddingsTranslator(Translator):
+    """One attempt of an embeddings request; a provider type's subclass also inherits its
+    family (e.g. `class GeminiEmbeddings(EmbeddingsTranslator, GeminiFamily)`)."""
 
-    def __init__(self, inner: Translator, req: EmbeddingsRequest) -> None:
-        self.inner = inner
-        self.provider = inner.provider
+    def __init__(self, provider, req: EmbeddingsRequest) -> None:
+        super().__init__(provider)
         self.req = req
-        self.model = ""
+        self.model = ""  # the upstream model, for answers that do not name it
 
-    def request(self, target) -> UpstreamRequest:
-        raise NotImplementedError
-
-    def response(self, body: bytes) -> tuple[bytes | dict[str, Any], Usage]:
-        raise NotImplementedError
+    def stream(self, event: Event) -> tuple[list[bytes], Usage | None]:
+        raise upstream_protocol(self.provider.name, "embeddings never stream")

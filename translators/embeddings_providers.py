@@ -1,4 +1,4 @@
-"""One embeddings mapper per provider type (see translators/embeddings.py).
+"""One embeddings translator per provider type (see translators/embeddings.py).
 
 - openai (and every OpenAI-compatible server): `POST {base_url}/embeddings`,
   the request forwarded as sent, the answer passed through as the upstream's bytes;
@@ -11,7 +11,8 @@
 
 Upstreams that return floats only get base64 from the gateway itself.
 Upstream model names enter a URL path only after the same safe-pattern checks
-as their chat translators.
+as their chat translators. A provider type without an embeddings endpoint
+(anthropic) answers 400 before anything is sent.
 """
 
 from __future__ import annotations
@@ -19,30 +20,36 @@ from __future__ import annotations
 import hashlib
 import math
 import struct
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
-from urllib.parse import quote
 
 import orjson
 
 from proxy.core.errors import GatewayError, UpstreamError, upstream_protocol
-from proxy.core.framing import Event
-from translators.azure import SAFE_DEPLOYMENT, SAFE_VERSION, _config_error
 from proxy.core.usage import Usage
+from translators.azure import AzureFamily
 from translators.base import Translator, UpstreamRequest
-from translators.embeddings import EmbeddingsMapper, EmbeddingsRequest, embeddings_list, vectors_of
 from translators.common import upstream_json
-from translators.gemini import model_path
-from translators.legacy import Adapter
+from translators.embeddings import (
+    EmbeddingsRequest,
+    EmbeddingsTranslator,
+    embeddings_list,
+    vectors_of,
+)
+from translators.gemini import GeminiFamily, model_path
+from translators.ollama import OllamaFamily
+from translators.openai import OpenAIFamily
 
 MOCK_DIMENSIONS = 256
 
 
-class OpenAIEmbeddings(EmbeddingsMapper):
+class OpenAIEmbeddings(EmbeddingsTranslator, OpenAIFamily):
+    """Forwarded as sent; the answer passes through as the upstream's own bytes."""
+
     def url(self, target) -> str:
         return self.provider.base_url + "/embeddings"
 
-    def request(self, target) -> UpstreamRequest:
+    def request(self, chat: dict[str, Any], target, *, stream: bool) -> UpstreamRequest:
         req = self.req
         body: dict[str, Any] = {"input": req.input, "model": target.model}
         if req.encoding_format == "base64":
@@ -51,10 +58,11 @@ class OpenAIEmbeddings(EmbeddingsMapper):
             body["dimensions"] = req.dimensions
         if req.user is not None:
             body["user"] = req.user
-        headers = self.inner.json_headers()
-        return UpstreamRequest("POST", self.url(target), headers, orjson.dumps(body), False)
+        return UpstreamRequest("POST", self.url(target), self.json_headers(), orjson.dumps(body),
+                               False)
 
-    def response(self, body: bytes) -> tuple[bytes | dict[str, Any], Usage]:
+    def response(self, status: int, headers: Mapping[str, str],
+                 body: bytes) -> tuple[bytes | dict[str, Any], Usage | None]:
         parsed = upstream_json(self.provider.name, body)
         data = parsed.get("data")
         if not isinstance(data, list) or len(data) != self.req.count:
@@ -64,25 +72,13 @@ class OpenAIEmbeddings(EmbeddingsMapper):
         return body, Usage(prompt_tokens=prompt)  # the upstream's own bytes
 
 
-class AzureEmbeddings(OpenAIEmbeddings):
+class AzureEmbeddings(AzureFamily, OpenAIEmbeddings):
     def url(self, target) -> str:
-        options = self.provider.options
-        deployment = target.model
-        if not isinstance(deployment, str) or not SAFE_DEPLOYMENT.match(deployment):
-            raise _config_error("a deployment name may hold letters, digits, '-', '_' and '.'")
-        version = options.get("api_version") or "2024-10-21"
-        if not SAFE_VERSION.match(version):
-            raise _config_error(f"api_version must look like 2024-10-21, got {version!r}")
-        if (options.get("api_style") or "deployments") == "v1":
-            url = f"{self.provider.base_url}/openai/v1/embeddings"
-            return url + f"?api-version={quote(version)}" if version in ("preview", "latest") \
-                else url
-        return (f"{self.provider.base_url}/openai/deployments/{deployment}/embeddings"
-                f"?api-version={quote(version)}")
+        return self.azure_url(target, "embeddings")
 
 
-class GeminiEmbeddings(EmbeddingsMapper):
-    def request(self, target) -> UpstreamRequest:
+class GeminiEmbeddings(EmbeddingsTranslator, GeminiFamily):
+    def request(self, chat: dict[str, Any], target, *, stream: bool) -> UpstreamRequest:
         texts = self.req.text_only(self.provider.name)
         name = model_path(target.model)
         self.model = name
@@ -100,12 +96,10 @@ class GeminiEmbeddings(EmbeddingsMapper):
         else:
             url = base + ":batchEmbedContents"
             body = {"requests": [{"model": f"models/{name}", **one(t)} for t in texts]}
-        headers = {"content-type": "application/json", **self.provider.headers}
-        if self.provider.api_key:
-            headers["x-goog-api-key"] = self.provider.api_key
-        return UpstreamRequest("POST", url, headers, orjson.dumps(body), False)
+        return UpstreamRequest("POST", url, self.json_headers(), orjson.dumps(body), False)
 
-    def response(self, body: bytes) -> tuple[bytes | dict[str, Any], Usage]:
+    def response(self, status: int, headers: Mapping[str, str],
+                 body: bytes) -> tuple[bytes | dict[str, Any], Usage | None]:
         parsed = upstream_json(self.provider.name, body)
         if self.req.single:
             items = [parsed.get("embedding")]
@@ -120,21 +114,19 @@ class GeminiEmbeddings(EmbeddingsMapper):
                 Usage(prompt_tokens=tokens))
 
 
-class OllamaEmbeddings(EmbeddingsMapper):
-    def request(self, target) -> UpstreamRequest:
+class OllamaEmbeddings(EmbeddingsTranslator, OllamaFamily):
+    def request(self, chat: dict[str, Any], target, *, stream: bool) -> UpstreamRequest:
         texts = self.req.text_only(self.provider.name)
         self.model = target.model
         body: dict[str, Any] = {"model": target.model,
                                 "input": texts[0] if self.req.single else list(texts)}
         if self.req.dimensions is not None:
             body["dimensions"] = self.req.dimensions
-        headers = {"content-type": "application/json", **self.provider.headers}
-        if self.provider.api_key:
-            headers["authorization"] = f"Bearer {self.provider.api_key}"
-        return UpstreamRequest("POST", self.provider.base_url + "/api/embed", headers,
-                               orjson.dumps(body), False)
+        return UpstreamRequest("POST", self.provider.base_url + "/api/embed",
+                               self.json_headers(), orjson.dumps(body), False)
 
-    def response(self, body: bytes) -> tuple[bytes | dict[str, Any], Usage]:
+    def response(self, status: int, headers: Mapping[str, str],
+                 body: bytes) -> tuple[bytes | dict[str, Any], Usage | None]:
         parsed = upstream_json(self.provider.name, body)
         vectors = vectors_of(self.provider.name, parsed.get("embeddings"), self.req.count)
         count = parsed.get("prompt_eval_count")
@@ -144,16 +136,17 @@ class OllamaEmbeddings(EmbeddingsMapper):
                 Usage(prompt_tokens=tokens))
 
 
-class MockEmbeddings(EmbeddingsMapper):
+class MockEmbeddings(EmbeddingsTranslator, OpenAIFamily):
     """Offline: the same input and model always give the same unit vector."""
 
-    def request(self, target) -> UpstreamRequest:
+    def request(self, chat: dict[str, Any], target, *, stream: bool) -> UpstreamRequest:
         self.model = target.model
         body = {"model": target.model, "input": self.req.input}  # for the in-process transport
         return UpstreamRequest("POST", self.provider.base_url + "/embeddings",
-                               {"content-type": "application/json"}, orjson.dumps(body), False)
+                               self.json_headers(), orjson.dumps(body), False)
 
-    def response(self, body: bytes) -> tuple[bytes | dict[str, Any], Usage]:
+    def response(self, status: int, headers: Mapping[str, str],
+                 body: bytes) -> tuple[bytes | dict[str, Any], Usage | None]:
         dims = self.req.dimensions or MOCK_DIMENSIONS
         items: tuple[Any, ...] = self.req.texts if self.req.texts is not None \
             else self.req.tokens or ()
@@ -172,7 +165,26 @@ def mock_vector(model: str, seed: bytes, dims: int) -> list[float]:
                                                         *(v / norm for v in values))))
 
 
-MAPPERS: dict[str, type[EmbeddingsMapper]] = {
+class NoEmbeddings(EmbeddingsTranslator):
+    """A provider type with no embeddings endpoint: a 400 naming the target, and nothing
+    is sent (so nothing can come back to read)."""
+
+    def request(self, chat: dict[str, Any], target, *, stream: bool) -> UpstreamRequest:
+        raise GatewayError(
+            400, f"The model's target '{target.label}' is a '{self.provider.type}' provider, "
+                 "which has no embeddings endpoint.",
+            "invalid_request_error", param="model", code="unsupported_model")
+
+    def response(self, status: int, headers: Mapping[str, str],
+                 body: bytes) -> tuple[bytes | dict[str, Any], Usage | None]:
+        raise upstream_protocol(self.provider.name, "it has no embeddings endpoint")
+
+    def classify(self, status: int, parsed: Any,
+                 headers: Mapping[str, str] | None) -> UpstreamError:
+        return upstream_protocol(self.provider.name, "it has no embeddings endpoint")
+
+
+EMBEDDINGS: dict[str, type[EmbeddingsTranslator]] = {
     "openai": OpenAIEmbeddings,
     "azure": AzureEmbeddings,
     "gemini": GeminiEmbeddings,
@@ -181,37 +193,8 @@ MAPPERS: dict[str, type[EmbeddingsMapper]] = {
 }
 
 
-class EmbeddingsTranslator(Adapter):
-    """The embeddings request in the shape of a translator, so dispatch works unchanged."""
-
-    def __init__(self, inner: Translator, req: EmbeddingsRequest) -> None:
-        super().__init__(inner)
-        self.req = req
-        self.mapper: EmbeddingsMapper | None = None
-
-    def request(self, chat: dict[str, Any], target, *, stream: bool) -> UpstreamRequest:
-        kind = MAPPERS.get(self.provider.type)
-        if kind is None:
-            raise GatewayError(
-                400, f"The model's target '{target.label}' is a '{self.provider.type}' "
-                     "provider, which has no embeddings endpoint.",
-                "invalid_request_error", param="model", code="unsupported_model")
-        self.mapper = kind(self.inner, self.req)
-        return self.mapper.request(target)
-
-    def response(self, status: int, headers: Mapping[str, str],
-                 body: bytes) -> tuple[bytes | dict[str, Any], Usage | None]:
-        assert self.mapper is not None
-        return self.mapper.response(body)
-
-    def stream(self, event: Event) -> tuple[list[bytes], Usage | None]:
-        raise upstream_protocol(self.provider.name, "embeddings never stream")
-
-    def error(self, status: int, headers: Mapping[str, str], body: bytes) -> UpstreamError:
-        return self.inner.error(status, headers, body)
-
-    def end_of_stream(self) -> list[bytes]:
-        return []
-
-    def partial_usage(self) -> Usage | None:
-        return None
+def embeddings_translators(req: EmbeddingsRequest) -> Callable[[Translator], Translator]:
+    """The Exchange hook of an embeddings request: every attempt is served by the
+    embeddings translator of its provider's type (the attempt's chat translator only
+    names the provider)."""
+    return lambda chat: EMBEDDINGS.get(chat.provider.type, NoEmbeddings)(chat.provider, req)

@@ -19,7 +19,7 @@ from proxy.server.gateway import GATEWAY, REQUEST_ID
 from proxy.server.requests import check_forbidden, check_max_tokens, json_type, read_json
 from proxy.core.pricing import Estimate
 from translators.embeddings import EmbeddingsRequest
-from translators.embeddings_providers import EmbeddingsTranslator
+from translators.embeddings_providers import embeddings_translators
 from translators.legacy import LegacyRequest
 
 _JSON = "application/json"
@@ -166,7 +166,7 @@ async def embeddings(request: web.Request) -> web.StreamResponse:
     _model(body)
     _unknown(body, _EMBEDDING_FIELDS)
     req = embeddings_request(body)
-    return await _serve(request, body, False, lambda inner: EmbeddingsTranslator(inner, req),
+    return await _serve(request, body, False, embeddings_translators(req),
                         Estimate(req.estimated_tokens(), 0), key)
 
 
