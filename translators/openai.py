@@ -8,7 +8,7 @@ client gets exactly what the upstream said.
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from typing import Any, ClassVar, Mapping
 
 import orjson
 
@@ -25,7 +25,7 @@ class OpenAIFamily(Translator):
     """What every translator to an OpenAI-format upstream shares (chat, native legacy
     completions, embeddings): the key as a bearer token, OpenAI's error envelope."""
 
-    default_base_url = "https://api.openai.com/v1"
+    default_base_url: ClassVar[str | None] = "https://api.openai.com/v1"
     requires_api_key = False  # local OpenAI-compatible servers often need none
 
     def auth_headers(self) -> dict[str, str]:

@@ -10,7 +10,7 @@ from proxy.core.errors import bad_request, model_not_found
 from proxy.core.exchange import Exchange
 from proxy.server.gateway import GATEWAY, REQUEST_ID
 from proxy.server.requests import check_forbidden, check_max_tokens, json_type, read_json
-from translators.legacy import functions_adapter
+from translators.functions import functions_adapter
 
 _JSON = "application/json"
 
@@ -68,7 +68,7 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
         raise model_not_found(body["model"])
     ex = Exchange(request_id=request[REQUEST_ID], http=request, body=body, model=model,
                   stream=stream, key=key, key_name=key.name if key is not None else None,
-                  adapter=functions_adapter(body))  # legacy `functions`: translators/legacy.py
+                  adapter=functions_adapter(body))  # legacy `functions`: translators/functions.py
     await gateway.pipeline(ex)
     if ex.response is not None:
         return ex.response

@@ -20,7 +20,7 @@ from proxy.server.requests import check_forbidden, check_max_tokens, json_type, 
 from proxy.core.pricing import Estimate
 from translators.embeddings import EmbeddingsRequest
 from translators.embeddings_providers import embeddings_translators
-from translators.legacy import LegacyRequest
+from translators.completions import LegacyRequest
 
 _JSON = "application/json"
 LEGACY_DEFAULT_MAX_TOKENS = 16  # OpenAI's default on /v1/completions
@@ -87,7 +87,7 @@ async def completions(request: web.Request) -> web.StreamResponse:
     n = body.get("n") if isinstance(body.get("n"), int) else 1
     estimate = Estimate(_prompt_tokens(body.get("prompt")) + 7,
                         cap * max(1, n) if isinstance(cap, int) and cap > 0 else None)
-    return await _serve(request, body, stream, legacy.adapter, estimate, key)
+    return await _serve(request, body, stream, legacy.translator, estimate, key)
 
 
 def _prompt_tokens(prompt: Any) -> int:
