@@ -16,7 +16,8 @@ from proxy.server.admin import add_admin_routes
 from proxy.core.errors import GatewayError
 from proxy.server.gateway import GATEWAY, REQUEST_ID, Gateway
 from proxy.server.chat import add_routes
-from proxy.server.legacy import add_legacy_routes
+from proxy.server.completions import add_completions_routes
+from proxy.server.embeddings import add_embeddings_routes
 from proxy.server.models import add_model_routes
 
 log = logging.getLogger("gatewise")
@@ -86,7 +87,8 @@ def build_app(config: GatewayConfig, now: Callable[[], float] | None = None) -> 
     app.cleanup_ctx.append(gateway.lifespan)
     app.on_response_prepare.append(_stamp_request_id)
     add_routes(app)
-    add_legacy_routes(app)
+    add_completions_routes(app)
+    add_embeddings_routes(app)
     add_model_routes(app)
     add_admin_routes(app)
     if config.telemetry.prometheus:

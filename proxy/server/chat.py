@@ -6,24 +6,23 @@ from typing import Any
 
 from aiohttp import web
 
-from proxy.core.errors import bad_request, model_not_found
-from proxy.core.exchange import Exchange
-from proxy.server.gateway import GATEWAY, REQUEST_ID
-from proxy.server.requests import check_forbidden, check_max_tokens, json_type, read_json
+from proxy.core.errors import bad_request
+from proxy.server.endpoint import answer, exchange_for
+from proxy.server.gateway import GATEWAY
+from proxy.server.requests import (
+    check_forbidden,
+    check_max_tokens,
+    check_model,
+    json_type,
+    read_json,
+)
 from translators.functions import functions_adapter
-
-_JSON = "application/json"
 
 
 def _parse_chat(body: dict[str, Any], max_messages: int) -> bool:
     """Check what every upstream needs; returns whether the client wants a stream."""
     check_forbidden(body)
-    model = body.get("model")
-    if model is None:
-        raise bad_request("you must provide a model parameter", param="model")
-    if not isinstance(model, str):
-        raise bad_request(f"Invalid type for 'model': expected a string, but got "
-                          f"{json_type(model)} instead.", param="model", code="invalid_type")
+    check_model(body)
     messages = body.get("messages")
     if messages is None:
         raise bad_request("Missing required parameter: 'messages'.", param="messages",
@@ -63,18 +62,10 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
     key = gateway.authenticate(request.headers)  # 401 before anything else
     body = await read_json(request)
     stream = _parse_chat(body, gateway.config.server.max_messages)
-    model = gateway.config.models.get(body["model"])
-    if model is None:
-        raise model_not_found(body["model"])
-    ex = Exchange(request_id=request[REQUEST_ID], http=request, body=body, model=model,
-                  stream=stream, key=key, key_name=key.name if key is not None else None,
-                  adapter=functions_adapter(body))  # legacy `functions`: translators/functions.py
+    # legacy `functions` (translators/functions.py); None for every other request
+    ex = exchange_for(request, body, stream=stream, key=key, adapter=functions_adapter(body))
     await gateway.pipeline(ex)
-    if ex.response is not None:
-        return ex.response
-    headers = ex.gateway_headers()
-    headers["content-type"] = _JSON
-    return web.Response(body=ex.response_body, status=ex.status or 200, headers=headers)
+    return answer(ex)
 
 
 def add_routes(app: web.Application) -> None:

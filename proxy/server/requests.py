@@ -64,6 +64,31 @@ def check_max_tokens(name: str, value: Any) -> None:
                           code="integer_above_max_value")
 
 
+def check_model(body: dict[str, Any]) -> str:
+    """The requested model's name: present, and a string."""
+    model = body.get("model")
+    if model is None:
+        raise bad_request("you must provide a model parameter", param="model")
+    if not isinstance(model, str):
+        raise bad_request(f"Invalid type for 'model': expected a string, but got "
+                          f"{json_type(model)} instead.", param="model", code="invalid_type")
+    return model
+
+
+def check_known(body: dict[str, Any], known: frozenset[str]) -> None:
+    """A field the endpoint does not know is a 400, as on OpenAI's legacy endpoints."""
+    for name in body:
+        if name not in known:
+            raise bad_request(f"Unrecognized request argument supplied: {name}", param=name,
+                              code="unknown_parameter")
+
+
+def is_tokens(value: Any) -> bool:
+    """A non-empty array of token ids (integers, not booleans)."""
+    return (isinstance(value, list) and bool(value)
+            and all(isinstance(t, int) and not isinstance(t, bool) for t in value))
+
+
 def json_type(value: Any) -> str:
     return {dict: "an object", list: "an array", str: "a string", bool: "a boolean",
             int: "an integer", float: "a decimal", type(None): "null"}.get(type(value), "a value")

@@ -1,0 +1,34 @@
+"""What every endpoint handler does around the pipeline: the Exchange of a checked
+request, and the client's answer once the pipeline has run."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from aiohttp import web
+
+from proxy.core.errors import model_not_found
+from proxy.core.exchange import Exchange
+from proxy.server.gateway import GATEWAY, REQUEST_ID
+
+
+def exchange_for(request: web.Request, body: dict[str, Any], *, stream: bool, key: Any,
+                 adapter: Callable[[Any], Any] | None = None) -> Exchange:
+    """The Exchange of a checked request; 404 for a model the config does not name.
+    `adapter` picks each attempt's translator when the endpoint is not plain chat."""
+    model = request.app[GATEWAY].config.models.get(body["model"])
+    if model is None:
+        raise model_not_found(body["model"])
+    return Exchange(request_id=request[REQUEST_ID], http=request, body=body, model=model,
+                    stream=stream, key=key, key_name=key.name if key is not None else None,
+                    adapter=adapter)
+
+
+def answer(ex: Exchange) -> web.StreamResponse:
+    """The stream the pipeline already sent, or its JSON answer with the gateway's headers."""
+    if ex.response is not None:
+        return ex.response
+    headers = ex.gateway_headers()
+    headers["content-type"] = "application/json"
+    return web.Response(body=ex.response_body, status=ex.status or 200, headers=headers)
