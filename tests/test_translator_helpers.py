@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 from proxy.config.types import ProviderConfig, TargetConfig
 from proxy.core.errors import GatewayError, UpstreamError
 from translators import PROVIDER_TYPES
-from translators.common import upstream_json
+from translators.common import error_object, error_text, upstream_json
 from translators.embeddings import EmbeddingsRequest
 from translators.embeddings_providers import EMBEDDINGS, embeddings_translators
 
@@ -36,6 +36,15 @@ def test_upstream_json_is_an_object_or_a_protocol_error(data):
     assert err.value.message == ("Upstream provider 'up' sent an invalid response: a stream "
                                  "event is not " + ("JSON." if parsed is ValueError else
                                                     "an object."))
+
+
+@given(_json)
+def test_error_object_and_text(parsed):
+    inner = parsed.get("error") if isinstance(parsed, dict) else None
+    assert error_object(parsed) == (inner if isinstance(inner, dict) else {})
+    assert error_text(parsed) == (inner.get("message") if isinstance(inner, dict) else
+                                  inner if isinstance(inner, str) else None)
+    assert error_text({"error": "quota"}) == "quota" and error_object({"error": "quota"}) == {}
 
 
 # --- one place per provider type says where its key goes ------------------------------

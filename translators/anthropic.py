@@ -30,7 +30,7 @@ from translators.anthropic_stream import (
     anthropic_usage,
     chunk_id,
 )
-from translators.common import upstream_json
+from translators.common import error_object, upstream_json
 from proxy.core.usage import Usage
 from translators.base import Option, Translator, UpstreamRequest
 
@@ -126,17 +126,13 @@ class AnthropicTranslator(Translator):
     def classify(self, status: int, parsed: Any,
                  headers: Mapping[str, str] | None) -> UpstreamError:
         name = self.provider.name
-        error = parsed.get("error") if isinstance(parsed, dict) else None
-        if not isinstance(error, dict):
-            error = {}
+        error = error_object(parsed)
         type_ = error.get("type") if isinstance(error.get("type"), str) else None
         type_ = type_ or _BY_STATUS.get(status) or ("api_error" if status >= 500 else
                                                     "invalid_request_error")
         if status in (401, 403) or type_ in ("authentication_error", "permission_error"):
             return upstream_auth(name, status if status >= 400 else 401)
-        message = str(error.get("message") or f"Upstream provider '{name}' answered HTTP "
-                      f"{status}.")
-        message = self.redact(message)
+        message = self.error_message(error.get("message"), status)
         error_class, client_status, openai_type, code = _ERRORS.get(
             type_, (ErrorClass.SERVER, 502, "server_error", "upstream_error")
             if status >= 500 or status < 400 else

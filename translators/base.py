@@ -136,6 +136,11 @@ class Translator(ABC):
         format that is already OpenAI's can pass anything."""
         return b"", 0
 
+    def error_message(self, message: Any, status: int) -> str:
+        """The upstream's error message (or a plain one) as a client may see it."""
+        return self.redact(str(message or f"Upstream provider '{self.provider.name}' answered "
+                               f"HTTP {status}."))
+
     def redact(self, text: str) -> str:
         """The provider's key never reaches a client, a log or a span, even when an
         upstream quotes it back in an error message."""

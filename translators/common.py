@@ -188,6 +188,20 @@ def upstream_json(provider: str, data: bytes, what: str = "the body") -> dict[st
     return parsed
 
 
+def error_object(parsed: Any) -> dict[str, Any]:
+    """The `error` object of a parsed error body, or an empty one."""
+    error = parsed.get("error") if isinstance(parsed, dict) else None
+    return error if isinstance(error, dict) else {}
+
+
+def error_text(parsed: Any) -> Any:
+    """The message of a parsed error body whose `error` may also be a bare string
+    (OpenAI-compatible servers, Ollama)."""
+    error = parsed.get("error") if isinstance(parsed, dict) else None
+    return error.get("message") if isinstance(error, dict) else \
+        error if isinstance(error, str) else None
+
+
 def json_or_none(body: bytes) -> Any:
     """An upstream error body, parsed if it is JSON (error bodies often are not)."""
     try:

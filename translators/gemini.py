@@ -27,7 +27,7 @@ from proxy.core.errors import (
     upstream_protocol,
 )
 from proxy.core.framing import Event
-from translators.common import json_or_none, upstream_json
+from translators.common import error_object, json_or_none, upstream_json
 from proxy.core.usage import Usage
 from translators.base import Option, Translator, UpstreamRequest
 from translators.gemini_request import build_body
@@ -99,9 +99,7 @@ class GeminiFamily(Translator):
     def classify(self, status: int, parsed: Any,
                  headers: Mapping[str, str] | None) -> UpstreamError:
         name = self.provider.name
-        error = parsed.get("error") if isinstance(parsed, dict) else None
-        if not isinstance(error, dict):
-            error = {}
+        error = error_object(parsed)
         code = error.get("code") if isinstance(error.get("code"), int) else status
         rpc = error.get("status") if isinstance(error.get("status"), str) else None
         details = error.get("details") if isinstance(error.get("details"), list) else []
@@ -111,9 +109,7 @@ class GeminiFamily(Translator):
             return upstream_auth(name, code if code >= 400 else 401)
         rpc = rpc or _BY_STATUS.get(code) or ("INTERNAL" if code >= 500 or code < 400
                                              else "INVALID_ARGUMENT")
-        message = str(error.get("message") or f"Upstream provider '{name}' answered HTTP "
-                      f"{status}.")
-        message = self.redact(message)
+        message = self.error_message(error.get("message"), status)
         error_class, client_status, openai_type, openai_code = _ERRORS.get(
             rpc, (ErrorClass.SERVER, 502, "server_error", "upstream_error") if code >= 500 else
             (ErrorClass.BAD_REQUEST, 400, "invalid_request_error", None))

@@ -30,7 +30,7 @@ from proxy.core.errors import (
 from proxy.core.framing import Event
 from proxy.core.usage import Usage
 from translators.base import Option, Translator, UpstreamRequest
-from translators.common import upstream_json
+from translators.common import error_text, upstream_json
 from translators.ollama_request import build_body
 
 FINISH = {"stop": "stop", "length": "length", "load": "stop", "unload": "stop"}
@@ -73,11 +73,7 @@ class OllamaFamily(Translator):
         name = self.provider.name
         if status in (401, 403):
             return upstream_auth(name, status)
-        error = parsed.get("error") if isinstance(parsed, dict) else None
-        if isinstance(error, dict):
-            error = error.get("message")
-        message = str(error or f"Upstream provider '{name}' answered HTTP {status}.")
-        message = self.redact(message)
+        message = self.error_message(error_text(parsed), status)
         retry_after = parse_retry_after(headers) if headers else None
         code: str | None = None
         param: str | None = None

@@ -16,7 +16,7 @@ from proxy.core.errors import ErrorClass, UpstreamError, parse_retry_after, upst
 from proxy.core.framing import Event
 from proxy.core.usage import Usage
 from translators.base import Translator, UpstreamRequest
-from translators.common import upstream_json
+from translators.common import error_object, error_text, upstream_json
 
 _CONTENT_KEYS = ("content", "tool_calls", "refusal", "reasoning_content", "function_call")
 
@@ -39,11 +39,8 @@ class OpenAIFamily(Translator):
         name = self.provider.name
         if status in (401, 403):
             return upstream_auth(name, status)
-        error = parsed.get("error") if isinstance(parsed, dict) else None
-        if not isinstance(error, dict):
-            error = {"message": error if isinstance(error, str) else None}
-        message = self.redact(str(error.get("message") or f"Upstream provider '{name}' "
-                                   f"answered HTTP {status}."))
+        error = error_object(parsed)
+        message = self.error_message(error_text(parsed), status)
         type_ = _str_or_none(error.get("type"))
         code = _str_or_none(error.get("code"))
         param = _str_or_none(error.get("param"))
