@@ -15,17 +15,9 @@ from aiohttp import web
 
 from proxy.core.errors import GatewayError, bad_request
 from proxy.core.pricing import Estimate
-from proxy.server.endpoint import answer, exchange_for
+from proxy.server.endpoint import answer, exchange_for, read_checked
 from proxy.server.gateway import GATEWAY
-from proxy.server.requests import (
-    check_forbidden,
-    check_known,
-    check_max_tokens,
-    check_model,
-    is_tokens,
-    json_type,
-    read_json,
-)
+from proxy.server.requests import check_max_tokens, is_tokens, json_type
 from translators.completions import LegacyRequest
 
 LEGACY_DEFAULT_MAX_TOKENS = 16  # OpenAI's default on /v1/completions
@@ -36,12 +28,7 @@ _COMPLETION_FIELDS = frozenset(_CARRIED + ("model", "prompt", "suffix", "echo", 
 
 
 async def completions(request: web.Request) -> web.StreamResponse:
-    gateway = request.app[GATEWAY]
-    key = gateway.authenticate(request.headers)  # 401 before anything else
-    body = await read_json(request)
-    check_forbidden(body)
-    check_model(body)
-    check_known(body, _COMPLETION_FIELDS)
+    key, body = await read_checked(request, _COMPLETION_FIELDS)
     legacy = legacy_request(body)
     stream = bool(body.get("stream"))
     cap = legacy.chat.get("max_tokens")
@@ -49,7 +36,7 @@ async def completions(request: web.Request) -> web.StreamResponse:
     ex = exchange_for(request, body, stream=stream, key=key, adapter=legacy.translator)
     ex.estimate = Estimate(_prompt_tokens(body.get("prompt")) + 7,
                            cap * max(1, n) if isinstance(cap, int) and cap > 0 else None)
-    await gateway.pipeline(ex)
+    await request.app[GATEWAY].pipeline(ex)
     return answer(ex)
 
 

@@ -14,9 +14,9 @@ from aiohttp import web
 
 from proxy.core.errors import bad_request
 from proxy.core.pricing import Estimate
-from proxy.server.endpoint import answer, exchange_for
+from proxy.server.endpoint import answer, exchange_for, read_checked
 from proxy.server.gateway import GATEWAY
-from proxy.server.requests import check_forbidden, check_known, check_model, is_tokens, read_json
+from proxy.server.requests import is_tokens
 from translators.embeddings import EmbeddingsRequest
 from translators.embeddings_providers import embeddings_translators
 
@@ -26,16 +26,11 @@ MAX_EMBEDDING_INPUTS = 2048
 
 
 async def embeddings(request: web.Request) -> web.StreamResponse:
-    gateway = request.app[GATEWAY]
-    key = gateway.authenticate(request.headers)  # 401 before anything else
-    body = await read_json(request)
-    check_forbidden(body)
-    check_model(body)
-    check_known(body, _EMBEDDING_FIELDS)
+    key, body = await read_checked(request, _EMBEDDING_FIELDS)
     req = embeddings_request(body)
     ex = exchange_for(request, body, stream=False, key=key, adapter=embeddings_translators(req))
     ex.estimate = Estimate(req.estimated_tokens(), 0)
-    await gateway.pipeline(ex)
+    await request.app[GATEWAY].pipeline(ex)
     return answer(ex)
 
 

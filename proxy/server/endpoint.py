@@ -11,6 +11,18 @@ from aiohttp import web
 from proxy.core.errors import model_not_found
 from proxy.core.exchange import Exchange
 from proxy.server.gateway import GATEWAY, REQUEST_ID
+from proxy.server.requests import check_forbidden, check_known, check_model, read_json
+
+
+async def read_checked(request: web.Request, known: frozenset[str]) -> tuple[Any, dict[str, Any]]:
+    """The caller's key (401 before anything else) and the body, read once: no field that
+    would choose an upstream or credential, none the endpoint does not know, a model."""
+    key = request.app[GATEWAY].authenticate(request.headers)
+    body = await read_json(request)
+    check_forbidden(body)
+    check_model(body)
+    check_known(body, known)
+    return key, body
 
 
 def exchange_for(request: web.Request, body: dict[str, Any], *, stream: bool, key: Any,
