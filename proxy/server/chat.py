@@ -63,7 +63,8 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
     body = await read_json(request)
     stream = _parse_chat(body, gateway.config.server.max_messages)
     # legacy `functions` (translators/functions.py); None for every other request
-    ex = exchange_for(request, body, stream=stream, key=key, adapter=functions_adapter(body))
+    ex = exchange_for(gateway, request, body, stream=stream, key=key,
+                      adapter=functions_adapter(body))
     await gateway.pipeline(ex)
     return answer(ex)
 

@@ -28,15 +28,16 @@ _COMPLETION_FIELDS = frozenset(_CARRIED + ("model", "prompt", "suffix", "echo", 
 
 
 async def completions(request: web.Request) -> web.StreamResponse:
-    key, body = await read_checked(request, _COMPLETION_FIELDS)
+    gateway = request.app[GATEWAY]
+    key, body = await read_checked(gateway, request, _COMPLETION_FIELDS)
     legacy = legacy_request(body)
     stream = bool(body.get("stream"))
     cap = legacy.chat.get("max_tokens")
     n = body.get("n") if isinstance(body.get("n"), int) else 1
-    ex = exchange_for(request, body, stream=stream, key=key, adapter=legacy.translator)
+    ex = exchange_for(gateway, request, body, stream=stream, key=key, adapter=legacy.translator)
     ex.estimate = Estimate(_prompt_tokens(body.get("prompt")) + 7,
                            cap * max(1, n) if isinstance(cap, int) and cap > 0 else None)
-    await request.app[GATEWAY].pipeline(ex)
+    await gateway.pipeline(ex)
     return answer(ex)
 
 

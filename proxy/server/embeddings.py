@@ -26,11 +26,13 @@ MAX_EMBEDDING_INPUTS = 2048
 
 
 async def embeddings(request: web.Request) -> web.StreamResponse:
-    key, body = await read_checked(request, _EMBEDDING_FIELDS)
+    gateway = request.app[GATEWAY]
+    key, body = await read_checked(gateway, request, _EMBEDDING_FIELDS)
     req = embeddings_request(body)
-    ex = exchange_for(request, body, stream=False, key=key, adapter=embeddings_translators(req))
+    ex = exchange_for(gateway, request, body, stream=False, key=key,
+                      adapter=embeddings_translators(req))
     ex.estimate = Estimate(req.estimated_tokens(), 0)
-    await request.app[GATEWAY].pipeline(ex)
+    await gateway.pipeline(ex)
     return answer(ex)
 
 

@@ -1,5 +1,5 @@
-"""What every endpoint handler does around the pipeline: the Exchange of a checked
-request, and the client's answer once the pipeline has run."""
+"""What every endpoint handler does around the pipeline: read and check the request,
+make its Exchange, and answer the client once the pipeline has run."""
 
 from __future__ import annotations
 
@@ -10,14 +10,15 @@ from aiohttp import web
 
 from proxy.core.errors import model_not_found
 from proxy.core.exchange import Exchange
-from proxy.server.gateway import GATEWAY, REQUEST_ID
+from proxy.server.gateway import REQUEST_ID, Gateway
 from proxy.server.requests import check_forbidden, check_known, check_model, read_json
 
 
-async def read_checked(request: web.Request, known: frozenset[str]) -> tuple[Any, dict[str, Any]]:
+async def read_checked(gateway: Gateway, request: web.Request,
+                       known: frozenset[str]) -> tuple[Any, dict[str, Any]]:
     """The caller's key (401 before anything else) and the body, read once: no field that
     would choose an upstream or credential, none the endpoint does not know, a model."""
-    key = request.app[GATEWAY].authenticate(request.headers)
+    key = gateway.authenticate(request.headers)
     body = await read_json(request)
     check_forbidden(body)
     check_model(body)
@@ -25,11 +26,11 @@ async def read_checked(request: web.Request, known: frozenset[str]) -> tuple[Any
     return key, body
 
 
-def exchange_for(request: web.Request, body: dict[str, Any], *, stream: bool, key: Any,
-                 adapter: Callable[[Any], Any] | None = None) -> Exchange:
+def exchange_for(gateway: Gateway, request: web.Request, body: dict[str, Any], *, stream: bool,
+                 key: Any, adapter: Callable[[Any], Any] | None = None) -> Exchange:
     """The Exchange of a checked request; 404 for a model the config does not name.
     `adapter` picks each attempt's translator when the endpoint is not plain chat."""
-    model = request.app[GATEWAY].config.models.get(body["model"])
+    model = gateway.config.models.get(body["model"])
     if model is None:
         raise model_not_found(body["model"])
     return Exchange(request_id=request[REQUEST_ID], http=request, body=body, model=model,
