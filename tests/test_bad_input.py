@@ -73,6 +73,9 @@ CASES = [
     ("stream_options without stream",
      {"body": {"model": "gpt-4o", "messages": USER, "stream_options": {"include_usage": True}}},
      400, None, "stream_options"),
+    ("stream_options not an object",
+     {"body": {"model": "gpt-4o", "messages": USER, "stream": True, "stream_options": "ab"}},
+     400, "invalid_type", "stream_options"),
     ("max_tokens zero", {"body": {"model": "gpt-4o", "messages": USER, "max_tokens": 0}},
      400, "integer_below_min_value", "max_tokens"),
     ("max_tokens absurd", {"body": {"model": "gpt-4o", "messages": USER,
@@ -98,6 +101,14 @@ async def test_bad_request(gw, fake, name, kwargs, status, code, text):
     if code is not None:
         assert error["code"] == code
     assert error["type"] == "invalid_request_error"
+    assert fake.requests == []
+
+
+async def test_legacy_stream_options_must_be_an_object(gw, fake):
+    got, _, payload = await call(gw, path="/v1/completions", body={
+        "model": "gpt-4o", "prompt": "hi", "stream": True, "stream_options": [1]})
+    error = assert_envelope(payload)
+    assert (got, error["code"], error["param"]) == (400, "invalid_type", "stream_options")
     assert fake.requests == []
 
 

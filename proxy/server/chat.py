@@ -13,6 +13,7 @@ from proxy.server.requests import (
     check_forbidden,
     check_max_tokens,
     check_model,
+    check_stream_options,
     json_type,
     read_json,
 )
@@ -47,9 +48,7 @@ def _parse_chat(body: dict[str, Any], max_messages: int) -> bool:
     if stream is not None and not isinstance(stream, bool):
         raise bad_request(f"Invalid type for 'stream': expected a boolean, but got "
                           f"{json_type(stream)} instead.", param="stream", code="invalid_type")
-    if body.get("stream_options") is not None and not stream:
-        raise bad_request("The 'stream_options' parameter is only allowed when 'stream' is "
-                          "enabled.", param="stream_options", code="invalid_value")
+    check_stream_options(body, stream)
     for name in ("max_tokens", "max_completion_tokens"):
         value = body.get(name)
         if value is not None:

@@ -17,7 +17,7 @@ from proxy.core.errors import GatewayError, bad_request
 from proxy.core.pricing import Estimate
 from proxy.server.endpoint import answer, exchange_for, read_checked
 from proxy.server.gateway import GATEWAY
-from proxy.server.requests import check_max_tokens, is_tokens, json_type
+from proxy.server.requests import check_max_tokens, check_stream_options, is_tokens, json_type
 from translators.completions import LegacyRequest
 
 LEGACY_DEFAULT_MAX_TOKENS = 16  # OpenAI's default on /v1/completions
@@ -70,9 +70,7 @@ def legacy_request(body: dict[str, Any]) -> LegacyRequest:
         if value is not None and not isinstance(value, bool):
             raise bad_request(f"Invalid type for '{name}': expected a boolean, but got "
                               f"{json_type(value)} instead.", param=name, code="invalid_type")
-    if body.get("stream_options") is not None and not body.get("stream"):
-        raise bad_request("The 'stream_options' parameter is only allowed when 'stream' is "
-                          "enabled.", param="stream_options", code="invalid_value")
+    check_stream_options(body, body.get("stream"))
     problem = None
     text = ""
     if isinstance(prompt, list) and len(prompt) == 1 and isinstance(prompt[0], str):

@@ -75,6 +75,20 @@ def check_model(body: dict[str, Any]) -> str:
     return model
 
 
+def check_stream_options(body: dict[str, Any], stream: Any) -> None:
+    """`stream_options`: an object, and only with `stream`."""
+    options = body.get("stream_options")
+    if options is None:
+        return
+    if not stream:
+        raise bad_request("The 'stream_options' parameter is only allowed when 'stream' is "
+                          "enabled.", param="stream_options", code="invalid_value")
+    if not isinstance(options, dict):
+        raise bad_request(f"Invalid type for 'stream_options': expected an object, but got "
+                          f"{json_type(options)} instead.", param="stream_options",
+                          code="invalid_type")
+
+
 def check_known(body: dict[str, Any], known: frozenset[str]) -> None:
     """A field the endpoint does not know is a 400, as on OpenAI's legacy endpoints."""
     for name in body:
