@@ -30,7 +30,7 @@ from translators.anthropic_stream import (
     anthropic_usage,
     chunk_id,
 )
-from translators.common import error_object, upstream_json
+from translators.common import error_object, upstream_json, wants_usage
 from proxy.core.usage import Usage
 from translators.base import Option, Translator, UpstreamRequest
 
@@ -72,8 +72,7 @@ class AnthropicTranslator(Translator):
             chat, target.model, target.info.default_max_tokens or DEFAULT_MAX_TOKENS,
             stream=stream, drop_unsupported=self.drop_unsupported)
         if stream:
-            options = chat.get("stream_options")
-            self.include_usage = bool(isinstance(options, dict) and options.get("include_usage"))
+            self.include_usage = wants_usage(chat)
         return UpstreamRequest("POST", self.provider.base_url + "/v1/messages",
                                self.json_headers(), orjson.dumps(body), stream)
 

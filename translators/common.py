@@ -176,6 +176,12 @@ def max_output_tokens(chat: dict[str, Any]) -> int | None:
     return None
 
 
+def wants_usage(chat: dict[str, Any]) -> bool:
+    """Did the client ask for a stream's usage chunk (`stream_options.include_usage`)?"""
+    options = chat.get("stream_options")
+    return bool(isinstance(options, dict) and options.get("include_usage"))
+
+
 def upstream_json(provider: str, data: bytes, what: str = "the body") -> dict[str, Any]:
     """An upstream's answer (`what`: "the body", "a stream event"), parsed: a JSON object,
     or a protocol error (502) that says which it was not."""

@@ -27,7 +27,7 @@ from proxy.core.errors import (
     upstream_protocol,
 )
 from proxy.core.framing import Event
-from translators.common import error_object, json_or_none, upstream_json
+from translators.common import error_object, json_or_none, upstream_json, wants_usage
 from proxy.core.usage import Usage
 from translators.base import Option, Translator, UpstreamRequest
 from translators.gemini_request import build_body
@@ -160,8 +160,7 @@ class GeminiTranslator(GeminiFamily):
                           images=self._images)
         self._n = body.get("generationConfig", {}).get("candidateCount") or 1
         if stream:
-            options = chat.get("stream_options")
-            self.include_usage = bool(isinstance(options, dict) and options.get("include_usage"))
+            self.include_usage = wants_usage(chat)
             url = f"{self.provider.base_url}/v1beta/models/{name}:streamGenerateContent?alt=sse"
         else:
             url = f"{self.provider.base_url}/v1beta/models/{name}:generateContent"

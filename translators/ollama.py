@@ -30,7 +30,7 @@ from proxy.core.errors import (
 from proxy.core.framing import Event
 from proxy.core.usage import Usage
 from translators.base import Option, Translator, UpstreamRequest
-from translators.common import error_text, upstream_json
+from translators.common import error_text, upstream_json, wants_usage
 from translators.ollama_request import build_body
 
 FINISH = {"stop": "stop", "length": "length", "load": "stop", "unload": "stop"}
@@ -115,8 +115,7 @@ class OllamaTranslator(OllamaFamily):
                           drop_unsupported=self.drop_unsupported,
                           keep_alive=self.provider.options.get("keep_alive"))
         if stream:
-            options = chat.get("stream_options")
-            self.include_usage = bool(isinstance(options, dict) and options.get("include_usage"))
+            self.include_usage = wants_usage(chat)
         return UpstreamRequest("POST", self.provider.base_url + "/api/chat",
                                self.json_headers(), orjson.dumps(body), stream)
 
