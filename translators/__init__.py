@@ -1,4 +1,11 @@
-"""One translator per upstream wire format, registered by provider `type`."""
+"""One translator per upstream wire format, registered by provider `type`.
+
+`PROVIDER_TYPES` holds each type's chat translator: the config reads a type's
+options from it and health checks its credentials. The other endpoints'
+translators are chosen per attempt through `Exchange.adapter`: embeddings by
+type (embeddings_providers.EMBEDDINGS), legacy completions and functions over
+the attempt's chat translator (completions.py, functions.py).
+"""
 
 from __future__ import annotations
 

@@ -96,7 +96,8 @@ class Translator(ABC):
     @abstractmethod
     def request(self, chat: dict[str, Any], target: "TargetConfig", *,
                 stream: bool) -> UpstreamRequest:
-        """Build the upstream request; raise GatewayError (400) for what cannot map."""
+        """Build the upstream request from the client's parsed body (a chat request, or
+        the endpoint's own); raise GatewayError (400) for what cannot map."""
 
     #: whether `prepare` has work to do (checked first, so most requests skip the await)
     prepares: bool = False
@@ -109,7 +110,8 @@ class Translator(ABC):
     @abstractmethod
     def response(self, status: int, headers: Mapping[str, str],
                  body: bytes) -> tuple[bytes | dict[str, Any], Usage | None]:
-        """A successful non-streaming body → an OpenAI chat.completion (bytes or dict)."""
+        """A successful non-streaming body → the client's answer in OpenAI's format (a
+        chat.completion for chat; bytes or dict) and its usage."""
 
     @abstractmethod
     def stream(self, event: Event) -> tuple[list[bytes], Usage | None]:
