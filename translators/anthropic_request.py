@@ -14,6 +14,7 @@ from proxy.core.errors import GatewayError, bad_request
 from translators import params
 from translators.common import (
     SYSTEM_ROLES,
+    assistant_texts,
     content_parts,
     function_tools,
     max_output_tokens,
@@ -232,16 +233,7 @@ def _image(part: dict[str, Any], where: str) -> dict[str, Any]:
 
 
 def _assistant_blocks(message: dict[str, Any], i: int) -> list[dict[str, Any]]:
-    blocks: list[dict[str, Any]] = []
-    for path, part in content_parts(message.get("content"), f"messages[{i}].content"):
-        kind = part["type"]
-        text = part.get("refusal") if kind == "refusal" else (
-            part_text(part, path) if kind == "text" else None)
-        if text is None:
-            raise bad_request(f"Invalid '{path}.type': assistant content may hold text or "
-                              "refusal parts only.", param=f"{path}.type", code="invalid_value")
-        if text:
-            blocks.append({"type": "text", "text": text})
+    blocks = [{"type": "text", "text": text} for text in assistant_texts(message, i) if text]
     for k, (call_id, name, args) in enumerate(tool_calls_of(message, i)):
         blocks.append({"type": "tool_use",
                        "id": safe_tool_id(call_id, f"messages[{i}].tool_calls[{k}].id"),

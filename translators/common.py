@@ -120,6 +120,19 @@ def part_text(part: dict[str, Any], where: str) -> str:
     return text
 
 
+def assistant_texts(message: dict[str, Any], i: int) -> Iterator[Any]:
+    """The texts of an assistant message's text and refusal parts, in order; any other
+    part is a 400 naming it."""
+    for path, part in content_parts(message.get("content"), f"messages[{i}].content"):
+        kind = part["type"]
+        text = part.get("refusal") if kind == "refusal" else (
+            part_text(part, path) if kind == "text" else None)
+        if text is None:
+            raise bad_request(f"Invalid '{path}.type': assistant content may hold text or "
+                              "refusal parts only.", param=f"{path}.type", code="invalid_value")
+        yield text
+
+
 def system_texts(messages: list[dict[str, Any]]) -> list[str]:
     """The texts of every system and developer message, in order (position is lost)."""
     return [text_of(m.get("content"), f"messages[{i}].content")

@@ -21,6 +21,7 @@ from proxy.core.errors import GatewayError, bad_request
 from translators import params
 from translators.common import (
     SYSTEM_ROLES,
+    assistant_texts,
     content_parts,
     function_tools,
     max_output_tokens,
@@ -50,18 +51,6 @@ def _stop(value: Any) -> list[str]:
     return stops
 
 
-def _positive_int(value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError("expected a positive integer.")
-    return value
-
-
-def _integer(value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError("expected an integer.")
-    return value
-
-
 TABLE: dict[str, params.Rule] = {
     "model": handled(), "messages": handled(), "stream": handled(),
     "stream_options": handled(), "tools": handled(), "tool_choice": handled(),
@@ -72,8 +61,8 @@ TABLE: dict[str, params.Rule] = {
     "temperature": rename("generationConfig.temperature", params.number(0, 2)),
     "top_p": rename("generationConfig.topP", params.number(0, 1)),
     "stop": rename("generationConfig.stopSequences", _stop),
-    "n": rename("generationConfig.candidateCount", _positive_int),
-    "seed": rename("generationConfig.seed", _integer),
+    "n": rename("generationConfig.candidateCount", params.positive_int),
+    "seed": rename("generationConfig.seed", params.integer),
     "presence_penalty": rename("generationConfig.presencePenalty", params.number(-2, 2)),
     "frequency_penalty": rename("generationConfig.frequencyPenalty", params.number(-2, 2)),
     "logprobs": unsupported("Use a model whose provider returns log probabilities.",
@@ -271,16 +260,7 @@ def _image(part: dict[str, Any], where: str, images: Mapping[str, Image]) -> dic
 
 
 def _model_parts(message: dict[str, Any], i: int, names: dict[str, str]) -> list[dict[str, Any]]:
-    parts: list[dict[str, Any]] = []
-    for path, part in content_parts(message.get("content"), f"messages[{i}].content"):
-        kind = part["type"]
-        text = part.get("refusal") if kind == "refusal" else (
-            part_text(part, path) if kind == "text" else None)
-        if text is None:
-            raise bad_request(f"Invalid '{path}.type': assistant content may hold text or "
-                              "refusal parts only.", param=f"{path}.type", code="invalid_value")
-        if text:
-            parts.append({"text": text})
+    parts: list[dict[str, Any]] = [{"text": text} for text in assistant_texts(message, i) if text]
     for k, (openai_id, name, args) in enumerate(tool_calls_of(message, i)):
         if not isinstance(openai_id, str) or not openai_id:
             raise bad_request(f"Invalid 'messages[{i}].tool_calls[{k}].id': expected a "

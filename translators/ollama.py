@@ -127,9 +127,9 @@ class OllamaTranslator(OllamaFamily):
             if not isinstance(given, str) or not given:
                 given = f"{self._call_prefix}{self._calls:08x}"
             self._calls += 1
+            arguments = orjson.dumps(fn.get("arguments") or {}).decode()
             out.append({"id": given, "type": "function",
-                        "function": {"name": fn.get("name") or "",
-                                     "arguments": orjson.dumps(fn.get("arguments") or {}).decode()}})
+                        "function": {"name": fn.get("name") or "", "arguments": arguments}})
         return out
 
     # --- response ------------------------------------------------------------------

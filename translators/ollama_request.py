@@ -30,12 +30,11 @@ TABLE: dict[str, params.Rule] = {
     "model": handled(), "messages": handled(), "stream": handled(),
     "stream_options": handled(), "tools": handled(), "tool_choice": handled(),
     "response_format": handled(), "reasoning_effort": handled(),
-    "max_tokens": rename("options.num_predict", lambda v: _positive("max_tokens", v)),
-    "max_completion_tokens": rename("options.num_predict",
-                                    lambda v: _positive("max_completion_tokens", v)),
+    "max_tokens": rename("options.num_predict", params.positive_int),
+    "max_completion_tokens": rename("options.num_predict", params.positive_int),
     "temperature": rename("options.temperature", params.number(0, 2)),
     "top_p": rename("options.top_p", params.number(0, 1)),
-    "seed": rename("options.seed", lambda v: _integer(v)),
+    "seed": rename("options.seed", params.integer),
     "stop": rename("options.stop", params.string_list),
     "presence_penalty": rename("options.presence_penalty", params.number(-2, 2)),
     "frequency_penalty": rename("options.frequency_penalty", params.number(-2, 2)),
@@ -59,18 +58,6 @@ TABLE: dict[str, params.Rule] = {
     "user": ignored(), "safety_identifier": ignored(), "store": ignored(),
     "metadata": ignored(), "prompt_cache_key": ignored(),
 }
-
-
-def _positive(name: str, value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError("expected a positive integer.")
-    return value
-
-
-def _integer(value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError("expected an integer.")
-    return value
 
 
 def build_body(chat: dict[str, Any], model: str, *, stream: bool, drop_unsupported: bool,

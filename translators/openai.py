@@ -12,7 +12,13 @@ from typing import Any, ClassVar, Mapping
 
 import orjson
 
-from proxy.core.errors import ErrorClass, UpstreamError, parse_retry_after, upstream_auth, upstream_protocol
+from proxy.core.errors import (
+    ErrorClass,
+    UpstreamError,
+    parse_retry_after,
+    upstream_auth,
+    upstream_protocol,
+)
 from proxy.core.framing import Event
 from proxy.core.usage import Usage
 from translators.base import Translator, UpstreamRequest

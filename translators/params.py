@@ -147,6 +147,18 @@ def string_list(value: Any) -> list[str]:
     raise ValueError("expected a string or an array of strings.")
 
 
+def positive_int(value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError("expected a positive integer.")
+    return value
+
+
+def integer(value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError("expected an integer.")
+    return value
+
+
 def string(value: Any) -> str:
     if not isinstance(value, str):
         raise TypeError("expected a string.")
