@@ -28,6 +28,7 @@ from proxy.core.errors import (
     upstream_protocol,
 )
 from proxy.core.framing import Event
+from proxy.core.pricing import estimate_body
 from proxy.core.usage import Usage
 from translators.base import Option, Translator, UpstreamRequest
 from translators.common import error_text, upstream_json, wants_usage
@@ -212,6 +213,5 @@ class OllamaTranslator(OllamaFamily):
         prompt estimated from the request, the output counted from the lines seen."""
         if self._usage is not None or self._chat is None or not self._lines:
             return self._usage
-        from proxy.core.pricing import estimate_body
         return Usage(prompt_tokens=estimate_body(self._chat).prompt_tokens,
                      completion_tokens=self._lines, estimated=True)

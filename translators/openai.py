@@ -20,6 +20,7 @@ from proxy.core.errors import (
     upstream_protocol,
 )
 from proxy.core.framing import Event
+from proxy.core.pricing import estimate_body
 from proxy.core.usage import Usage
 from translators.base import Translator, UpstreamRequest
 from translators.common import error_object, error_text, upstream_json
@@ -186,7 +187,6 @@ class OpenAITranslator(OpenAIFamily):
         request, the output counted from the chunks seen (less the role chunk)."""
         if self._chat is None or not self._chunks:
             return None
-        from proxy.core.pricing import estimate_body
         return Usage(prompt_tokens=estimate_body(self._chat).prompt_tokens,
                      completion_tokens=max(0, self._chunks - 1), estimated=True)
 

@@ -85,7 +85,8 @@ class Exchange:
     stream_tap: Callable[[list[bytes]], None] | None = None
     # Extra response headers a policy wants on the answer (e.g. x-gatewise-cache).
     extra_headers: dict[str, str] | None = None
-    # Wraps the attempt's translator (legacy completions, functions, embeddings: translators/legacy.py).
+    # Wraps or replaces the attempt's chat translator for another endpoint's contract
+    # (legacy completions, functions, embeddings: translators/completions.py and friends).
     adapter: "Callable[[Any], Any] | None" = None
     # The client's stream wire format when it is not OpenAI chat (proxy/core/sse.py).
     egress: "Egress | None" = None
