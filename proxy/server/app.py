@@ -18,6 +18,7 @@ from proxy.server.gateway import GATEWAY, REQUEST_ID, Gateway
 from proxy.server.chat import add_routes
 from proxy.server.legacy import add_legacy_routes
 from proxy.server.models import add_model_routes
+from proxy.server.responses import add_responses_routes
 
 log = logging.getLogger("gatewise")
 _SAFE_REQUEST_ID = re.compile(r"[A-Za-z0-9._:\-]{1,128}")
@@ -88,6 +89,7 @@ def build_app(config: GatewayConfig, now: Callable[[], float] | None = None) -> 
     add_routes(app)
     add_legacy_routes(app)
     add_model_routes(app)
+    add_responses_routes(app)
     add_admin_routes(app)
     if config.telemetry.prometheus:
         app.router.add_get("/metrics", gateway.metrics.handle)
