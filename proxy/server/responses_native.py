@@ -84,9 +84,6 @@ class ResponsesAdapter(Adapter):
         parsed = self._json(event.data, "a stream event")
         kind = parsed.get("type")
         seen = self._stream
-        sequence = parsed.get("sequence_number")
-        if isinstance(sequence, int):
-            seen.last_sequence = sequence
         state = self._own
         usage = None
         if kind == "response.created":
@@ -115,6 +112,9 @@ class ResponsesAdapter(Adapter):
         elif isinstance(kind, str) and kind.endswith(".delta"):
             seen.deltas += 1
             state.has_content = True
+        sequence = parsed.get("sequence_number")
+        if isinstance(sequence, int):  # of the events that reach the client
+            seen.last_sequence = sequence
         return [event.data], usage
 
     def end_of_stream(self) -> list[bytes]:
