@@ -53,8 +53,9 @@ async def gw(fakes, start_gateway, tmp_path):
 
 
 @pytest.fixture
-def client(gw):
-    return openai.AsyncOpenAI(base_url=gw.url + "/v1", api_key=KEY, max_retries=0)
+async def client(gw):
+    async with openai.AsyncOpenAI(base_url=gw.url + "/v1", api_key=KEY, max_retries=0) as c:
+        yield c
 
 
 async def _ledger(gw) -> list[tuple]:
