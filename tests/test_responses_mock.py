@@ -7,10 +7,13 @@ from pathlib import Path
 import aiohttp
 import openai
 import pytest
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from pydantic import BaseModel
 
 from proxy.server.configure import load_config
+from proxy.server.gateway import GATEWAY
 from tests.fakes.responses_grammar import check_stream
+from tests.test_metrics import samples, value
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -79,3 +82,27 @@ async def test_unknown_model_and_odd_requests(client):
     with pytest.raises(openai.BadRequestError) as info:
         await client.responses.create(model="echo", input="x", background=True)
     assert info.value.body["param"] == "background"
+
+
+async def test_logs_metrics_and_spans_name_the_endpoint(start_gateway, caplog):
+    gw = await start_gateway("""
+        providers: {offline: {type: mock}}
+        models: {echo: {targets: [{provider: offline, model: echo}]}}
+        telemetry: {tracing: true}
+    """)
+    spans = InMemorySpanExporter()
+    gw.app[GATEWAY].tracing.add_exporter(spans)
+    async with openai.AsyncOpenAI(base_url=gw.url + "/v1", api_key="x", max_retries=0) as c:
+        with caplog.at_level("INFO", logger="gatewise.access"):
+            await c.responses.create(model="echo", input="counted")
+            await c.chat.completions.create(model="echo", messages=[
+                {"role": "user", "content": "chat"}])
+    assert [r.fields["endpoint"] for r in caplog.records if r.name == "gatewise.access"] == [
+        "responses", "chat"]
+    async with aiohttp.ClientSession() as http, http.get(gw.url + "/metrics") as resp:
+        m = samples(await resp.text())
+    for endpoint in ("responses", "chat"):
+        assert value(m, "gatewise_requests_total", endpoint=endpoint, model="echo",
+                     target="offline/echo", status="200", error_class="") == 1
+    server = [s for s in spans.get_finished_spans() if s.kind.name == "SERVER"]
+    assert [s.attributes["gatewise.endpoint"] for s in server] == ["responses", "chat"]
