@@ -82,8 +82,9 @@ async def test_langchain_tool_call_through_anthropic(fakes, chat_model):
 
 # --- the OpenAI Agents SDK ---------------------------------------------------------------
 
-@pytest.mark.parametrize("model", ["claude", "gpt"])
-async def test_agents_sdk_runs_an_agent_with_a_function_tool(fakes, gw, model):
+@pytest.mark.parametrize("model,streamed", [("claude", False), ("gpt", False),
+                                            ("claude", True)])
+async def test_agents_sdk_runs_an_agent_with_a_function_tool(fakes, gw, model, streamed):
     agents = pytest.importorskip("agents")
     claude, native = fakes
     if model == "claude":
@@ -107,8 +108,13 @@ async def test_agents_sdk_runs_an_agent_with_a_function_tool(fakes, gw, model):
                              tools=[get_weather],
                              model=agents.OpenAIResponsesModel(model=model,
                                                                openai_client=client))
-        result = await agents.Runner.run(agent, "Weather in Paris?",
-                                         run_config=agents.RunConfig(tracing_disabled=True))
+        config = agents.RunConfig(tracing_disabled=True)
+        if streamed:
+            result = agents.Runner.run_streamed(agent, "Weather in Paris?", run_config=config)
+            kinds = {event.type async for event in result.stream_events()}
+            assert "raw_response_event" in kinds and "run_item_stream_event" in kinds
+        else:
+            result = await agents.Runner.run(agent, "Weather in Paris?", run_config=config)
     assert result.final_output == "It is sunny in Paris."
     assert seen == ["Paris"]
     if model == "claude":

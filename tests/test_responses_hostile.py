@@ -16,6 +16,9 @@ import pytest
 from proxy.server.gateway import GATEWAY
 from tests.fakes.anthropic_upstream import API_KEY as ANTHROPIC_KEY
 from tests.fakes.anthropic_upstream import FakeAnthropic, Reply
+from tests.fakes.openai_upstream import API_KEY as OPENAI_KEY
+from tests.fakes.openai_upstream import FakeOpenAI
+from tests.fakes.openai_upstream import Reply as OpenAIReply
 from tests.fakes.responses_grammar import check_stream
 from tests.fakes.server import LoopbackServer
 
@@ -31,10 +34,19 @@ async def claude():
 
 
 @pytest.fixture
-async def gw(claude, start_gateway, tmp_path):
+async def chat():
+    fake = FakeOpenAI()
+    async with LoopbackServer(fake.app, handler_cancellation=True) as server:
+        fake.url = server.url
+        yield fake
+
+
+@pytest.fixture
+async def gw(claude, chat, start_gateway, tmp_path):
     return await start_gateway(f"""
         providers:
           anthropic: {{type: anthropic, base_url: "{claude.url}", api_key: {ANTHROPIC_KEY}}}
+          compat: {{type: openai, base_url: "{chat.url}/v1", api_key: {OPENAI_KEY}}}
           offline: {{type: mock, chunk_delay_ms: 30}}
         models:
           claude:
@@ -43,6 +55,7 @@ async def gw(claude, start_gateway, tmp_path):
           slow: {{targets: [{{provider: offline, model: echo,
                               price: {{input: 1.0, output: 2.0}}}}]}}
           cached: {{cache: true, targets: [{{provider: offline, model: echo}}]}}
+          compat: {{targets: [{{provider: compat, model: gpt-4o}}]}}
         keys:
           - {{name: team, key: "{KEY}"}}
           - {{name: tight, key: "{TIGHT}", rpm: 1, budget: {{usd: 0.000001, per: day}}}}
@@ -68,6 +81,16 @@ async def test_upstream_error_event_after_the_first_text_ends_with_failed(gw, cl
     assert failed["response"]["error"]["code"] == "server_error"
     message = failed["response"]["output"][0]
     assert message["status"] == "incomplete" and message["content"][0]["text"].startswith("one")
+
+
+async def test_a_chat_upstream_cut_mid_stream_ends_with_failed(gw, chat):
+    chat.script(OpenAIReply(text="one two three four five six seven", drop_after=4))
+    status, _, raw = await _post(gw, {"model": "compat", "input": "go", "stream": True})
+    assert status == 200
+    events = check_stream(raw)
+    assert events[-1]["type"] == "response.failed"
+    assert "cut short" in events[-1]["response"]["error"]["message"]
+    assert chat.requests[-1].body["messages"] == [{"role": "user", "content": "go"}]
 
 
 @pytest.mark.parametrize("status,code", [(429, "rate_limit_error"), (500, "api_error"),

@@ -159,14 +159,17 @@ async def test_upstream_error_before_the_first_event_falls_back(fakes, gw, clien
     assert reply.output_text  # the fake's default reply
 
 
-@pytest.mark.parametrize("how", ["fail", "error", "cut"])
-async def test_failure_after_the_first_event_ends_with_response_failed(fakes, gw, how):
+@pytest.mark.parametrize("how,code", [("fail", "server_error"), ("error", "server_error"),
+                                      ("cut", "server_error"),
+                                      ("limited", "rate_limit_exceeded")])
+async def test_failure_after_the_first_event_ends_with_response_failed(fakes, gw, how, code):
     native, _ = fakes
     words = " ".join(f"w{i}" for i in range(30))
     after = 8  # created, in_progress, item added, part added, then deltas
-    native.script(Reply(text=words, **{"fail": {"fail_after": after},
-                                       "error": {"error_after": after},
-                                       "cut": {"drop_after": after}}[how]))
+    native.script(Reply(text=words, failure_code=code,
+                        **{"fail": {"fail_after": after}, "error": {"error_after": after},
+                           "cut": {"drop_after": after},
+                           "limited": {"error_after": after}}[how]))
     async with aiohttp.ClientSession() as http, http.post(
             gw.url + "/v1/responses", headers={"authorization": f"Bearer {KEY}"},
             json={"model": "gpt", "input": "count", "stream": True}) as resp:
@@ -175,7 +178,7 @@ async def test_failure_after_the_first_event_ends_with_response_failed(fakes, gw
     events = check_stream(raw)
     assert events[-1]["type"] == "response.failed"
     assert events[-1]["sequence_number"] == after
-    assert events[-1]["response"]["error"]["code"] == "server_error"
+    assert events[-1]["response"]["error"]["code"] == code
     rows = await _ledger(gw)
     assert rows[-1][2] == 200 and rows[-1][4] > 0  # the partial answer is still billed
 
