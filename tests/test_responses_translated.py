@@ -266,3 +266,20 @@ async def test_an_unknown_key_gets_401_before_the_store(gw):
     async with aiohttp.ClientSession() as http, http.get(
             gw.url + "/v1/responses/resp_123", headers={"authorization": "Bearer nope"}) as r:
         assert r.status == 401
+
+
+async def test_client_kept_history_with_translated_reasoning_goes_native(fakes, alice):
+    """A client (the Agents SDK does this) that sends back every output item: the
+    reasoning item gatewise made from Claude's thinking cannot go to OpenAI."""
+    claude, _, native = fakes
+    claude.script(AReply(text="Four.", thinking="Two and two."))
+    first = await alice.responses.create(model="claude", input="2+2?",
+                                         reasoning={"effort": "low"}, max_output_tokens=4096)
+    assert [i.type for i in first.output] == ["reasoning", "message"]
+    history = [{"role": "user", "content": "2+2?"}] + [
+        i.model_dump(exclude_none=True) for i in first.output]
+    second = await alice.responses.create(model="gpt", input=history + [
+        {"role": "user", "content": "And 3+3?"}])
+    assert second.output_text
+    assert [i.get("type", "message") for i in native.last["input"]] == [
+        "message", "message", "message"]

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from proxy.server.responses_items import native_history, to_chat_messages
+from proxy.server.responses_items import foreign_to_native, native_history, to_chat_messages
 from proxy.server.responses_request import ResponsesRequest
 
 #: Responses parameters that keep their name in chat completions
@@ -68,11 +68,15 @@ def _tool(tool: dict[str, Any]) -> dict[str, Any]:
 
 def native_body(req: ResponsesRequest, model: str) -> dict[str, Any]:
     """The client's request as sent, for the target's model. A `previous_response_id`
-    is the gateway's own: the stored conversation goes up as input instead."""
+    is the gateway's own: the stored conversation goes up as input instead. Reasoning
+    items the gateway made from another upstream's reasoning stay behind."""
     body = {k: v for k, v in req.body.items() if k not in ("fallbacks", "previous_response_id")}
     body["model"] = model
+    given = body["input"]
+    if isinstance(given, list) and any(foreign_to_native(item) for item in given):
+        given = [item for item in given if not foreign_to_native(item)]
+        body["input"] = given
     if req.history:
-        given = body["input"]
         current = [{"role": "user", "content": given}] if isinstance(given, str) else given
         body["input"] = native_history(req.history) + current
     return body

@@ -41,6 +41,22 @@ def new_id(prefix: str) -> str:
     return f"{prefix}_{secrets.token_hex(25)}"
 
 
+#: reasoning items the gateway made from a translated upstream's reasoning: no
+#: Responses upstream knows them, so they never go to one
+OWN_REASONING = "rs_gw"
+
+
+def own_reasoning_id() -> str:
+    return f"{OWN_REASONING}{secrets.token_hex(24)}"
+
+
+def foreign_to_native(item: Any) -> bool:
+    """A reasoning item a native upstream would refuse: ours, and not encrypted."""
+    return (isinstance(item, dict) and item.get("type") == "reasoning"
+            and not item.get("encrypted_content")
+            and str(item.get("id") or "").startswith(OWN_REASONING))
+
+
 def _bad(param: str, message: str, code: str = "invalid_value") -> GatewayError:
     return bad_request(message, param=param, code=code)
 

@@ -13,7 +13,7 @@ from typing import Any
 
 from proxy.core.errors import ErrorClass, GatewayError, UpstreamError
 from proxy.core.usage import Usage
-from proxy.server.responses_items import new_id
+from proxy.server.responses_items import new_id, own_reasoning_id
 from proxy.server.responses_request import ResponsesRequest
 
 #: chat finish reasons that leave a response incomplete, and the reason OpenAI gives
@@ -138,7 +138,7 @@ def output_items(message: dict[str, Any], finish_reason: str | None) -> list[dic
     items: list[dict[str, Any]] = []
     reasoning = message.get("reasoning_content")
     if isinstance(reasoning, str) and reasoning:
-        items.append({"id": new_id("rs"), "type": "reasoning",
+        items.append({"id": own_reasoning_id(), "type": "reasoning",
                       "summary": [{"type": "summary_text", "text": reasoning}]})
     content = message.get("content")
     if isinstance(content, list):  # some servers answer with parts

@@ -25,7 +25,7 @@ import orjson
 from proxy.core.errors import GatewayError
 from proxy.core.usage import Usage
 from proxy.server.responses_call import ResponsesCall
-from proxy.server.responses_items import new_id
+from proxy.server.responses_items import new_id, own_reasoning_id
 from proxy.server.responses_output import INCOMPLETE, failed, finish, skeleton, text_part
 
 
@@ -133,7 +133,7 @@ class ResponsesEgress:
         item = self._current("reasoning")
         if item is None:
             self._close(out, list(self.open))
-            item = {"id": new_id("rs"), "type": "reasoning", "summary": []}
+            item = {"id": own_reasoning_id(), "type": "reasoning", "summary": []}
             index = self._add(out, item)
             item["summary"] = [{"type": "summary_text", "text": ""}]
             self._emit(out, "response.reasoning_summary_part.added", item_id=item["id"],
