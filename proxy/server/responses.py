@@ -86,9 +86,9 @@ async def create_response(request: web.Request) -> web.StreamResponse:
                   key_name=key.name if key is not None else None, endpoint="responses")
     if req.stream:
         ex.egress = ResponsesEgress(call)
-    # Streams always go through the adapter: a cached chat answer has no Responses
-    # stream to replay, and the adapter keeps the cache out of them.
-    if req.stream or req.problems or _reaches_native(gateway.config, model, body):
+    # The adapter only where an attempt may go natively or must refuse: without it a
+    # translated non-streaming request can be answered from the cache.
+    if req.problems or _reaches_native(gateway.config, model, body):
         ex.adapter = lambda inner: ResponsesAdapter(inner, call)
     await gateway.pipeline(ex)
     if ex.response is not None:  # a stream, already sent
