@@ -4,10 +4,11 @@
 line naming the data's `type`; the official SDK's own models accept each
 event (openai.types.responses, validated, not constructed); sequence numbers
 count from 0 without gaps; response.created then response.in_progress open
-it; every part and delta belongs to an item that was added and is not done;
-items close in the order they opened (tool calls together); exactly one
-terminal event (completed, incomplete or failed) ends it, and nothing follows;
-the terminal response's output is the items as they were done.
+it; items are added at increasing output indexes; every part and delta
+belongs to an item that was added and is not done yet, and names its id;
+exactly one terminal event (completed, incomplete or failed) ends it, and
+nothing follows; a completed or incomplete response's output is every item,
+as its output_item.done showed it.
 """
 
 from __future__ import annotations
