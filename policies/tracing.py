@@ -144,6 +144,7 @@ class Tracing:
         attributes: dict[str, Any] = {"gen_ai.operation.name": "chat",
                                       "gen_ai.request.model": ex.model.name,
                                       "gatewise.request_id": ex.request_id,
+                                      "gatewise.endpoint": ex.endpoint,
                                       "gatewise.stream": ex.stream}
         body = ex.body
         for field, name in _REQUEST_PARAMS:

@@ -19,6 +19,7 @@ from proxy.config.routing import extract_routing, parse_routing
 from proxy.config.types import (GatewayConfig, ModelConfig, ProviderConfig, ServerConfig,
                                 TargetConfig, TelemetryConfig, Timeouts)
 from proxy.config.policies import parse_budgets, parse_keys, parse_state
+from proxy.config.responses import parse_responses
 from proxy.config.telemetry import extract_model_cache, parse_cache, parse_telemetry
 from proxy.config.upstreams import (STRATEGIES, ProviderTypes, optional_secret, parse_models, parse_providers,
                                     parse_timeouts)
@@ -81,6 +82,7 @@ def parse_config(text: str, env: Mapping[str, str], source: str = "<memory>", *,
     models = parse_models(root.section("models"), providers, provider_types)
     cache = parse_cache(policies.raw.get("cache"), "policies.cache", problems, model_cache)
     telemetry = parse_telemetry(root.section("telemetry"))
+    responses = parse_responses(root.raw_value("responses"), problems)
     admin = root.section("admin")
     admin_key = optional_secret(admin, "key")
     admin.finish()
@@ -90,7 +92,8 @@ def parse_config(text: str, env: Mapping[str, str], source: str = "<memory>", *,
     return GatewayConfig(server=server, providers=MappingProxyType(providers),
                          models=MappingProxyType(models), timeouts=timeouts,
                          telemetry=telemetry, cache=cache, admin_key=admin_key, source=source,
-                         routing=routing, keys=keys, budgets=budgets, state=state)
+                         routing=routing, keys=keys, budgets=budgets, state=state,
+                         responses=responses)
 
 
 def _server(s: Section) -> ServerConfig:

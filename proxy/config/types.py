@@ -8,6 +8,7 @@ from urllib.parse import urlsplit
 
 from proxy.config.catalog import ModelInfo
 from proxy.config.policies import BudgetsConfig, KeyConfig, StateConfig
+from proxy.config.responses import ResponsesConfig
 from proxy.config.routing import RoutingConfig
 from proxy.config.telemetry import CacheConfig, TelemetryConfig
 
@@ -33,6 +34,7 @@ class ProviderConfig:
     headers: Mapping[str, str] = field(default_factory=dict, repr=False)
     timeouts: Timeouts = Timeouts()
     options: Mapping[str, Any] = field(default_factory=dict)
+    responses: str | None = None  # native | translate | None (proxy/config/responses.py)
 
     @property
     def enabled(self) -> bool:
@@ -91,6 +93,7 @@ class GatewayConfig:
     budgets: BudgetsConfig = BudgetsConfig()
     state: StateConfig = StateConfig()
     routing: RoutingConfig = RoutingConfig()  # retry, breaker, adaptive weights, health checks
+    responses: ResponsesConfig = ResponsesConfig()  # stored responses' retention
 
     def secrets(self) -> list[str]:
         """Every credential loaded, so logs and errors can redact them by value."""

@@ -9,6 +9,7 @@ from urllib.parse import urlsplit
 
 from proxy.config.catalog import CAPABILITIES, lookup
 from proxy.config.reader import MissingEnv, Problems, Section, join
+from proxy.config.responses import parse_mode
 from proxy.config.types import ModelConfig, ProviderConfig, TargetConfig, Timeouts
 
 class ProviderSchema(Protocol):
@@ -84,13 +85,14 @@ def parse_providers(s: Section, timeouts: Timeouts,
             options[opt_name] = _option(p, opt_name, opt)
         provider_timeouts = parse_timeouts(p.raw_value("timeouts"), join(p.path, "timeouts"),
                                       p.problems, timeouts)
+        responses = parse_mode(p, kind)
         p.finish()
         if kind:
             providers[str(name)] = ProviderConfig(
                 name=str(name), type=kind, base_url=(base_url or "").rstrip("/"),
                 api_key=api_key, disabled_reason=disabled,
                 headers=MappingProxyType(headers), timeouts=provider_timeouts,
-                options=MappingProxyType(options))
+                options=MappingProxyType(options), responses=responses)
     return providers
 
 

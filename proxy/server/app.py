@@ -19,6 +19,7 @@ from proxy.server.chat import add_routes
 from proxy.server.completions import add_completions_routes
 from proxy.server.embeddings import add_embeddings_routes
 from proxy.server.models import add_model_routes
+from proxy.server.responses import add_responses_routes
 
 log = logging.getLogger("gatewise")
 _SAFE_REQUEST_ID = re.compile(r"[A-Za-z0-9._:\-]{1,128}")
@@ -90,6 +91,7 @@ def build_app(config: GatewayConfig, now: Callable[[], float] | None = None) -> 
     add_completions_routes(app)
     add_embeddings_routes(app)
     add_model_routes(app)
+    add_responses_routes(app)
     add_admin_routes(app)
     if config.telemetry.prometheus:
         app.router.add_get("/metrics", gateway.metrics.handle)

@@ -31,6 +31,7 @@ from proxy.engine.health import HealthChecker
 from proxy.engine.mock_upstream import MockTransport
 from proxy.engine.transport import HttpTransport, new_session
 from proxy.state.ledger import SqliteLedger
+from proxy.state.responses_store import ResponseStore, SqliteResponses
 from proxy.state.stores import Clock, wall_clock
 from proxy.state.target_stats import MemoryStatsStore
 from translators import PROVIDER_TYPES
@@ -38,6 +39,17 @@ from translators import PROVIDER_TYPES
 log = logging.getLogger("gatewise")
 
 REQUEST_ID = web.RequestKey("request_id", str)
+
+
+def _response_store(config: GatewayConfig) -> ResponseStore:
+    """Stored responses live with the ledger: PostgreSQL, its SQLite file, or memory.
+    PostgreSQL is imported here, late: asyncpg is an optional dependency."""
+    retention = config.responses.retention
+    if config.state.postgres is not None:
+        from proxy.state.responses_pg import PostgresResponses
+
+        return PostgresResponses(config.state.postgres, retention)
+    return SqliteResponses(config.state.ledger or ":memory:", retention)
 
 
 def _shared_state(config: GatewayConfig) -> Any:
@@ -61,6 +73,7 @@ class Gateway:
         self.metrics = Metrics(config)  # always on, cheap
         self.tracing = build_tracing(config)  # None when off: not in the chain
         self.cache = build_cache(config.cache, shared.cache_store() if shared else None)
+        self.responses = _response_store(config)  # POST /v1/responses with store
         access = self._access_policies(now)
         gates, observers = self._dispatch_hooks()
         breakers = Breakers(config.routing.breaker)
@@ -185,9 +198,11 @@ class Gateway:
                 log.warning("budgets are kept in memory only: set state.ledger (sqlite:PATH) "
                             "so a restart forgets no spend")
             await self.budget.start()
+        await self.responses.open()
         try:
             yield
         finally:
+            await self.responses.close()
             if self.budget is not None:
                 await self.budget.stop()
             if self.shared is not None:
