@@ -26,7 +26,7 @@ from proxy.server.responses_call import NativeStream, ResponsesCall
 from proxy.server.responses_chat import native_body
 from proxy.server.responses_output import usage_from
 from translators.base import StreamState, Translator, UpstreamRequest
-from translators.legacy import Adapter
+from translators.over_chat import OverChat
 from translators.openai import classify_openai
 
 _TERMINAL = ("response.completed", "response.incomplete")
@@ -36,9 +36,12 @@ _FAILED = {"rate_limit_exceeded": (ErrorClass.RATE_LIMITED, 429),
            "invalid_prompt": (ErrorClass.BAD_REQUEST, 400)}
 
 
-class ResponsesAdapter(Adapter):
-    def __init__(self, inner: Translator, call: ResponsesCall) -> None:
-        super().__init__(inner)
+class ResponsesAdapter(OverChat):
+    """Native: the Responses request as sent, its answer untouched (this translator's
+    own stream state). Otherwise the attempt's chat translator does the work."""
+
+    def __init__(self, chat: Translator, call: ResponsesCall) -> None:
+        super().__init__(chat)
         self.call = call
         self.native = False
         self._own = StreamState()
@@ -46,32 +49,29 @@ class ResponsesAdapter(Adapter):
         self._chat: dict[str, Any] | None = None
         self._failed_usage: Usage | None = None
 
-    @property  # type: ignore[override]
-    def state(self) -> StreamState:
-        return self._own if self.native else self.inner.state
-
     def request(self, chat: dict[str, Any], target, *, stream: bool) -> UpstreamRequest:
         call = self.call
         self._chat = chat
         if is_native(self.provider):
             self.native = call.native = True
+            self.state = self._own
             call.stream_state = self._stream
             body = native_body(call.req, target.model)
             return UpstreamRequest("POST", self.provider.base_url + "/responses",
-                                   self.inner.headers(),  # type: ignore[attr-defined]
+                                   self.chat.json_headers(),
                                    orjson.dumps(body), stream)
         call.native = False
         call.stream_state = None
         if call.req.problem is not None:
             raise call.req.problem.error(self.provider.name, self.provider.type)
-        return self.inner.request(chat, target, stream=stream)
+        return self.chat_request(chat, target, stream)
 
     # --- the native answer -----------------------------------------------------------------
 
     def response(self, status: int, headers: Mapping[str, str],
                  body: bytes) -> tuple[bytes | dict[str, Any], Usage | None]:
         if not self.native:
-            return self.inner.response(status, headers, body)
+            return self.chat.response(status, headers, body)
         parsed = self._json(body, "the body")
         if parsed.get("object") != "response" or not isinstance(parsed.get("output"), list):
             raise upstream_protocol(self.provider.name, "the body is not a Response object")
@@ -80,7 +80,7 @@ class ResponsesAdapter(Adapter):
 
     def stream(self, event: Event) -> tuple[list[bytes], Usage | None]:
         if not self.native:
-            return self.inner.stream(event)
+            return self.chat.stream(event)
         parsed = self._json(event.data, "a stream event")
         kind = parsed.get("type")
         seen = self._stream
@@ -118,11 +118,11 @@ class ResponsesAdapter(Adapter):
         return [event.data], usage
 
     def end_of_stream(self) -> list[bytes]:
-        return [] if self.native else self.inner.end_of_stream()
+        return [] if self.native else self.chat.end_of_stream()
 
     def partial_usage(self) -> Usage | None:
         if not self.native:
-            return self.inner.partial_usage()
+            return self.chat.partial_usage()
         if self._failed_usage is not None:
             return self._failed_usage
         if not self._stream.deltas or self._chat is None:
