@@ -36,11 +36,22 @@ def chunk_id(message_id: str) -> str:
 
 
 def anthropic_usage(raw: dict[str, Any]) -> Usage:
-    """Anthropic usage → OpenAI's: cache reads and writes count as prompt tokens."""
-    cached = raw.get("cache_read_input_tokens") or 0
-    prompt = (raw.get("input_tokens") or 0) + (raw.get("cache_creation_input_tokens") or 0)
-    return Usage(prompt_tokens=prompt + cached, completion_tokens=raw.get("output_tokens") or 0,
-                 cached_tokens=cached)
+    """Anthropic usage → OpenAI's: cache reads and writes count as prompt tokens, and
+    the writes are kept apart (with their 1-hour part) since they cost more than input."""
+    cached = _count(raw.get("cache_read_input_tokens"))
+    writes = _count(raw.get("cache_creation_input_tokens"))
+    detail = raw.get("cache_creation")
+    long_writes = _count(detail.get("ephemeral_1h_input_tokens")) \
+        if isinstance(detail, dict) else 0
+    prompt = _count(raw.get("input_tokens")) + writes + cached
+    return Usage(prompt_tokens=prompt, completion_tokens=_count(raw.get("output_tokens")),
+                 cached_tokens=cached, cache_write_tokens=writes,
+                 cache_write_1h_tokens=min(long_writes, writes))
+
+
+def _count(value: Any) -> int:
+    """A token count as sent, or 0 when it is not a count at all."""
+    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 0
 
 
 class AnthropicStream:

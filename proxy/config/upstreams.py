@@ -200,7 +200,7 @@ def _model_info_overrides(t: Section) -> dict[str, Any]:
         if value is not None:
             overrides[key] = value
     price = t.section("price")
-    for key in ("input", "output", "cached_input"):
+    for key in ("input", "output", "cached_input", "cache_write", "cache_write_1h"):
         value = price.number(key, None, minimum=0)
         if value is not None:
             overrides[key] = float(value)
