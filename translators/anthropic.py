@@ -58,6 +58,9 @@ class AnthropicTranslator(Translator):
     provider_options: ClassVar[Mapping[str, Option]] = {
         "anthropic_version": Option(str, "2023-06-01", help="the anthropic-version header"),
         "anthropic_beta": Option(str, None, help="the anthropic-beta header, if any"),
+        "allowed_betas": Option(list, (), pattern=r"[a-z0-9][a-z0-9._-]{0,127}|\*",
+                                help="anthropic-beta values Messages API clients may send "
+                                     "upstream; '*' allows any"),
     }
 
     def __init__(self, provider) -> None:

@@ -16,7 +16,9 @@ from proxy.server.admin import add_admin_routes
 from proxy.core.errors import GatewayError
 from proxy.server.gateway import GATEWAY, REQUEST_ID, Gateway
 from proxy.server.chat import add_routes
+from proxy.server.anthropic_api import anthropic_error_response, speaks_anthropic
 from proxy.server.legacy import add_legacy_routes
+from proxy.server.messages import add_messages_routes
 from proxy.server.models import add_model_routes
 
 log = logging.getLogger("gatewise")
@@ -30,7 +32,9 @@ def _request_id(request: web.Request) -> str:
     return f"req_{uuid.uuid4().hex}"
 
 
-def _error_response(error: GatewayError) -> web.Response:
+def _error_response(request: web.Request, error: GatewayError) -> web.Response:
+    if speaks_anthropic(request):  # /v1/messages: Anthropic's envelope and statuses
+        return anthropic_error_response(request, error)
     headers = {"content-type": "application/json", **error.headers}
     return web.Response(status=error.status, body=error.body(), headers=headers)
 
@@ -57,14 +61,14 @@ def _middleware(max_body: int):
         try:
             return await handler(request)
         except GatewayError as err:
-            return _error_response(err)
+            return _error_response(request, err)
         except web.HTTPException as exc:
-            return _error_response(_http_error(request, exc, max_body))
+            return _error_response(request, _http_error(request, exc, max_body))
         except (asyncio.CancelledError, ConnectionResetError):
             raise
         except Exception:
             log.exception("unhandled error", extra={"request_id": request[REQUEST_ID]})
-            return _error_response(GatewayError(
+            return _error_response(request, GatewayError(
                 500, f"The gateway hit an internal error (request id {request[REQUEST_ID]}).",
                 "server_error", code="gateway_internal_error"))
 
@@ -87,6 +91,7 @@ def build_app(config: GatewayConfig, now: Callable[[], float] | None = None) -> 
     app.on_response_prepare.append(_stamp_request_id)
     add_routes(app)
     add_legacy_routes(app)
+    add_messages_routes(app)
     add_model_routes(app)
     add_admin_routes(app)
     if config.telemetry.prometheus:
