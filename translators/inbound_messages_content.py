@@ -57,7 +57,11 @@ def map_messages(messages: list[Any], problems: Problems) -> list[dict[str, Any]
             problems.cannot(where, "expected an object.")
             continue
         role = message.get("role")
-        blocks = _blocks(message.get("content"), f"{where}.content", problems)
+        content = message.get("content")
+        if role == "user" and isinstance(content, str) and content:
+            out.append({"role": "user", "content": content})
+            continue
+        blocks = _blocks(content, f"{where}.content", problems)
         if role == "user":
             out += _user_turn(blocks, where, problems)
         elif role == "assistant":

@@ -27,7 +27,7 @@ from proxy.core.usage import Usage
 from translators.anthropic_stream import anthropic_usage
 from translators.base import StreamState, Translator, UpstreamRequest
 from translators.inbound_messages import PARAM_NAMES, Translated
-from translators.inbound_messages_reply import to_message
+from translators.inbound_messages_reply import error_status, to_message
 from translators.legacy import Adapter
 
 _VERSION = re.compile(r"\d{4}-\d{2}-\d{2}")
@@ -157,9 +157,16 @@ class MessagesAdapter(Adapter):
         raw = message.get("usage")
         return body, anthropic_usage(raw if isinstance(raw, dict) else {})
 
+    def error(self, status: int, headers: Mapping[str, str], body: bytes) -> UpstreamError:
+        return _as_client_sees(self.inner.error(status, headers, body))
+
     def stream(self, event: Event) -> tuple[list[bytes], Usage | None]:
-        if not self.native:
-            return self.inner.stream(event)
+        try:
+            return self._native_event(event) if self.native else self.inner.stream(event)
+        except UpstreamError as err:
+            raise _as_client_sees(err) from None
+
+    def _native_event(self, event: Event) -> tuple[list[bytes], Usage | None]:
         data = event.data
         try:
             parsed = orjson.loads(data)
@@ -219,6 +226,13 @@ class MessagesAdapter(Adapter):
         usage.completion_tokens = max(usage.completion_tokens, self._streamed // 4)
         usage.estimated = True
         return usage
+
+
+def _as_client_sees(err: UpstreamError) -> UpstreamError:
+    """The status the Anthropic client gets (529 for overloaded, 500 for a failed
+    upstream), so the access log, metrics and ledger record what the client saw."""
+    err.status = error_status(err)
+    return err
 
 
 def _renamed(err: GatewayError) -> GatewayError:

@@ -88,6 +88,7 @@ class FakeAnthropic:
     def __init__(self, api_key: str = API_KEY) -> None:
         self.api_key = api_key
         self.requests: list[Received] = []
+        self.streams: list[bytes] = []  # every stream's bytes as sent
         self.replies: deque[Reply] = deque()
         self.default = Reply()
         self.app = web.Application()
@@ -160,6 +161,7 @@ class FakeAnthropic:
             "request-id": request_id(), **reply.headers})
         await response.prepare(request)
         newline = b"\r\n" if reply.crlf else b"\n"
+        self.streams.append(b"")
         for k, (name, data) in enumerate(stream_events(message)):
             if reply.error_after is not None and k == reply.error_after:
                 name, data = "error", {"type": "error", "error": reply.error,
@@ -168,6 +170,7 @@ class FakeAnthropic:
                     await asyncio.sleep(reply.error_delay)
             frame = b"event: " + name.encode() + newline + b"data: " + orjson.dumps(data) + \
                 newline + newline
+            self.streams[-1] += frame
             if reply.split:
                 for start in range(0, len(frame), reply.split):
                     await response.write(frame[start:start + reply.split])
