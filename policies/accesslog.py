@@ -39,6 +39,7 @@ class AccessLog:
         now = time.perf_counter_ns()
         fields = {
             "request_id": ex.request_id,
+            "endpoint": ex.endpoint,
             "key_name": ex.key_name,
             "model": ex.model.name,
             "target": ex.target.label if ex.target else None,

@@ -120,8 +120,9 @@ class Metrics:
     """Every series gatewise exports; owned by the Gateway."""
 
     def __init__(self, config: GatewayConfig) -> None:
-        self.requests = Counter("gatewise_requests_total", "Requests by model, target, status "
-                                "and error class.", ("model", "target", "status", "error_class"))
+        self.requests = Counter("gatewise_requests_total", "Requests by inbound API, model, "
+                                "target, status and error class.",
+                                ("endpoint", "model", "target", "status", "error_class"))
         self.duration = Histogram("gen_ai_client_operation_duration_seconds",
                                   "Whole request duration as the client sees it.",
                                   ("gen_ai_operation_name", "gen_ai_request_model", "error_type"),
@@ -197,7 +198,7 @@ class Metrics:
         target = ex.target.label if ex.target is not None else ""
         error = error_label(err)
         status_label = self._statuses.get(status) or str(status)
-        self.requests.inc((model, target, status_label, error))
+        self.requests.inc((ex.endpoint, model, target, status_label, error))
         self.duration.observe(("chat", model, error), (now - ex.started_ns) / 1e9)
         self.overhead.observe((model,), max(0, now - ex.started_ns - ex.upstream_ns) / 1e9)
         usage = ex.usage

@@ -5,9 +5,14 @@ streamed event by event."""
 from __future__ import annotations
 
 import base64
+import logging
 
+import aiohttp
 import anthropic
 import pytest
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+from proxy.server.gateway import GATEWAY
 
 from tests.fakes.gemini_upstream import API_KEY as GEMINI_KEY
 from tests.fakes.gemini_upstream import FakeGemini
@@ -223,3 +228,26 @@ async def test_an_openai_compatible_server_gets_max_tokens(fakes, client):
     await client.messages.create(model="local", max_tokens=10,
                                  messages=[{"role": "user", "content": "hi"}])
     assert fakes[0].requests[-1].body["max_tokens"] == 10
+
+
+async def test_metrics_traces_and_the_access_log_name_the_endpoint(start_gateway, caplog):
+    gw = await start_gateway("""
+        providers: {offline: {type: mock}}
+        models: {echo: {targets: [{provider: offline, model: echo}]}}
+        telemetry: {tracing: true}
+    """)
+    exporter = InMemorySpanExporter()
+    gw.app[GATEWAY].tracing.add_exporter(exporter)
+    with caplog.at_level(logging.INFO, logger="gatewise.access"):
+        async with anthropic.AsyncAnthropic(base_url=gw.url, api_key="x") as c:
+            await c.messages.create(model="echo", max_tokens=10,
+                                    messages=[{"role": "user", "content": "hi"}])
+    line = next(r for r in caplog.records if r.name == "gatewise.access")
+    assert line.fields["endpoint"] == "messages" and line.fields["status"] == 200
+    server = next(s for s in exporter.get_finished_spans() if s.kind.name == "SERVER")
+    assert server.attributes["gatewise.endpoint"] == "messages"
+    assert server.attributes["gen_ai.response.finish_reasons"] == ("end_turn",)
+    async with aiohttp.ClientSession() as http, http.get(gw.url + "/metrics") as resp:
+        text = await resp.text()
+    assert ('gatewise_requests_total{endpoint="messages",model="echo",target="offline/echo",'
+            'status="200",error_class=""} 1.0') in text

@@ -62,13 +62,13 @@ async def test_metrics_after_known_sequence(start_gateway):
             text = await resp.text()
     m = samples(text)
     req = "gatewise_requests_total"
-    assert value(m, req, model="echo", target="offline/echo", status="200", error_class="") == 1
-    assert value(m, req, model="echo", target="", status="200", error_class="") == 1  # the hit
-    assert value(m, req, model="plain", target="offline/echo", status="200",
+    assert value(m, req, endpoint="chat", model="echo", target="offline/echo", status="200", error_class="") == 1
+    assert value(m, req, endpoint="chat", model="echo", target="", status="200", error_class="") == 1  # the hit
+    assert value(m, req, endpoint="chat", model="plain", target="offline/echo", status="200",
                  error_class="") == 2
-    assert value(m, req, model="plain", target="", status="429",
+    assert value(m, req, endpoint="chat", model="plain", target="", status="429",
                  error_class="gateway_rate_limit") == 1
-    assert value(m, req, model="echo", target="", status="429",
+    assert value(m, req, endpoint="chat", model="echo", target="", status="429",
                  error_class="budget_exceeded") == 1
     assert sum(v for (name, _), v in m.items() if name == req) == 6
     assert value(m, "gatewise_rejections_total", model="plain", reason="rate_limit") == 1

@@ -56,14 +56,14 @@ def _is_tokens(value: Any) -> bool:
 
 
 async def _serve(request: web.Request, body: dict[str, Any], stream: bool, adapter: Any,
-                 estimate: Estimate, key: Any) -> web.StreamResponse:
+                 estimate: Estimate, key: Any, endpoint: str) -> web.StreamResponse:
     gateway = request.app[GATEWAY]
     model = gateway.config.models.get(body["model"])
     if model is None:
         raise model_not_found(body["model"])
     ex = Exchange(request_id=request[REQUEST_ID], http=request, body=body, model=model,
                   stream=stream, key=key, key_name=key.name if key is not None else None,
-                  adapter=adapter)
+                  adapter=adapter, endpoint=endpoint)
     ex.estimate = estimate
     await gateway.pipeline(ex)
     if ex.response is not None:
@@ -87,7 +87,7 @@ async def completions(request: web.Request) -> web.StreamResponse:
     n = body.get("n") if isinstance(body.get("n"), int) else 1
     estimate = Estimate(_prompt_tokens(body.get("prompt")) + 7,
                         cap * max(1, n) if isinstance(cap, int) and cap > 0 else None)
-    return await _serve(request, body, stream, legacy.adapter, estimate, key)
+    return await _serve(request, body, stream, legacy.adapter, estimate, key, "completions")
 
 
 def _prompt_tokens(prompt: Any) -> int:
@@ -167,7 +167,7 @@ async def embeddings(request: web.Request) -> web.StreamResponse:
     _unknown(body, _EMBEDDING_FIELDS)
     req = embeddings_request(body)
     return await _serve(request, body, False, lambda inner: EmbeddingsTranslator(inner, req),
-                        Estimate(req.estimated_tokens(), 0), key)
+                        Estimate(req.estimated_tokens(), 0), key, "embeddings")
 
 
 def embeddings_request(body: dict[str, Any]) -> EmbeddingsRequest:
