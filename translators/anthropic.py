@@ -30,6 +30,7 @@ from translators.anthropic_stream import (
     anthropic_usage,
     chunk_id,
 )
+from translators.anthropic_thinking import carry, kept
 from translators.common import json_or_none
 from proxy.core.usage import Usage
 from translators.base import Option, Translator, UpstreamRequest
@@ -166,6 +167,7 @@ def completion(message: dict[str, Any], json_tool: bool) -> tuple[dict[str, Any]
     texts: list[str] = []
     thinking: list[str] = []
     calls: list[dict[str, Any]] = []
+    blocks: list[dict[str, Any]] = []  # thinking since the last tool call: rides in its id
     for block in message["content"]:
         kind = block.get("type") if isinstance(block, dict) else None
         if kind == "text":
@@ -175,10 +177,13 @@ def completion(message: dict[str, Any], json_tool: bool) -> tuple[dict[str, Any]
             if json_tool:
                 texts.append(arguments)
                 continue
-            calls.append({"id": block.get("id"), "type": "function",
+            calls.append({"id": carry(block.get("id"), blocks), "type": "function",
                           "function": {"name": block.get("name"), "arguments": arguments}})
-        elif kind == "thinking":
-            thinking.append(block.get("thinking") or "")
+            blocks = []
+        elif kind in ("thinking", "redacted_thinking"):
+            blocks.append(kept(block))  # type: ignore[arg-type]
+            if kind == "thinking":
+                thinking.append(block.get("thinking") or "")
     finish = STOP_REASONS.get(message.get("stop_reason") or "end_turn", "stop")
     if json_tool and finish == "tool_calls":
         finish = "stop"

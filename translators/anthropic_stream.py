@@ -19,6 +19,7 @@ import orjson
 
 from proxy.core.errors import UpstreamError
 from proxy.core.usage import Usage
+from translators.anthropic_thinking import carry, kept
 from translators.base import StreamState
 
 STOP_REASONS = {"end_turn": "stop", "stop_sequence": "stop", "pause_turn": "stop",
@@ -61,6 +62,7 @@ class AnthropicStream:
         "_blocks",
         "_close",
         "_finished",
+        "_pending",
         "_prefix",
         "_started",
         "_streamed",
@@ -81,6 +83,9 @@ class AnthropicStream:
         self._prefix = b""
         self._close = _SUFFIX + (b',"usage":null}' if include_usage else b"}")
         self._blocks: dict[int, tuple[int, int]] = {}  # block index → (kind, tool index)
+        # Thinking blocks since the last tool call, kept whole to ride in its id
+        # (translators/anthropic_thinking.py); filled in by their deltas.
+        self._pending: dict[Any, dict[str, Any]] = {}
         self._tools = 0
         self._usage_raw: dict[str, Any] = {}
         self._finished = False
@@ -147,9 +152,13 @@ class AnthropicStream:
             self._tools += 1
             self._blocks[index] = (_TOOL, k)
             self.state.has_content = True
+            call_id = carry(block.get("id"), list(self._pending.values()))
+            self._pending = {}
             return [self._chunk({"tool_calls": [{
-                "index": k, "id": block.get("id"), "type": "function",
+                "index": k, "id": call_id, "type": "function",
                 "function": {"name": block.get("name"), "arguments": ""}}]})]
+        if kind in ("thinking", "redacted_thinking"):
+            self._pending[len(self._pending), index] = kept(block)  # type: ignore[assignment]
         if kind == "thinking":
             self._blocks[index] = (_THINKING, 0)
             thinking = block.get("thinking")
@@ -178,12 +187,22 @@ class AnthropicStream:
             self.state.has_content = True
             return [self._chunk({"tool_calls": [{"index": k,
                                                  "function": {"arguments": fragment}}]})]
-        if kind == "thinking_delta":
-            thinking = delta.get("thinking")
-            if thinking:
+        if kind in ("thinking_delta", "signature_delta"):
+            carried = self._carried(index)
+            field = "thinking" if kind == "thinking_delta" else "signature"
+            value = delta.get(field)
+            if carried is not None and isinstance(value, str):
+                carried[field] = carried[field] + value if field == "thinking" else value
+            if kind == "thinking_delta" and value:
                 self.state.has_content = True
-                return [self._chunk({"reasoning_content": thinking})]
-        return []  # signature_delta, citations_delta, future delta types
+                return [self._chunk({"reasoning_content": value})]
+        return []  # citations_delta, future delta types
+
+    def _carried(self, index: Any) -> dict[str, Any] | None:
+        for (_, at), block in reversed(self._pending.items()):
+            if at == index:
+                return block
+        return None
 
     def _message_delta(self, event: dict[str, Any]) -> list[bytes]:
         usage = event.get("usage")
