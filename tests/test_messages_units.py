@@ -13,6 +13,7 @@ from anthropic.lib.streaming._messages import accumulate_event
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from proxy.config.catalog import lookup
 from proxy.config.types import ProviderConfig, TargetConfig
 from proxy.core.errors import ErrorClass, GatewayError, UpstreamError
 from proxy.core.framing import Event, SSEParser
@@ -309,3 +310,35 @@ def test_the_beta_allow_list_is_checked_at_start():
         with pytest.raises(ConfigError) as err:
             parse_config(base.format(value=value), {})
         assert problem in str(err.value)
+
+
+def test_what_claude_code_sends_translates_without_a_problem():
+    """The shape of a Claude Code request (captured from `claude -p`): a mid-conversation
+    system turn, adaptive thinking, an effort, context management."""
+    body = {"model": "m", "max_tokens": 32000, "stream": True,
+            "system": [{"type": "text", "text": "x-anthropic-billing-header: cc"},
+                       {"type": "text", "text": "You are a Claude agent.",
+                        "cache_control": {"type": "ephemeral"}}],
+            "messages": [{"role": "user", "content": [{"type": "text", "text": "ctx"},
+                                                      {"type": "text", "text": "say hello"}]},
+                         {"role": "system", "content": "Available agent types: ..."}],
+            "tools": [{"name": "Bash", "input_schema": {"type": "object"}}],
+            "metadata": {"user_id": '{"device_id":"d"}'}, "thinking": {"type": "adaptive"},
+            "context_management": {"edits": [{"type": "clear_thinking_20251015"}]},
+            "output_config": {"effort": "high"}}
+    result = translate(body)
+    assert result.strict is None and result.optional is None
+    assert not result.thinking_required
+    assert [m["role"] for m in result.chat["messages"]] == ["system", "user", "system"]
+    assert result.chat["reasoning_effort"] == "high" and result.chat["stream"] is True
+
+
+def test_hinted_reasoning_is_dropped_where_the_model_cannot_reason():
+    body = {"model": "m", "max_tokens": 10, "thinking": {"type": "adaptive"},
+            "messages": [{"role": "user", "content": "hi"}]}
+    request = MessagesRequest(body, translate(body))
+    openai = ProviderConfig(name="o", type="openai", base_url="http://local/v1")
+    up = request.adapter(OpenAITranslator(openai)).request(
+        request.translated.chat, TargetConfig(provider="o", model="gpt-4o",
+                                              info=lookup("gpt-4o")), stream=False)
+    assert "reasoning_effort" not in orjson.loads(up.body)

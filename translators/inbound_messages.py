@@ -17,13 +17,15 @@ from typing import Any
 from proxy.core.errors import GatewayError
 from translators.inbound_messages_content import Problems, map_messages
 
-#: top-level fields with no effect on the answer's content: not sent to chat upstreams
-IGNORED = frozenset({"stream", "service_tier", "cache_control", "speed", "diagnostics"})
+#: top-level fields with no effect on what a chat upstream should answer: not sent.
+#: context_management only ever removes context (old tool results, thinking) to save
+#: tokens; another upstream gets the whole conversation instead.
+IGNORED = frozenset({"stream", "service_tier", "cache_control", "speed", "diagnostics",
+                     "context_management"})
 #: fields only Anthropic can honour; left out (a 400 unless the model drops them)
 ANTHROPIC_ONLY = {
     "container": "containers are an Anthropic server-side feature.",
     "mcp_servers": "remote MCP servers are called by Anthropic's API itself.",
-    "context_management": "context management is done by Anthropic's API itself.",
     "inference_geo": "inference regions are chosen by Anthropic's API.",
 }
 #: output_config.effort → reasoning_effort
@@ -44,6 +46,9 @@ class Translated:
     chat: dict[str, Any]
     strict: GatewayError | None = None
     optional: GatewayError | None = None
+    #: thinking was asked for with a budget: a model that cannot reason must refuse it
+    #: (adaptive thinking and `effort` are hints such a model simply goes without)
+    thinking_required: bool = False
 
 
 def translate(body: dict[str, Any]) -> Translated:
@@ -74,7 +79,9 @@ def translate(body: dict[str, Any]) -> Translated:
     effort = _effort(body.get("thinking"), body.get("output_config"), problems)
     if effort is not None:
         chat["reasoning_effort"] = effort
-    return Translated(chat, problems.strict, problems.optional)
+    thinking = body.get("thinking")
+    required = isinstance(thinking, dict) and thinking.get("type") == "enabled"
+    return Translated(chat, problems.strict, problems.optional, required)
 
 
 def _system(system: Any, problems: Problems) -> str | None:

@@ -1,5 +1,7 @@
 """Anthropic message turns → OpenAI chat messages (for non-Anthropic upstreams).
 
+A mid-conversation `system` turn stays a system message in its place.
+
 User turns: text, images and PDF documents become content parts; each
 `tool_result` becomes a `tool` message before the turn's other content (an
 error result travels as `{"error": ...}`, the convention Gemini also uses),
@@ -68,8 +70,14 @@ def map_messages(messages: list[Any], problems: Problems) -> list[dict[str, Any]
             turn = _assistant_turn(blocks, where, problems)
             if turn is not None:
                 out.append(turn)
+        elif role == "system":  # a mid-conversation system turn (a beta): kept in place
+            texts = [b.get("text") for b in blocks if b["type"] == "text"]
+            if len(texts) != len(blocks) or not all(isinstance(t, str) for t in texts):
+                problems.cannot(f"{where}.content", "a system turn holds text only.")
+            elif texts:
+                out.append({"role": "system", "content": "\n\n".join(texts)})
         else:
-            problems.cannot(f"{where}.role", "expected 'user' or 'assistant'.")
+            problems.cannot(f"{where}.role", "expected 'user', 'assistant' or 'system'.")
     return out
 
 

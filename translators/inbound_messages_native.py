@@ -122,7 +122,7 @@ class MessagesAdapter(Adapter):
         """This target's variant of the shared chat body (copied only when it differs)."""
         changes: dict[str, Any] = {}
         if "reasoning_effort" in chat and "reasoning" not in target.info.capabilities:
-            if not self.drop_unsupported:
+            if self.messages.translated.thinking_required and not self.drop_unsupported:
                 raise bad_request(
                     f"thinking: the model '{target.model}' behind this model does not "
                     "reason (per the gateway's model table). The model's config can set "
