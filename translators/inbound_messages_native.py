@@ -195,11 +195,11 @@ class MessagesAdapter(Adapter):
                     if isinstance(delta.get(field), str):
                         self._streamed += len(delta[field])
             return None
-        if kind == "message_start":
-            message = event.get("message")
+        if kind == "message_start":  # input known; the usage is settled by message_delta
+            message = event.get("message")  # (until then a cut is billed as partial_usage)
             usage = message.get("usage") if isinstance(message, dict) else None
             self._usage_raw = dict(usage) if isinstance(usage, dict) else {}
-            return anthropic_usage(self._usage_raw)
+            return None
         if kind == "message_delta":
             usage = event.get("usage")
             if isinstance(usage, dict):  # cumulative counts: the latest wins
