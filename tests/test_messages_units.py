@@ -344,3 +344,19 @@ def test_hinted_reasoning_is_dropped_where_the_model_cannot_reason():
         request.translated.chat, TargetConfig(provider="o", model="gpt-4o",
                                               info=lookup("gpt-4o")), stream=False)
     assert "reasoning_effort" not in orjson.loads(up.body)
+
+
+def test_thinking_another_upstream_made_is_not_sent_to_anthropic():
+    made_elsewhere = {"type": "thinking", "thinking": "from gpt", "signature": ""}
+    claude = {"type": "thinking", "thinking": "mine", "signature": "sig_1"}
+    body = {"model": "claude", "max_tokens": 5, "messages": [
+        {"role": "user", "content": "a"},
+        {"role": "assistant", "content": [made_elsewhere, {"type": "text", "text": "b"}]},
+        {"role": "user", "content": "c"},
+        {"role": "assistant", "content": [claude, {"type": "text", "text": "d"}]},
+        {"role": "user", "content": "e"}]}
+    _, adapter = _adapter(body)
+    sent = orjson.loads(adapter.request({}, TARGET, stream=False).body)["messages"]
+    assert sent[1]["content"] == [{"type": "text", "text": "b"}]
+    assert sent[3]["content"][0] == claude and body["messages"][1]["content"][0] is \
+        made_elsewhere  # the client's request is never changed

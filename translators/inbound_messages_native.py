@@ -106,6 +106,9 @@ class MessagesAdapter(Adapter):
         provider = self.provider
         body = dict(self.messages.body)
         body["model"] = target.model
+        messages = _without_foreign_thinking(body.get("messages"))
+        if messages is not None:
+            body["messages"] = messages
         options = provider.options
         headers = {"content-type": "application/json", **provider.headers,
                    "anthropic-version": self.messages.version
@@ -226,6 +229,25 @@ class MessagesAdapter(Adapter):
         usage.completion_tokens = max(usage.completion_tokens, self._streamed // 4)
         usage.estimated = True
         return usage
+
+
+def _foreign(block: Any) -> bool:
+    return isinstance(block, dict) and block.get("type") == "thinking" \
+        and block.get("signature") == ""
+
+
+def _without_foreign_thinking(messages: Any) -> list[Any] | None:
+    """The turns without the thinking blocks another upstream made (gatewise gives them
+    an empty signature, which Anthropic refuses); None when there are none (usual)."""
+    if not isinstance(messages, list):
+        return None
+    changed = None
+    for i, message in enumerate(messages):
+        content = message.get("content") if isinstance(message, dict) else None
+        if isinstance(content, list) and any(_foreign(b) for b in content):
+            changed = changed if changed is not None else list(messages)
+            changed[i] = {**message, "content": [b for b in content if not _foreign(b)]}
+    return changed
 
 
 def _as_client_sees(err: UpstreamError) -> UpstreamError:
