@@ -17,6 +17,8 @@ from proxy.server.gateway import GATEWAY
 from tests.fakes.gemini_upstream import API_KEY as GEMINI_KEY
 from tests.fakes.gemini_upstream import FakeGemini
 from tests.fakes.gemini_upstream import Reply as GeminiReply
+from tests.fakes.ollama_upstream import FakeOllama
+from tests.fakes.ollama_upstream import Reply as OllamaReply
 from tests.fakes.openai_upstream import API_KEY as OPENAI_KEY
 from tests.fakes.openai_upstream import FakeOpenAI
 from tests.fakes.openai_upstream import Reply as OpenAIReply
@@ -251,3 +253,35 @@ async def test_metrics_traces_and_the_access_log_name_the_endpoint(start_gateway
         text = await resp.text()
     assert ('gatewise_requests_total{endpoint="messages",model="echo",target="offline/echo",'
             'status="200",error_class=""} 1.0') in text
+
+
+async def test_ollama_streamed_tool_round_trip_top_k_and_thinking(start_gateway):
+    fake = FakeOllama()
+    async with LoopbackServer(fake.app) as server:
+        gw = await start_gateway(f"""
+            providers: {{local: {{type: ollama, base_url: "{server.url}"}}}}
+            models:
+              qwen: {{targets: [{{provider: local, model: qwen3, capabilities: [tools,
+                                                                           reasoning]}}]}}
+        """)
+        fake.script(OllamaReply(text="", thinking="Need the tool.", tool_calls=[
+            {"name": "get_weather", "arguments": {"city": "Lima"}}]),
+            OllamaReply(text="Warm."))
+        async with anthropic.AsyncAnthropic(base_url=gw.url, api_key="x") as c:
+            messages = [{"role": "user", "content": "Weather in Lima?"}]
+            args = {"model": "qwen", "max_tokens": 3000, "tools": TOOLS,
+                    "thinking": {"type": "enabled", "budget_tokens": 20000},
+                    "extra_body": {"top_k": 20}}
+            async with c.messages.stream(messages=messages, **args) as stream:
+                first = await stream.get_final_message()
+            assert [b.type for b in first.content] == ["thinking", "tool_use"]
+            call = first.content[1]
+            assert call.input == {"city": "Lima"} and first.stop_reason == "tool_use"
+            messages += [first.to_param(), {"role": "user", "content": [
+                {"type": "tool_result", "tool_use_id": call.id, "content": "25C"}]}]
+            second = await c.messages.create(messages=messages, **args)
+        assert second.content[-1].text == "Warm."
+        sent = fake.requests[-1].body
+        assert sent["options"]["top_k"] == 20 and sent["think"] == "high"
+        assert sent["messages"][-1] == {"role": "tool", "content": "25C",
+                                        "tool_name": "get_weather"}

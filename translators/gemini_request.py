@@ -71,6 +71,7 @@ TABLE: dict[str, params.Rule] = {
                                        unless=lambda v: v is True),
     "temperature": rename("generationConfig.temperature", params.number(0, 2)),
     "top_p": rename("generationConfig.topP", params.number(0, 1)),
+    "top_k": rename("generationConfig.topK", _positive_int),  # not OpenAI's: from /v1/messages
     "stop": rename("generationConfig.stopSequences", _stop),
     "n": rename("generationConfig.candidateCount", _positive_int),
     "seed": rename("generationConfig.seed", _integer),

@@ -35,6 +35,7 @@ TABLE: dict[str, params.Rule] = {
                                     lambda v: _positive("max_completion_tokens", v)),
     "temperature": rename("options.temperature", params.number(0, 2)),
     "top_p": rename("options.top_p", params.number(0, 1)),
+    "top_k": rename("options.top_k", lambda v: _positive("top_k", v)),  # from /v1/messages
     "seed": rename("options.seed", lambda v: _integer(v)),
     "stop": rename("options.stop", params.string_list),
     "presence_penalty": rename("options.presence_penalty", params.number(-2, 2)),
