@@ -177,3 +177,18 @@ async def test_many_clients_at_once(gw):
                 return (await stream.get_final_message()).content[0].text
         answers = await asyncio.gather(*(one(i) for i in range(60)))
     assert answers == [f"client {i} here" for i in range(60)]
+
+
+@pytest.mark.parametrize("status,kind", [(429, "rate_limit_error"), (529, "overloaded_error"),
+                                         (500, "api_error")])
+async def test_native_errors_before_and_after_the_first_event(fakes, gw, status, kind):
+    main = fakes[0]
+    main.script(Reply(status=status, headers={"retry-after": "2"}))
+    got, events = await raw_stream(gw, "claude")
+    assert got == status and events[0][1]["error"]["type"] == kind
+    main.script(Reply(text="a b c d e f", error_after=5, error_delay=0.02,
+                      error={"type": kind, "message": f"late {kind}"}))
+    got, events = await raw_stream(gw, "claude")
+    assert got == 200 and events[-1][0] == "error"
+    assert events[-1][1]["error"] == {"type": kind, "message": f"late {kind}"}
+    assert [e[0] for e in events[:3]] == ["message_start", "ping", "content_block_start"]
