@@ -250,8 +250,9 @@ def _assistant_blocks(message: dict[str, Any], i: int,
             blocks.append({"type": "text", "text": text})
     for k, (call_id, name, args) in enumerate(tool_calls_of(message, i)):
         call_id, carried = split(call_id)
-        if thinking and carried:  # the first call's thinking came before any text
-            blocks[len(blocks) if k else 0:len(blocks) if k else 0] = carried
+        if thinking and carried:
+            at = len(blocks) if k else 0  # the first call's thinking came before the text
+            blocks[at:at] = carried
         blocks.append({"type": "tool_use",
                        "id": safe_tool_id(call_id, f"messages[{i}].tool_calls[{k}].id"),
                        "name": name, "input": args})

@@ -85,7 +85,7 @@ class AnthropicStream:
         self._blocks: dict[int, tuple[int, int]] = {}  # block index → (kind, tool index)
         # Thinking blocks since the last tool call, kept whole to ride in its id
         # (translators/anthropic_thinking.py); filled in by their deltas.
-        self._pending: dict[Any, dict[str, Any]] = {}
+        self._pending: list[tuple[Any, dict[str, Any]]] = []  # (block index, block)
         self._tools = 0
         self._usage_raw: dict[str, Any] = {}
         self._finished = False
@@ -152,13 +152,13 @@ class AnthropicStream:
             self._tools += 1
             self._blocks[index] = (_TOOL, k)
             self.state.has_content = True
-            call_id = carry(block.get("id"), list(self._pending.values()))
-            self._pending = {}
+            call_id = carry(block.get("id"), [carried for _, carried in self._pending])
+            self._pending = []
             return [self._chunk({"tool_calls": [{
                 "index": k, "id": call_id, "type": "function",
                 "function": {"name": block.get("name"), "arguments": ""}}]})]
         if kind in ("thinking", "redacted_thinking"):
-            self._pending[len(self._pending), index] = kept(block)  # type: ignore[assignment]
+            self._pending.append((index, kept(block)))  # type: ignore[arg-type]
         if kind == "thinking":
             self._blocks[index] = (_THINKING, 0)
             thinking = block.get("thinking")
@@ -199,7 +199,7 @@ class AnthropicStream:
         return []  # citations_delta, future delta types
 
     def _carried(self, index: Any) -> dict[str, Any] | None:
-        for (_, at), block in reversed(self._pending.items()):
+        for at, block in reversed(self._pending):
             if at == index:
                 return block
         return None
