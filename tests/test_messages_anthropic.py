@@ -100,8 +100,7 @@ async def test_create_passes_the_body_and_the_answer_through(fakes, client, gw):
     assert TEAM not in str(sent.headers)
     assert sent.headers["anthropic-beta"] == ("token-efficient-tools-2025-02-19,"
                                               "interleaved-thinking-2025-05-14")
-    assert sent.headers["anthropic-version"] == client._custom_headers.get(
-        "anthropic-version", anthropic._constants.ANTHROPIC_API_VERSION)
+    assert sent.headers["anthropic-version"] == anthropic._constants.ANTHROPIC_API_VERSION
     assert reply.type == "message" and reply.content[0].text.startswith("Hello")
     assert reply.model == "claude-sonnet-4-5-20250929"
     assert reply.usage.input_tokens > 0

@@ -23,6 +23,7 @@ from translators.inbound_messages import translate
 from translators.inbound_messages_native import (
     MessagesRequest,
     client_betas,
+    client_version,
     forwarded_betas,
 )
 from translators.inbound_messages_reply import error_payload, error_status, to_message, tool_id
@@ -251,6 +252,8 @@ def test_native_request_is_the_clients_body_with_the_target_model():
     up = adapter.request({}, TARGET, stream=False)
     assert request.native and orjson.loads(up.body) == {**body, "model": "claude-sonnet-4-5"}
     assert up.headers["anthropic-beta"] == "b-1,b-2,c-1" and up.headers["x-api-key"] == "K"
+    assert up.headers["anthropic-version"] == "2023-06-01"  # the client sent none usable
+    assert client_version("2026-10-21") == "2026-10-21" and client_version("x\r\ny") is None
     assert forwarded_betas({"allowed_betas": ("*",)}, ("x-1",)) == "x-1"
 
 
