@@ -164,9 +164,9 @@ class Budget:
             await call_next(ex)
         except GatewayError as err:
             better = self.as_budget_error(ex, err)
+            ex.error = better  # the ledger row records the error the client gets
             if better is err:
                 raise
-            ex.error = better
             raise better from None
         finally:
             self._settle(ex, names, row, began)

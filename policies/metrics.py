@@ -120,8 +120,8 @@ class Metrics:
     """Every series gatewise exports; owned by the Gateway."""
 
     def __init__(self, config: GatewayConfig) -> None:
-        self.requests = Counter("gatewise_requests_total", "Requests by endpoint, model, target, "
-                                "status and error class.",
+        self.requests = Counter("gatewise_requests_total", "Requests by inbound API, model, "
+                                "target, status and error class.",
                                 ("endpoint", "model", "target", "status", "error_class"))
         self.duration = Histogram("gen_ai_client_operation_duration_seconds",
                                   "Whole request duration as the client sees it.",

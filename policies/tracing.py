@@ -229,6 +229,8 @@ class Tracing:
         choices = completion.get("choices") or []
         state.finish_reasons = [c.get("finish_reason") for c in choices
                                 if isinstance(c, dict) and c.get("finish_reason")]
+        if not choices and isinstance(completion.get("stop_reason"), str):  # /v1/messages
+            state.finish_reasons = [completion["stop_reason"]]
         if state.capture:
             attrs["gen_ai.output.messages"] = orjson.dumps(
                 [c.get("message") for c in choices if isinstance(c, dict)]).decode()

@@ -11,6 +11,7 @@ from proxy.config.types import ProviderConfig, TargetConfig
 from proxy.core.errors import ErrorClass, GatewayError, UpstreamError
 from proxy.core.framing import Event, SSEParser
 from translators.anthropic import AnthropicTranslator
+from translators.anthropic_thinking import carry
 from translators.common import safe_tool_id
 
 PROVIDER = ProviderConfig(name="anth", type="anthropic", base_url="http://up",
@@ -160,7 +161,8 @@ RESPONSES = [  # (content, stop_reason, message fields, finish)
     ([{"type": "thinking", "thinking": "t", "signature": "s"},
       {"type": "tool_use", "id": "toolu_1", "name": "f", "input": {"a": [1]}}], "tool_use",
      {"content": None, "reasoning_content": "t", "tool_calls": [
-         {"id": "toolu_1", "type": "function", "function": {"name": "f",
+         {"id": carry("toolu_1", [{"type": "thinking", "thinking": "t", "signature": "s"}]),
+          "type": "function", "function": {"name": "f",
                                                            "arguments": '{"a":[1]}'}}]},
      "tool_calls"),
 ]
@@ -220,7 +222,9 @@ EXPECTED_DELTAS = [
     ({"role": "assistant", "content": ""}, None),
     ({"reasoning_content": "hm"}, None),
     ({"content": "Hi"}, None),
-    ({"tool_calls": [{"index": 0, "id": "toolu_A", "type": "function",
+    ({"tool_calls": [{"index": 0, "type": "function",  # the thinking rides in the id
+                      "id": carry("toolu_A", [{"type": "thinking", "thinking": "hm",
+                                               "signature": "s"}]),
                       "function": {"name": "f", "arguments": ""}}]}, None),
     ({"tool_calls": [{"index": 0, "function": {"arguments": '{"a":'}}]}, None),
     ({"tool_calls": [{"index": 1, "id": "toolu_B", "type": "function",

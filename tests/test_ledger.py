@@ -247,3 +247,20 @@ async def test_client_disconnect_mid_stream_is_still_billed(gateway):
     assert 0 < cost < 0.100  # the 100 reserved output tokens alone cost $0.100
     spent, held = budget.store.used(next(iter(budget.store._spent)))
     assert held == 0 and spent == pytest.approx(cost)
+
+
+async def test_an_error_answer_is_recorded_with_its_status(tmp_path):
+    config = parse_config(textwrap.dedent(f"""
+        providers: {{down: {{type: openai, base_url: "http://127.0.0.1:9", api_key: "${{UNSET}}"}}}}
+        models: {{m: {{targets: [{{provider: down, model: gpt-4o}}]}}}}
+        keys: [{{name: app, key: {KEY}}}]
+        state: {{ledger: "sqlite:{tmp_path / 'l.db'}"}}
+    """), {})
+    async with LoopbackServer(build_app(config)) as gw, aiohttp.ClientSession() as http:
+        async with http.post(gw.url + "/v1/chat/completions", headers=AUTH,
+                             json={**CHAT, "model": "m"}) as resp:
+            assert resp.status == 503
+        await gw.app[GATEWAY].budget.ledger.flush()
+        row = sqlite3.connect(tmp_path / "l.db").execute(
+            "SELECT state, http_status, error_class, cost FROM spend").fetchall()
+    assert row == [("done", 503, "provider_unavailable", 0.0)]  # not a 499 "cancel"

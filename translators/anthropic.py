@@ -30,6 +30,7 @@ from translators.anthropic_stream import (
     anthropic_usage,
     chunk_id,
 )
+from translators.anthropic_thinking import carry, kept
 from translators.common import error_object, upstream_json, wants_usage
 from proxy.core.usage import Usage
 from translators.base import Option, Translator, UpstreamRequest
@@ -58,6 +59,9 @@ class AnthropicTranslator(Translator):
     provider_options: ClassVar[Mapping[str, Option]] = {
         "anthropic_version": Option(str, "2023-06-01", help="the anthropic-version header"),
         "anthropic_beta": Option(str, None, help="the anthropic-beta header, if any"),
+        "allowed_betas": Option(list, (), pattern=r"[a-z0-9][a-z0-9._-]{0,127}|\*",
+                                help="anthropic-beta values Messages API clients may send "
+                                     "upstream; '*' allows any"),
     }
 
     def __init__(self, provider) -> None:
@@ -150,6 +154,7 @@ def completion(message: dict[str, Any], json_tool: bool) -> tuple[dict[str, Any]
     texts: list[str] = []
     thinking: list[str] = []
     calls: list[dict[str, Any]] = []
+    blocks: list[dict[str, Any]] = []  # thinking since the last tool call: rides in its id
     for block in message["content"]:
         kind = block.get("type") if isinstance(block, dict) else None
         if kind == "text":
@@ -159,10 +164,13 @@ def completion(message: dict[str, Any], json_tool: bool) -> tuple[dict[str, Any]
             if json_tool:
                 texts.append(arguments)
                 continue
-            calls.append({"id": block.get("id"), "type": "function",
+            calls.append({"id": carry(block.get("id"), blocks), "type": "function",
                           "function": {"name": block.get("name"), "arguments": arguments}})
-        elif kind == "thinking":
-            thinking.append(block.get("thinking") or "")
+            blocks = []
+        elif kind in ("thinking", "redacted_thinking"):
+            blocks.append(kept(block))  # type: ignore[arg-type]
+            if kind == "thinking":
+                thinking.append(block.get("thinking") or "")
     finish = STOP_REASONS.get(message.get("stop_reason") or "end_turn", "stop")
     if json_tool and finish == "tool_calls":
         finish = "stop"

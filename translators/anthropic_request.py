@@ -12,6 +12,7 @@ from typing import Any
 
 from proxy.core.errors import GatewayError, bad_request
 from translators import params
+from translators.anthropic_thinking import split
 from translators.common import (
     SYSTEM_ROLES,
     assistant_texts,
@@ -88,7 +89,8 @@ def build_body(chat: dict[str, Any], model: str, default_max_tokens: int | None,
     system = [{"type": "text", "text": t} for t in system_texts(messages) if t]
     if system:
         body["system"] = system
-    body["messages"] = map_messages(messages)
+    body["messages"] = map_messages(
+        messages, thinking=_thinking(chat.get("reasoning_effort")) is not None)
     tools = map_tools(chat.get("tools"))
     max_tokens = max_output_tokens(chat)
     budget = _thinking(chat.get("reasoning_effort"))
@@ -159,9 +161,12 @@ def _response_format(fmt: Any, body: dict[str, Any], tools: list, budget: int | 
 
 # --- messages ----------------------------------------------------------------------
 
-def map_messages(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def map_messages(messages: list[dict[str, Any]], *,
+                 thinking: bool = False) -> list[dict[str, Any]]:
     """OpenAI turns → Anthropic turns: system lifted out, tool results as user
-    turns, consecutive same-role turns merged (tool results first)."""
+    turns, consecutive same-role turns merged (tool results first). `thinking`:
+    replay the thinking blocks that ride in tool call ids (translators/
+    anthropic_thinking.py), as Anthropic requires when thinking is on."""
     out: list[dict[str, Any]] = []
     for i, message in enumerate(messages):
         role = message["role"]
@@ -175,7 +180,7 @@ def map_messages(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
                                   param=f"messages[{i}].content", code="invalid_value")
             _append(out, "user", blocks)
         elif role == "assistant":
-            blocks = _assistant_blocks(message, i)
+            blocks = _assistant_blocks(message, i, thinking)
             if blocks:
                 _append(out, "assistant", blocks)
         elif role == "tool":
@@ -232,9 +237,15 @@ def _image(part: dict[str, Any], where: str) -> dict[str, Any]:
                       param=f"{path}.url", code="invalid_image_url")
 
 
-def _assistant_blocks(message: dict[str, Any], i: int) -> list[dict[str, Any]]:
-    blocks = [{"type": "text", "text": text} for text in assistant_texts(message, i) if text]
+def _assistant_blocks(message: dict[str, Any], i: int,
+                      thinking: bool = False) -> list[dict[str, Any]]:
+    blocks: list[dict[str, Any]] = [{"type": "text", "text": text}
+                                    for text in assistant_texts(message, i) if text]
     for k, (call_id, name, args) in enumerate(tool_calls_of(message, i)):
+        call_id, carried = split(call_id)
+        if thinking and carried:
+            at = len(blocks) if k else 0  # the first call's thinking came before the text
+            blocks[at:at] = carried
         blocks.append({"type": "tool_use",
                        "id": safe_tool_id(call_id, f"messages[{i}].tool_calls[{k}].id"),
                        "name": name, "input": args})
@@ -243,7 +254,7 @@ def _assistant_blocks(message: dict[str, Any], i: int) -> list[dict[str, Any]]:
 
 def _tool_result(message: dict[str, Any], i: int) -> dict[str, Any]:
     block: dict[str, Any] = {"type": "tool_result", "tool_use_id": safe_tool_id(
-        message.get("tool_call_id"), f"messages[{i}].tool_call_id")}
+        split(message.get("tool_call_id"))[0], f"messages[{i}].tool_call_id")}
     content = message.get("content")
     where = f"messages[{i}].content"
     if isinstance(content, list):

@@ -19,6 +19,7 @@ import orjson
 from proxy.core.chunks import ChunkEncoder
 from proxy.core.errors import UpstreamError
 from proxy.core.usage import Usage
+from translators.anthropic_thinking import carry, kept
 from translators.base import StreamState
 
 STOP_REASONS = {"end_turn": "stop", "stop_sequence": "stop", "pause_turn": "stop",
@@ -35,11 +36,22 @@ def chunk_id(message_id: str) -> str:
 
 
 def anthropic_usage(raw: dict[str, Any]) -> Usage:
-    """Anthropic usage → OpenAI's: cache reads and writes count as prompt tokens."""
-    cached = raw.get("cache_read_input_tokens") or 0
-    prompt = (raw.get("input_tokens") or 0) + (raw.get("cache_creation_input_tokens") or 0)
-    return Usage(prompt_tokens=prompt + cached, completion_tokens=raw.get("output_tokens") or 0,
-                 cached_tokens=cached)
+    """Anthropic usage → OpenAI's: cache reads and writes count as prompt tokens, and
+    the writes are kept apart (with their 1-hour part) since they cost more than input."""
+    cached = _count(raw.get("cache_read_input_tokens"))
+    writes = _count(raw.get("cache_creation_input_tokens"))
+    detail = raw.get("cache_creation")
+    long_writes = _count(detail.get("ephemeral_1h_input_tokens")) \
+        if isinstance(detail, dict) else 0
+    prompt = _count(raw.get("input_tokens")) + writes + cached
+    return Usage(prompt_tokens=prompt, completion_tokens=_count(raw.get("output_tokens")),
+                 cached_tokens=cached, cache_write_tokens=writes,
+                 cache_write_1h_tokens=min(long_writes, writes))
+
+
+def _count(value: Any) -> int:
+    """A token count as sent, or 0 when it is not a count at all."""
+    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 0
 
 
 class AnthropicStream:
@@ -49,6 +61,7 @@ class AnthropicStream:
         "_blocks",
         "_encoder",
         "_finished",
+        "_pending",
         "_started",
         "_streamed",
         "_tools",
@@ -67,6 +80,9 @@ class AnthropicStream:
         self.raise_error = raise_error
         self._encoder: ChunkEncoder | None = None  # from message_start on
         self._blocks: dict[int, tuple[int, int]] = {}  # block index → (kind, tool index)
+        # Thinking blocks since the last tool call, kept whole to ride in its id
+        # (translators/anthropic_thinking.py); filled in by their deltas.
+        self._pending: list[tuple[Any, dict[str, Any]]] = []  # (block index, block)
         self._tools = 0
         self._usage_raw: dict[str, Any] = {}
         self._finished = False
@@ -133,9 +149,13 @@ class AnthropicStream:
             self._tools += 1
             self._blocks[index] = (_TOOL, k)
             self.state.has_content = True
+            call_id = carry(block.get("id"), [carried for _, carried in self._pending])
+            self._pending = []
             return [self._chunk({"tool_calls": [{
-                "index": k, "id": block.get("id"), "type": "function",
+                "index": k, "id": call_id, "type": "function",
                 "function": {"name": block.get("name"), "arguments": ""}}]})]
+        if kind in ("thinking", "redacted_thinking"):
+            self._pending.append((index, kept(block)))  # type: ignore[arg-type]
         if kind == "thinking":
             self._blocks[index] = (_THINKING, 0)
             thinking = block.get("thinking")
@@ -164,12 +184,22 @@ class AnthropicStream:
             self.state.has_content = True
             return [self._chunk({"tool_calls": [{"index": k,
                                                  "function": {"arguments": fragment}}]})]
-        if kind == "thinking_delta":
-            thinking = delta.get("thinking")
-            if thinking:
+        if kind in ("thinking_delta", "signature_delta"):
+            carried = self._carried(index)
+            field = "thinking" if kind == "thinking_delta" else "signature"
+            value = delta.get(field)
+            if carried is not None and isinstance(value, str):
+                carried[field] = carried[field] + value if field == "thinking" else value
+            if kind == "thinking_delta" and value:
                 self.state.has_content = True
-                return [self._chunk({"reasoning_content": thinking})]
-        return []  # signature_delta, citations_delta, future delta types
+                return [self._chunk({"reasoning_content": value})]
+        return []  # citations_delta, future delta types
+
+    def _carried(self, index: Any) -> dict[str, Any] | None:
+        for at, block in reversed(self._pending):
+            if at == index:
+                return block
+        return None
 
     def _message_delta(self, event: dict[str, Any]) -> list[bytes]:
         usage = event.get("usage")

@@ -60,6 +60,7 @@ TABLE: dict[str, params.Rule] = {
                                        unless=lambda v: v is True),
     "temperature": rename("generationConfig.temperature", params.number(0, 2)),
     "top_p": rename("generationConfig.topP", params.number(0, 1)),
+    "top_k": rename("generationConfig.topK", params.positive_int),  # not OpenAI's: from /v1/messages
     "stop": rename("generationConfig.stopSequences", _stop),
     "n": rename("generationConfig.candidateCount", params.positive_int),
     "seed": rename("generationConfig.seed", params.integer),

@@ -34,6 +34,7 @@ TABLE: dict[str, params.Rule] = {
     "max_completion_tokens": rename("options.num_predict", params.positive_int),
     "temperature": rename("options.temperature", params.number(0, 2)),
     "top_p": rename("options.top_p", params.number(0, 1)),
+    "top_k": rename("options.top_k", params.positive_int),  # from /v1/messages
     "seed": rename("options.seed", params.integer),
     "stop": rename("options.stop", params.string_list),
     "presence_penalty": rename("options.presence_penalty", params.number(-2, 2)),

@@ -24,19 +24,29 @@ class ModelInfo:
     input: float | None = None  # USD per million prompt tokens
     output: float | None = None  # USD per million completion tokens
     cached_input: float | None = None  # USD per million cached prompt tokens
+    cache_write: float | None = None  # USD per million prompt tokens written to a cache
+    cache_write_1h: float | None = None  # the same for 1-hour cache entries (Anthropic)
     capabilities: frozenset[str] = frozenset(CAPABILITIES)  # unknown models: assume able
 
     @property
     def priced(self) -> bool:
         return self.input is not None and self.output is not None
 
-    def cost(self, prompt_tokens: int, completion_tokens: int, cached_tokens: int = 0) -> float:
-        """USD for real usage; cached prompt tokens at the cached price where one is known."""
+    def cost(self, prompt_tokens: int, completion_tokens: int, cached_tokens: int = 0,
+             cache_write: int = 0, cache_write_1h: int = 0) -> float:
+        """USD for real usage: cache reads at the cached price and cache writes at the
+        write price (1-hour writes at theirs) where one is known, else at the input price.
+        `cache_write` includes `cache_write_1h`; both are part of `prompt_tokens`."""
         if not self.priced:
             return 0.0
         cached = min(cached_tokens, prompt_tokens)
+        writes = min(cache_write, prompt_tokens - cached)
+        long_writes = min(cache_write_1h, writes)
         cached_price = self.cached_input if self.cached_input is not None else self.input
-        return ((prompt_tokens - cached) * self.input + cached * cached_price
+        write_price = self.cache_write if self.cache_write is not None else self.input
+        long_price = self.cache_write_1h if self.cache_write_1h is not None else write_price
+        return ((prompt_tokens - cached - writes) * self.input + cached * cached_price
+                + (writes - long_writes) * write_price + long_writes * long_price
                 + completion_tokens * self.output) / 1_000_000
 
     def with_overrides(self, overrides: Mapping[str, Any]) -> "ModelInfo":

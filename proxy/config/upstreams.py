@@ -108,6 +108,17 @@ def _option(p: Section, name: str, opt: Any) -> Any:
         return p.bool(name, opt.default)
     if opt.kind in (int, float):
         return p.number(name, opt.default, integer=opt.kind is int, required=opt.required)
+    if opt.kind is list:  # a list of strings, each matching the pattern if one is given
+        if not p.has(name):
+            return opt.default
+        items = p.list(name)
+        for i, item in enumerate(items):
+            if not isinstance(item, str) or not item or (
+                    opt.pattern and not re.fullmatch(opt.pattern, item)):
+                p.problems.add(join(join(p.path, name), i), f"{item!r} does not fit this "
+                               f"field ({opt.help or 'see the provider docs'})")
+                return opt.default
+        return tuple(items)
     value = p.raw_value(name)
     return opt.default if value is None else value
 
@@ -202,7 +213,7 @@ def _model_info_overrides(t: Section) -> dict[str, Any]:
         if value is not None:
             overrides[key] = value
     price = t.section("price")
-    for key in ("input", "output", "cached_input"):
+    for key in ("input", "output", "cached_input", "cache_write", "cache_write_1h"):
         value = price.number(key, None, minimum=0)
         if value is not None:
             overrides[key] = float(value)

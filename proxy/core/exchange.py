@@ -90,7 +90,9 @@ class Exchange:
     adapter: "Callable[[Any], Any] | None" = None
     # The client's stream wire format when it is not OpenAI chat (proxy/core/sse.py).
     egress: "Egress | None" = None
-    endpoint: str = "chat"  # the inbound API ("chat", "responses"): a label of logs, metrics, spans
+    # The inbound API that received the request: "chat", "completions", "embeddings",
+    # "responses", "messages"; a bounded label for metrics, traces and the access log.
+    endpoint: str = "chat"
 
     def estimated(self) -> Estimate:
         """The request's prompt size and output cap, estimated once and kept."""

@@ -101,7 +101,8 @@ def max_cost(est: Estimate, targets: list[TargetConfig] | tuple[TargetConfig, ..
 def cost(usage: Usage | None, target: TargetConfig | None) -> float:
     if usage is None or target is None:
         return 0.0
-    return target.info.cost(usage.prompt_tokens, usage.completion_tokens, usage.cached_tokens)
+    return target.info.cost(usage.prompt_tokens, usage.completion_tokens, usage.cached_tokens,
+                            usage.cache_write_tokens, usage.cache_write_1h_tokens)
 
 
 def is_free(target: TargetConfig) -> bool:

@@ -12,8 +12,12 @@ class Usage:
 
     prompt_tokens: int = 0
     completion_tokens: int = 0
-    cached_tokens: int = 0
+    cached_tokens: int = 0  # cache reads, part of prompt_tokens
     reasoning_tokens: int = 0
+    # Prompt tokens written to a provider's prompt cache (Anthropic bills them above
+    # the input price), part of prompt_tokens; the 1-hour ones are a part of those.
+    cache_write_tokens: int = 0
+    cache_write_1h_tokens: int = 0
     estimated: bool = False  # counted by the gateway (a stream cut short), not reported
 
     @property

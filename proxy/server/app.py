@@ -16,8 +16,10 @@ from proxy.server.admin import add_admin_routes
 from proxy.core.errors import GatewayError
 from proxy.server.gateway import GATEWAY, REQUEST_ID, Gateway
 from proxy.server.chat import add_routes
+from proxy.server.anthropic_api import anthropic_error_response, speaks_anthropic
 from proxy.server.completions import add_completions_routes
 from proxy.server.embeddings import add_embeddings_routes
+from proxy.server.messages import add_messages_routes
 from proxy.server.models import add_model_routes
 from proxy.server.responses import add_responses_routes
 
@@ -32,7 +34,9 @@ def _request_id(request: web.Request) -> str:
     return f"req_{uuid.uuid4().hex}"
 
 
-def _error_response(error: GatewayError) -> web.Response:
+def _error_response(request: web.Request, error: GatewayError) -> web.Response:
+    if speaks_anthropic(request):  # /v1/messages: Anthropic's envelope and statuses
+        return anthropic_error_response(request, error)
     headers = {"content-type": "application/json", **error.headers}
     return web.Response(status=error.status, body=error.body(), headers=headers)
 
@@ -59,14 +63,14 @@ def _middleware(max_body: int):
         try:
             return await handler(request)
         except GatewayError as err:
-            return _error_response(err)
+            return _error_response(request, err)
         except web.HTTPException as exc:
-            return _error_response(_http_error(request, exc, max_body))
+            return _error_response(request, _http_error(request, exc, max_body))
         except (asyncio.CancelledError, ConnectionResetError):
             raise
         except Exception:
             log.exception("unhandled error", extra={"request_id": request[REQUEST_ID]})
-            return _error_response(GatewayError(
+            return _error_response(request, GatewayError(
                 500, f"The gateway hit an internal error (request id {request[REQUEST_ID]}).",
                 "server_error", code="gateway_internal_error"))
 
@@ -90,6 +94,7 @@ def build_app(config: GatewayConfig, now: Callable[[], float] | None = None) -> 
     add_routes(app)
     add_completions_routes(app)
     add_embeddings_routes(app)
+    add_messages_routes(app)
     add_model_routes(app)
     add_responses_routes(app)
     add_admin_routes(app)

@@ -34,7 +34,8 @@ async def completions(request: web.Request) -> web.StreamResponse:
     stream = bool(body.get("stream"))
     cap = legacy.chat.get("max_tokens")
     n = body.get("n") if isinstance(body.get("n"), int) else 1
-    ex = exchange_for(gateway, request, body, stream=stream, key=key, adapter=legacy.translator)
+    ex = exchange_for(gateway, request, body, stream=stream, key=key, adapter=legacy.translator,
+                      endpoint="completions")
     ex.estimate = Estimate(_prompt_tokens(body.get("prompt")) + 7,
                            cap * max(1, n) if isinstance(cap, int) and cap > 0 else None)
     await gateway.pipeline(ex)

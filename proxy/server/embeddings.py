@@ -30,7 +30,7 @@ async def embeddings(request: web.Request) -> web.StreamResponse:
     key, body = await read_checked(gateway, request, _EMBEDDING_FIELDS)
     req = embeddings_request(body)
     ex = exchange_for(gateway, request, body, stream=False, key=key,
-                      adapter=embeddings_translators(req))
+                      adapter=embeddings_translators(req), endpoint="embeddings")
     ex.estimate = Estimate(req.estimated_tokens(), 0)
     await gateway.pipeline(ex)
     return answer(ex)

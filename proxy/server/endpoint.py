@@ -27,7 +27,8 @@ async def read_checked(gateway: Gateway, request: web.Request,
 
 
 def exchange_for(gateway: Gateway, request: web.Request, body: dict[str, Any], *, stream: bool,
-                 key: Any, adapter: Callable[[Any], Any] | None = None) -> Exchange:
+                 key: Any, adapter: Callable[[Any], Any] | None = None,
+                 endpoint: str = "chat") -> Exchange:
     """The Exchange of a checked request; 404 for a model the config does not name.
     `adapter` picks each attempt's translator when the endpoint is not plain chat."""
     model = gateway.config.models.get(body["model"])
@@ -35,7 +36,7 @@ def exchange_for(gateway: Gateway, request: web.Request, body: dict[str, Any], *
         raise model_not_found(body["model"])
     return Exchange(request_id=request[REQUEST_ID], http=request, body=body, model=model,
                     stream=stream, key=key, key_name=key.name if key is not None else None,
-                    adapter=adapter)
+                    adapter=adapter, endpoint=endpoint)
 
 
 def answer(ex: Exchange) -> web.StreamResponse:

@@ -6,12 +6,15 @@ import orjson
 from aiohttp import web
 
 from proxy.core.errors import model_not_found
+from proxy.server import anthropic_models
 from proxy.server.gateway import GATEWAY
 
 _JSON = "application/json"
 
 
 async def list_models(request: web.Request) -> web.Response:
+    if "anthropic-version" in request.headers:  # an Anthropic SDK: its shape
+        return await anthropic_models.list_models(request)
     gateway = request.app[GATEWAY]
     key = gateway.authenticate(request.headers)
     if key is None or not key.models:
@@ -21,6 +24,8 @@ async def list_models(request: web.Request) -> web.Response:
 
 
 async def retrieve_model(request: web.Request) -> web.Response:
+    if "anthropic-version" in request.headers:
+        return await anthropic_models.retrieve_model(request)
     gateway = request.app[GATEWAY]
     key = gateway.authenticate(request.headers)
     name = request.match_info["model"]

@@ -28,7 +28,7 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from tests.fakes.anthropic_validate import validate
+from tests.fakes.anthropic_validate import signature_for, validate, validate_count
 from tests.fakes.server import read_request
 
 API_KEY = "test-anthropic-key-SECRET0123456789"
@@ -47,6 +47,7 @@ class Reply:
     text: str = "Hello! How can I help you today?"
     tool_calls: list[dict[str, Any]] | None = None  # [{"name", "input", "id"?}]
     thinking: str | None = None  # a thinking block before the text
+    redacted: str | None = None  # a redacted_thinking block (its opaque data) after it
     stop_reason: str | None = None  # default: tool_use / stop_sequence / max_tokens / end_turn
     status: int = 200  # >= 400: an error answer (`error_type`, `message`, or a raw `body`)
     error_type: str | None = None
@@ -87,10 +88,12 @@ class FakeAnthropic:
     def __init__(self, api_key: str = API_KEY) -> None:
         self.api_key = api_key
         self.requests: list[Received] = []
+        self.streams: list[bytes] = []  # every stream's bytes as sent
         self.replies: deque[Reply] = deque()
         self.default = Reply()
         self.app = web.Application()
         self.app.router.add_route("*", "/v1/messages", self._handle)
+        self.app.router.add_post("/v1/messages/count_tokens", self._count)
 
     def script(self, *replies: Reply) -> None:
         """Answer the next requests with these replies, then with `default`."""
@@ -132,6 +135,25 @@ class FakeAnthropic:
                                 headers={"request-id": request_id(), **reply.headers})
         return await self._stream(request, message, reply)
 
+    async def _count(self, request: web.Request) -> web.Response:
+        """count_tokens: the same key and version checks, the prompt's exact count."""
+        headers, body = await read_request(request)
+        self.requests.append(Received(headers, body))
+        if headers.get("x-api-key") != self.api_key:
+            return _error(401, "authentication_error", "invalid x-api-key")
+        if not headers.get("anthropic-version"):
+            return _error(400, "invalid_request_error", "anthropic-version: header is required")
+        problem = validate_count(body)
+        if problem:
+            return _error(*problem)
+        reply = self.replies.popleft() if self.replies else None
+        if reply is not None and reply.status >= 400:
+            return _error(reply.status, reply.error_type or _STATUS_TYPES.get(reply.status,
+                                                                               "api_error"),
+                          reply.message or "Internal error")
+        return web.json_response({"input_tokens": prompt_tokens(body)},
+                                 headers={"request-id": request_id()})
+
     async def _stream(self, request: web.Request, message: dict[str, Any],
                       reply: Reply) -> web.StreamResponse:
         response = web.StreamResponse(headers={
@@ -139,6 +161,7 @@ class FakeAnthropic:
             "request-id": request_id(), **reply.headers})
         await response.prepare(request)
         newline = b"\r\n" if reply.crlf else b"\n"
+        self.streams.append(b"")
         for k, (name, data) in enumerate(stream_events(message)):
             if reply.error_after is not None and k == reply.error_after:
                 name, data = "error", {"type": "error", "error": reply.error,
@@ -147,6 +170,7 @@ class FakeAnthropic:
                     await asyncio.sleep(reply.error_delay)
             frame = b"event: " + name.encode() + newline + b"data: " + orjson.dumps(data) + \
                 newline + newline
+            self.streams[-1] += frame
             if reply.split:
                 for start in range(0, len(frame), reply.split):
                     await response.write(frame[start:start + reply.split])
@@ -187,6 +211,8 @@ def stream_events(message: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
             for cut in range(0, len(arguments), 7):
                 events.append(_delta(index, {"type": "input_json_delta",
                                              "partial_json": arguments[cut:cut + 7]}))
+        else:  # redacted_thinking and server-tool blocks arrive whole in their start
+            events.append(_block_start(index, block))
         events.append(("content_block_stop", {"type": "content_block_stop", "index": index}))
     events.append(("message_delta", {
         "type": "message_delta",
@@ -212,6 +238,11 @@ def count_tokens(text: str) -> int:
     return math.ceil(len(text) / 4) if text else 0
 
 
+def prompt_tokens(body: dict[str, Any]) -> int:
+    return count_tokens(orjson.dumps([body.get("system"), body["messages"],
+                                      body.get("tools")]).decode())
+
+
 class _Answer:
     """The `message` object for one request and reply."""
 
@@ -222,9 +253,11 @@ class _Answer:
     def message(self) -> dict[str, Any]:
         body, reply = self.body, self.reply
         content: list[dict[str, Any]] = []
-        if reply.thinking and body.get("thinking", {}).get("type") == "enabled":
+        if reply.thinking and body.get("thinking", {}).get("type") in ("enabled", "adaptive"):
             content.append({"type": "thinking", "thinking": reply.thinking,
-                            "signature": "sig_" + secrets.token_hex(16)})
+                            "signature": signature_for(reply.thinking)})
+            if reply.redacted:
+                content.append({"type": "redacted_thinking", "data": reply.redacted})
         text, stop_reason, stop_sequence = reply.text, "end_turn", None
         for sequence in body.get("stop_sequences") or []:
             at = text.find(sequence)
@@ -242,8 +275,7 @@ class _Answer:
             stop_reason = "tool_use"
         output = sum(count_tokens(b.get("text") or b.get("thinking") or
                                   orjson.dumps(b.get("input") or {}).decode()) for b in content)
-        prompt = count_tokens(orjson.dumps([body.get("system"), body["messages"],
-                                            body.get("tools")]).decode())
+        prompt = prompt_tokens(body)
         usage = {"input_tokens": prompt, "cache_creation_input_tokens": 0,
                  "cache_read_input_tokens": 0,
                  "cache_creation": {"ephemeral_5m_input_tokens": 0,

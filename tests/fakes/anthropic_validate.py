@@ -7,6 +7,7 @@ a good request, else (status, error type, message).
 
 from __future__ import annotations
 
+import hashlib
 import re
 from typing import Any
 
@@ -21,18 +22,44 @@ TOOL_NAME = re.compile(r"^[a-zA-Z0-9_-]{1,128}$")
 # Models that refuse temperature and top_p together (observed on the 4.5 generation).
 NO_TEMP_AND_TOP_P = ("claude-sonnet-4-5", "claude-haiku-4-5", "claude-opus-4-1")
 
+#: count_tokens takes the prompt only: no output settings
+COUNT_FIELDS = frozenset({"model", "messages", "system", "tools", "tool_choice", "thinking",
+                          "output_config", "cache_control", "mcp_servers",
+                          "context_management"})
+CACHE_TTLS = ("5m", "1h")
+THINKING_IN_TOOL_TURN = (
+    "Expected `thinking` or `redacted_thinking`, but found `{found}`. When `thinking` is "
+    "enabled, a final `assistant` message must start with a thinking block (preceeding the "
+    "lastmost set of `tool_use` and `tool_result` blocks). We recommend you include "
+    "thinking blocks from previous turns. To avoid this requirement, disable `thinking`.")
+
 Problem = tuple[int, str, str]
+
+
+def signature_for(thinking: str) -> str:
+    """The fake's signature of a thinking text: it can tell a block replayed unchanged."""
+    return "sig_" + hashlib.sha256(thinking.encode()).hexdigest()[:32]
+
+
+def validate_count(body: Any) -> Problem | None:
+    """count_tokens: the prompt fields only (max_tokens and the like are refused)."""
+    if not isinstance(body, dict):
+        return bad("Input should be a valid dictionary")
+    for key in body:
+        if key not in COUNT_FIELDS:
+            return bad(f"{key}: Extra inputs are not permitted")
+    return validate({**body, "max_tokens": 1 << 20}, counting=True)
 
 
 def bad(message: str) -> Problem:
     return 400, "invalid_request_error", message
 
 
-def validate(body: Any) -> Problem | None:
+def validate(body: Any, counting: bool = False) -> Problem | None:
     if not isinstance(body, dict):
         return bad("Input should be a valid dictionary")
     for key in body:
-        if key not in TOP_LEVEL:
+        if key not in TOP_LEVEL and not (counting and key in COUNT_FIELDS):
             return bad(f"{key}: Extra inputs are not permitted")
     if not isinstance(body.get("model"), str):
         return bad("model: Field required")
@@ -55,7 +82,56 @@ def validate(body: Any) -> Problem | None:
     return (_system(body.get("system")) or _stop(body.get("stop_sequences"))
             or _metadata(body.get("metadata")) or _tools(body.get("tools"), body.get("tool_choice"))
             or _thinking(body.get("thinking"), max_tokens) or _output(body.get("output_config"))
-            or _messages(body.get("messages")))
+            or _messages(body.get("messages")) or _cache_control(body)
+            or _thinking_turn(body))
+
+
+def _cache_control(body: dict) -> Problem | None:
+    """At most 4 breakpoints, each `{"type": "ephemeral", "ttl"?: "5m" | "1h"}`."""
+    marks = []
+
+    def walk(node: Any) -> None:
+        if isinstance(node, dict):
+            if "cache_control" in node and node["cache_control"] is not None:
+                marks.append(node["cache_control"])
+            for key, value in node.items():
+                if key not in ("cache_control", "input_schema", "input"):
+                    walk(value)
+        elif isinstance(node, list):
+            for item in node:
+                walk(item)
+
+    walk({k: v for k, v in body.items() if k in ("system", "messages", "tools")})
+    for mark in marks:
+        if not isinstance(mark, dict) or mark.get("type") != "ephemeral" or \
+                mark.get("ttl", "5m") not in CACHE_TTLS:
+            return bad("cache_control: Input tag does not match the expected tag 'ephemeral'")
+    if len(marks) > 4:
+        return bad(f"A maximum of 4 blocks with cache_control may be provided. Found "
+                   f"{len(marks)}.")
+    return None
+
+
+def _thinking_turn(body: dict) -> Problem | None:
+    """With thinking on, an assistant turn whose tool calls are being answered must
+    start with its thinking (replayed unchanged: the signature must match)."""
+    thinking = body.get("thinking")
+    if not isinstance(thinking, dict) or thinking.get("type") not in ("enabled", "adaptive"):
+        return None
+    messages = body["messages"]
+    last = len(messages) - 1
+    if last < 1 or messages[last].get("role") != "user":
+        return None
+    content = messages[last].get("content")
+    if not (isinstance(content, list) and content
+            and content[0].get("type") == "tool_result"):
+        return None
+    turn = messages[last - 1].get("content")
+    first = turn[0] if isinstance(turn, list) and turn else {"type": "text"}
+    if first.get("type") not in ("thinking", "redacted_thinking"):
+        return bad(f"messages.{last - 1}.content.0.type: "
+                   + THINKING_IN_TOOL_TURN.format(found=first.get("type")))
+    return None
 
 
 def _system(system: Any) -> Problem | None:
@@ -243,7 +319,30 @@ def _block(block: Any, where: str, role: str) -> Problem | None:
                 problem = _block(inner, f"{where}.content.{k}", role)
                 if problem:
                     return problem
-    elif kind not in ("thinking", "redacted_thinking", "document"):
+    elif kind == "thinking":
+        if role != "assistant":
+            return bad(f"{where}: thinking blocks are only allowed in assistant messages")
+        if not isinstance(block.get("thinking"), str):
+            return bad(f"{where}.thinking.thinking: Field required")
+        if not isinstance(block.get("signature"), str) or not block["signature"]:
+            return bad(f"{where}.thinking.signature: Field required")
+        if block["signature"] != signature_for(block["thinking"]):
+            return bad(f"{where}: Invalid `signature` in `thinking` block")
+    elif kind == "redacted_thinking":
+        if not isinstance(block.get("data"), str) or not block["data"]:
+            return bad(f"{where}.redacted_thinking.data: Field required")
+    elif kind == "document":
+        source = block.get("source")
+        kinds = {"base64": "application/pdf", "text": "text/plain"}
+        if not isinstance(source, dict) or source.get("type") not in ("base64", "text", "url",
+                                                                      "content", "file"):
+            return bad(f"{where}.document.source: Input tag does not match any of the "
+                       "expected tags: 'base64', 'text', 'content', 'url', 'file'")
+        if source["type"] in kinds and (source.get("media_type") != kinds[source["type"]]
+                                        or not isinstance(source.get("data"), str)):
+            return bad(f"{where}.document.source.{source['type']}.media_type: Input should "
+                       f"be '{kinds[source['type']]}'")
+    elif kind not in ("search_result", "server_tool_use", "web_search_tool_result"):
         return bad(f"{where}: Input tag '{kind}' found using 'type' does not match any of the "
                    "expected tags")
     return None
