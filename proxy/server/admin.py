@@ -87,7 +87,7 @@ async def alerts(request: web.Request) -> web.Response:
         raise bad_request("Invalid 'limit': expected an integer from 1 to 1000.", param="limit")
     hub = gateway.alerts
     return _json({"object": "list", "data": hub.listing(int(raw)), "stats": hub.stats(),
-                  "sinks": [{"url": s.sink.where, "format": s.sink.format,
+                  "sinks": [{"url": s.where, "format": s.sink.format,
                              "events": list(s.sink.events) or ["*"], "queued": s.queue.qsize()}
                             for s in hub.senders],
                   "cooldown_s": hub.config.cooldown})

@@ -47,6 +47,7 @@ class AlertHub:
         self.recent: deque[dict] = deque(maxlen=keep)
         self._sent: dict[tuple[str, str], float] = {}  # (kind, subject) -> when last sent
         self._held: dict[tuple[str, str], int] = {}  # suppressed since then
+        self._prune_at = 4096
         self.emitted = 0
         self.suppressed = 0
         self._session: aiohttp.ClientSession | None = None
@@ -70,8 +71,10 @@ class AlertHub:
             self._held[key] = self._held.get(key, 0) + 1
             self.suppressed += 1
             return None
-        if len(self._sent) > 4096:  # forget what is past its cool-down
+        if len(self._sent) > self._prune_at:  # forget what is past its cool-down
             self._sent = {k: t for k, t in self._sent.items() if now - t < self.config.cooldown}
+            self._held = {k: n for k, n in self._held.items() if k in self._sent}
+            self._prune_at = max(4096, 2 * len(self._sent))  # amortised: never per event
         self._sent[key] = now
         self.emitted += 1
         event = {k: v for k, v in self._clean(details or {}).items() if k not in _ENVELOPE}
@@ -86,7 +89,7 @@ class AlertHub:
         deliveries = []
         for sender in self.senders:
             if sender.sink.wants(kind):
-                status = {"sink": sender.sink.where, "format": sender.sink.format,
+                status = {"sink": sender.where, "format": sender.sink.format,
                           "state": "pending", "attempts": 0, "detail": None}
                 deliveries.append(status)
                 sender.offer(event, status)

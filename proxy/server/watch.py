@@ -140,7 +140,7 @@ class Watch:
             "spend": self._spend, "spend_error": self._spend_error,
             "slos": self.slo.snapshot(),
             "alerts": self.hub.listing(25), "alert_stats": self.hub.stats(),
-            "alert_sinks": [s.sink.where for s in self.hub.senders],
+            "alert_sinks": [s.where for s in self.hub.senders],
             "errors": list(reversed(self.live.recent_errors))[:25],
             "charts": chart(points, end), "shared_charts": self.shared is not None,
         }

@@ -56,6 +56,7 @@ class WebhookSender:
                  attempts: int = ATTEMPTS, timeout: float = TIMEOUT_S,
                  backoff: float = BACKOFF_S, queue: int = QUEUE) -> None:
         self.sink = sink
+        self.where = sink.where  # scheme://host:port, never the path (it may be a token)
         self._session = session
         self.attempts, self.timeout, self.backoff = attempts, timeout, backoff
         self.queue: asyncio.Queue[tuple[dict, dict]] = asyncio.Queue(queue)
@@ -75,7 +76,7 @@ class WebhookSender:
     def start(self) -> None:
         if self._task is None:
             self._task = asyncio.get_running_loop().create_task(
-                self._work(), name=f"gatewise-alerts-{self.sink.where}")
+                self._work(), name=f"gatewise-alerts-{self.where}")
 
     async def stop(self, grace: float = 2.0) -> None:
         """Give queued alerts `grace` seconds, then stop."""
@@ -118,7 +119,7 @@ class WebhookSender:
             await asyncio.sleep(min(30.0, self.backoff * 2 ** (attempt - 1)))
         status["state"] = "failed"
         self.failed += 1
-        log.warning(f"alert {event.get('event')} not delivered to {self.sink.where}: "
+        log.warning(f"alert {event.get('event')} not delivered to {self.where}: "
                     f"{status.get('detail')} after {status.get('attempts')} attempt(s)")
         return False
 
