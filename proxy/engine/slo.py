@@ -109,7 +109,7 @@ class SloEvaluator:
         c = st.config
         verb = "breached" if kind == "slo_breach" else "met again"
         self.emit(kind, c.id, f"SLO {verb}: {st.describe()}", {
-            "slo": c.id, "scope": c.scope, "subject": c.subject, "objective": c.objective,
+            "slo": c.id, "scope": c.scope, c.scope: c.subject, "objective": c.objective,
             "threshold": c.threshold, "window_s": c.window, "value": _round(st.value),
             "burn_rate": _round(st.burn), "samples": st.samples})
 

@@ -100,6 +100,7 @@ def budget_rows(config: "GatewayConfig", budget: "Budget | None",
                 now: float) -> list[dict[str, Any]]:
     if budget is None:
         return []
+    now = budget.now()  # the budget's own clock decides its periods
     found = []
     if config.budgets.global_ is not None:
         found.append(("global", "the gateway", config.budgets.global_))
@@ -169,6 +170,7 @@ class SpendReader:
     async def read(self, now: float) -> dict[str, Any]:
         periods = {p: period_start(p, now) for p in ("day", "month")}
         if self._executor is not None:
+            await self.ledger.flush()  # what is settled so far is committed, then read
             loop = asyncio.get_running_loop()
             return await loop.run_in_executor(self._executor, self._read_file, periods)
         out: dict[str, Any] = {}

@@ -55,6 +55,8 @@ class Watch:
         self._health: dict[str, bool | None] = {}
         self._points: dict[float, tuple] = {}
         self._pulled = False
+        self._sharing = False
+        self._to_push: list = []
         self._spend: dict[str, Any] | None = None
         self._spend_error: str | None = None
         self._spend_due = 0.0
@@ -101,8 +103,11 @@ class Watch:
         closed = self.live.closed_chart
         for start, cell in closed:
             self._points[start] = point(cell)
-        if self.shared is not None and (closed or (self.watched(now) and not self._pulled)):
-            self._spawn(self._share(closed, now))
+        if self.shared is not None:
+            self._to_push = (self._to_push + closed)[-360:]  # (Redis away: the last hour)
+            if not self._sharing and (self._to_push or (self.watched(now) and not self._pulled)):
+                self._sharing = True
+                self._spawn(self._share(now))
         if self.watched(now):
             if self._reader is not None and now >= self._spend_due:
                 self._spend_due = float("inf")  # until this read ends
@@ -118,8 +123,9 @@ class Watch:
         was = self.watched(now)
         self._watched_until = now + WATCHED_S
         if not was:
-            self._spend_due = now
-            if self._reader is not None:
+            self._pulled = False  # the shared hour is read afresh
+            if self._reader is not None and self._spend_due != float("inf"):
+                self._spend_due = float("inf")  # until this read ends
                 self._spawn(self._read_spend(now))
         if now - self.built_at > 2 * self.tick_s:
             self.build(now)
@@ -167,11 +173,13 @@ class Watch:
         # a slow ledger is asked less often: at most ~5 % of the time reading it
         self._spend_due = self.clock() + max(self.spend_every, 20 * took)
 
-    async def _share(self, closed: list, now: float) -> None:
+    async def _share(self, now: float) -> None:
         try:
             async with asyncio.timeout(2.0):
-                if closed:
-                    await self.shared.push(closed)
+                if self._to_push:
+                    cells = self._to_push
+                    await self.shared.push(cells)
+                    self._to_push = self._to_push[len(cells):]
                 if not self.watched(now):
                     return
                 ends = self.live.chart.open_at or now
@@ -184,6 +192,8 @@ class Watch:
                         self._points[start] = point(found[start])
         except Exception as exc:  # noqa: BLE001 — Redis away: the local hour is shown
             log.debug(f"shared chart: {exc!r}")
+        finally:
+            self._sharing = False
 
     # --- lifecycle ---------------------------------------------------------------------
 
