@@ -224,3 +224,46 @@ async def test_create_and_revoke_through_a_key_api(browser, stack):
     await expect(page.locator("#keys-note")).to_have_text("Key ci-bot revoked.")
     await expect(row).to_have_count(0)
     assert calls[-1] == ("DELETE", "/admin/keys/ci-bot", f"Bearer {ADMIN}")
+
+
+EVIL = """<!doctype html><html><body>
+<form id="f" method="post" action="{gw}/ui/logout"></form>
+<script>
+fetch("{gw}/ui/api/state", {{credentials: "include"}})
+  .then(r => r.text()).then(t => {{ document.title = "read:" + t.slice(0, 40); }})
+  .catch(() => {{ document.title = "blocked"; }});
+</script>
+<iframe id="frame" src="{gw}/ui"></iframe>
+</body></html>"""
+
+
+async def test_a_cross_site_page_gets_nothing(browser, stack):
+    """Logged in at 127.0.0.1, the operator opens a hostile page on localhost (another
+    site): it can neither read the page's JSON, nor frame the page, nor use the
+    session to change anything."""
+    app, faults, servers = stack
+    gw = await start(app, servers)
+    context = await browser.new_context()
+    page = await context.new_page()
+    await log_in(page, gw)
+    await page.wait_for_url(f"{gw.url}/ui")
+
+    async def evil_page(request: web.Request) -> web.Response:
+        return web.Response(text=EVIL.format(gw=gw.url), content_type="text/html")
+
+    evil_app = web.Application()
+    evil_app.router.add_get("/", evil_page)
+    evil = LoopbackServer(evil_app)
+    servers.append(evil)
+    await evil.start()
+    hostile = await context.new_page()
+    await hostile.goto(f"http://localhost:{evil.port}/")
+    await expect(hostile).to_have_title("blocked", timeout=5000)  # CORS: nothing to read
+    frame = hostile.frame_locator("#frame")
+    await hostile.wait_for_timeout(300)
+    assert await frame.locator("#targets").count() == 0  # CSP frame-ancestors 'none'
+    async with hostile.expect_navigation():
+        await hostile.evaluate("document.getElementById('f').submit()")
+    assert "ui_login_required" in await hostile.content()  # SameSite=Strict: no cookie sent
+    state = await page.evaluate("fetch('/ui/api/state').then(r => r.status)")
+    assert state == 200  # the operator's session is untouched

@@ -66,11 +66,18 @@
     $("gateway").textContent = `${s.gateway} · v${s.version}`;
     const counts = { up: 0, degraded: 0, down: 0 };
     s.targets.forEach((t) => { counts[t.state] = (counts[t.state] || 0) + 1; });
-    const worst = counts.down ? "down" : counts.degraded ? "degraded" : "up";
+    const breached = s.slos.filter((x) => x.state === "breach").length;
+    const sick = s.models.filter((m) => m.state !== "up").length;
+    const worst = counts.down || s.models.some((m) => m.state === "down") ? "down"
+      : counts.degraded || sick || breached ? "degraded" : "up";
     const overall = $("overall");
     overall.dataset.state = worst;
-    overall.textContent = worst === "up" ? "all targets up" : `${counts.down} down, ${counts.degraded} degraded`;
-    $("sum-targets").textContent = `${counts.up} up · ${counts.degraded} degr. · ${counts.down} down`;
+    const troubles = [counts.down && `${counts.down} target(s) down`, counts.degraded && `${counts.degraded} degraded`,
+      breached && `${breached} SLO(s) breached`].filter(Boolean);
+    overall.textContent = troubles.length ? troubles.join(", ") : sick ? `${sick} model(s) not fully up` : "all up";
+    $("sum-targets").textContent = counts.down || counts.degraded
+      ? `${counts.up} up, ${counts.down} down` + (counts.degraded ? `, ${counts.degraded} degr.` : "")
+      : `${counts.up} of ${s.targets.length} up`;
     const rps = s.models.reduce((a, m) => a + (m.rps || 0), 0);
     $("sum-rps").textContent = num(rps, 2);
     const judged = s.models.reduce((a, m) => a + (m.error_rate === null || m.error_rate === undefined ? 0 : 1), 0);
@@ -78,8 +85,7 @@
     $("sum-errors").textContent = judged && rps ? pct(errs / rps) : "–";
     $("sum-today").textContent = s.spend ? usd(s.spend.day.total_usd) : "–";
     $("sum-month").textContent = s.spend ? usd(s.spend.month.total_usd) : "–";
-    const breached = s.slos.filter((x) => x.state === "breach").length;
-    $("sum-slos").textContent = s.slos.length ? `${s.slos.length - breached} met · ${breached} breached` : "none set";
+    $("sum-slos").textContent = s.slos.length ? (breached ? `${breached} of ${s.slos.length} breached` : `${s.slos.length} met`) : "none set";
 
     fill($("models").tBodies[0], s.models.map((m) => {
       const tr = document.createElement("tr"); tr.dataset.model = m.model; tr.dataset.state = m.state;
