@@ -182,9 +182,11 @@ def bench(args) -> dict:
                     results["scenarios"].append(run_scenario(sc, targets, args, workdir))
             finally:
                 for t in targets:
-                    if "poller" in t.extra:
-                        results.setdefault("ui_polls", {})[t.name] = t.extra["poller"].stop()
-                    t.stop()
+                    try:
+                        if "poller" in t.extra:
+                            results.setdefault("ui_polls", {})[t.name] = t.extra["poller"].stop()
+                    finally:
+                        t.stop()
     finally:
         up.stop()
     return results
