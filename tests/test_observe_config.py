@@ -104,3 +104,21 @@ def test_mistakes_name_their_path():
 
 def test_a_sink_is_shown_by_host_only():
     assert AlertSink(url="http://user:pw@10.0.0.5:9000/a/b?token=x").where == "http://10.0.0.5:9000"
+
+
+def test_check_lists_slos_sinks_by_host_and_the_page(tmp_path, capsys):
+    from proxy.server.cli import main
+
+    path = tmp_path / "c.yaml"
+    path.write_text(textwrap.dedent(BASE) + textwrap.dedent("""
+        alerts: {webhook: "https://hooks.example/T0/B0/tok3n", format: slack,
+                 secret: whsec-0123456789abcdef}
+        admin: {key: admin-0123456789abcdef}
+        """))
+    assert main(["check", "--config", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "  slo model:gpt-4o:availability:5m: 0.995" in out
+    assert "  slo target:openai/gpt-4o:latency_p95_ms:5m: 2500 ms" in out
+    assert "  alerts -> https://hooks.example (slack, every event, signed)" in out
+    assert "  page: /ui (log in with the admin key)" in out
+    assert "tok3n" not in out and "whsec" not in out
