@@ -123,3 +123,16 @@ async def test_charts_add_up_every_instance_through_redis(start_gateway):
     redis = a.app[GATEWAY].shared.redis
     keys = await redis.client.keys(prefix + "*")
     await redis.client.delete(*keys)
+
+
+async def test_the_charts_keep_one_hour_only(start_gateway):
+    gw = await start_gateway(config())
+    watch = gw.app[GATEWAY].watch
+    watch._loop.cancel()
+    t0 = time.time()
+    t0 -= t0 % 10
+    for k in range(800):  # 8,000 s of cells
+        await chats(gw.url, 1) if k % 200 == 0 else None
+        watch.tick(t0 + 10 * k + 1)
+    assert len(watch._points) <= 361
+    assert min(watch._points) >= t0 + 10 * 799 - 3600

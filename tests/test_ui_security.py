@@ -196,3 +196,18 @@ async def test_sessions_in_redis_work_on_every_instance(start_gateway):
     assert cookie.encode() not in b"".join(keys)  # only the hash is kept
     if keys:
         await redis.client.delete(*keys)
+
+
+async def test_sessions_that_cannot_be_read_say_so(start_gateway, caplog):
+    gw = await start_gateway(gateway())
+    async with jar() as http:
+        await login(http, gw.url)
+
+        async def down(sid):
+            raise ConnectionError("redis: connection refused")
+
+        gw.app[GATEWAY].sessions.get = down
+        async with http.get(f"{gw.url}/ui/api/state") as resp:
+            assert resp.status == 503
+            assert (await resp.json())["error"]["code"] == "ui_sessions_unavailable"
+    assert "sessions cannot be read" in caplog.text and "Traceback" not in caplog.text

@@ -77,7 +77,13 @@ class Ui:
         sid = request.cookies.get(COOKIE)
         if not sid or len(sid) > 128:
             return None
-        return await self.sessions.get(sid)
+        try:
+            return await self.sessions.get(sid)
+        except Exception as exc:  # noqa: BLE001 — e.g. Redis away: say so, no traceback
+            log.warning(f"ui: sessions cannot be read: {exc!r}")
+            raise GatewayError(503, "The page's sessions are unavailable (the shared state "
+                                    "does not answer); try again shortly.", "server_error",
+                               code="ui_sessions_unavailable") from None
 
     async def require(self, request: web.Request, changes: bool = False) -> Any:
         """The caller's session, or 401; with `changes`, also its CSRF token and origin."""

@@ -19,7 +19,7 @@ import orjson
 
 from proxy import __version__
 from proxy.engine.breakers import CLOSED, OPEN
-from proxy.engine.live import LiveStats
+from proxy.engine.live import CELL_S, CHART_CELLS, LiveStats
 from proxy.engine.slo import BREACH, SloEvaluator
 from proxy.server.alerts import AlertHub
 from proxy.server.snapshot import (SpendReader, budget_rows, chart, model_rows, point,
@@ -103,6 +103,10 @@ class Watch:
         closed = self.live.closed_chart
         for start, cell in closed:
             self._points[start] = point(cell)
+        if closed:  # the charts show one hour: older points go
+            oldest = closed[-1][0] - CELL_S * CHART_CELLS
+            for start in [s for s in self._points if s <= oldest]:
+                del self._points[start]
         if self.shared is not None:
             self._to_push = (self._to_push + closed)[-360:]  # (Redis away: the last hour)
             if not self._sharing and (self._to_push or (self.watched(now) and not self._pulled)):
