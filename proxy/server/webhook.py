@@ -64,6 +64,7 @@ class WebhookSender:
         self.delivered = 0
         self.failed = 0
         self._task: asyncio.Task | None = None
+        self._closing = False
 
     def offer(self, event: dict, status: dict) -> None:
         """Queue one event; `status` (shown by /admin/alerts) is updated in place."""
@@ -86,12 +87,13 @@ class WebhookSender:
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(grace):
                 await self.queue.join()
+        self._closing = True
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
 
     async def _work(self) -> None:
-        while True:
+        while not self._closing:  # (the flag too: a swallowed cancel must not keep it)
             event, status = await self.queue.get()
             try:
                 await self.deliver(event, status)
