@@ -15,7 +15,12 @@ def markdown(results: dict) -> str:
            "level, medians. Proxy under test on core 0; wrk and nginx on core 1."), ""]
     for sc in results["scenarios"]:
         out += scenario_table(sc)
-    out += ["#### Targets (DESIGN.md §7)", ""] + [f"- {line}" for line in checks(results)] + [""]
+    for name, p in results.get("ui_polls", {}).items():
+        out.append(f"- {name}: the /ui page polled every 2 s throughout: {p['polls']} polls, "
+                   f"{p['errors']} errors, {p['bytes'] / max(1, p['polls']) / 1024:.1f} KB each, "
+                   f"answered in {_f(p['p50_ms'], '{:.2f}')} ms median, "
+                   f"{_f(p['max_ms'], '{:.1f}')} ms at most (under load)")
+    out += ["", "#### Targets (DESIGN.md §7)", ""] + [f"- {line}" for line in checks(results)] + [""]
     return "\n".join(out)
 
 

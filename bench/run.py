@@ -22,6 +22,7 @@ import modes
 import multiworker
 import procs
 import report
+import uipoll
 import upstream
 from common import (BENCH, KEY, LOAD_CPU, PROXY_CPU, RESULTS, Upstream, gateway_env, machine,
                     require_tools, summarize)
@@ -69,6 +70,9 @@ def start_targets(fmt: str, up: Upstream, workdir: Path, wanted: set[str] | None
              ("gatewise-full", BENCH / "configs" / f"full-{fmt}.yaml")]
     if fmt == "openai":
         specs.append(("gatewise-minimal+accesslog", accesslog_config(workdir)))
+        # the page's cost: served but closed (+admin), and open, polled every 2 s (+ui)
+        specs.append(("gatewise-full+admin", uipoll.ui_config(workdir, fmt)))
+        specs.append(("gatewise-full+ui", uipoll.ui_config(workdir, fmt)))
     targets = []
     for name, config in specs:
         if wanted and name not in wanted:
@@ -79,6 +83,9 @@ def start_targets(fmt: str, up: Upstream, workdir: Path, wanted: set[str] | None
             targets.append(procs.start_floor("floor", up.url, PROXY_CPU, workdir))
         else:
             targets.append(procs.start_gatewise(name, config, env, PROXY_CPU, workdir))
+            if name.endswith("+ui") and not targets[-1].skipped:  # the page stays open
+                targets[-1].extra["poller"] = uipoll.UiPoller(targets[-1].url)
+                targets[-1].extra["poller"].start()
     return targets
 
 
@@ -175,7 +182,11 @@ def bench(args) -> dict:
                     results["scenarios"].append(run_scenario(sc, targets, args, workdir))
             finally:
                 for t in targets:
-                    t.stop()
+                    try:
+                        if "poller" in t.extra:
+                            results.setdefault("ui_polls", {})[t.name] = t.extra["poller"].stop()
+                    finally:
+                        t.stop()
     finally:
         up.stop()
     return results

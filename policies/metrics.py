@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import time
 from bisect import bisect_left
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING
 
 from aiohttp import web
@@ -102,6 +102,8 @@ def _escape(value: str) -> str:
 
 
 def _num(value: float) -> str:
+    if value != value or value in (float("inf"), float("-inf")):
+        return "NaN" if value != value else ("+Inf" if value > 0 else "-Inf")
     return repr(float(value)) if value != int(value) else f"{int(value)}.0"
 
 
@@ -116,10 +118,22 @@ def error_label(err: BaseException | None) -> str:
     return "internal"
 
 
+#: (name, help, label names, [(label values, value)]): gauges another part computes
+GaugeFamily = tuple[str, str, tuple[str, ...], list[tuple[tuple, float]]]
+#: told of each request as it is recorded: (exchange, status, error label, seconds)
+RequestListener = Callable[[Exchange, int, str, float], None]
+
+
 class Metrics:
     """Every series gatewise exports; owned by the Gateway."""
 
-    def __init__(self, config: GatewayConfig) -> None:
+    def __init__(self, config: GatewayConfig, *, on_record: RequestListener | None = None,
+                 gauges: Iterable[Callable[[], list[GaugeFamily]]] = ()) -> None:
+        """`on_record`: the live statistics (the page, the SLOs); `gauges`: families
+        rendered at each scrape (the SLO gauges), kept as data so any exposition can
+        render them."""
+        self.on_record = on_record
+        self.gauges = tuple(gauges)
         self.requests = Counter("gatewise_requests_total", "Requests by inbound API, model, "
                                 "target, status and error class.",
                                 ("endpoint", "model", "target", "status", "error_class"))
@@ -199,7 +213,8 @@ class Metrics:
         error = error_label(err)
         status_label = self._statuses.get(status) or str(status)
         self.requests.inc((ex.endpoint, model, target, status_label, error))
-        self.duration.observe(("chat", model, error), (now - ex.started_ns) / 1e9)
+        seconds = (now - ex.started_ns) / 1e9
+        self.duration.observe(("chat", model, error), seconds)
         self.overhead.observe((model,), max(0, now - ex.started_ns - ex.upstream_ns) / 1e9)
         usage = ex.usage
         cache = ex.cache_status
@@ -215,6 +230,8 @@ class Metrics:
                 self.saved.inc((model,), saved)
         if status == 429 and error in REJECTIONS:
             self.rejections.inc((model, REJECTIONS[error]))
+        if self.on_record is not None:
+            self.on_record(ex, status, error, seconds)
 
     # --- exposition ------------------------------------------------------------------
 
@@ -223,6 +240,11 @@ class Metrics:
         out: list[str] = []
         for series in self._series:
             series.render(out)
+        for family in self.gauges:
+            for name, help_, names, samples in family():
+                out.append(f"# HELP {name} {help_}\n# TYPE {name} gauge\n")
+                for labels, value in samples:
+                    out.append(f"{name}{_labels(names, labels)} {_num(value)}\n")
         return "".join(out).encode()
 
     async def handle(self, request: web.Request) -> web.Response:

@@ -289,3 +289,33 @@ async def test_a_keys_two_limits_are_taken_together_or_not_at_all(make_state):
     ok, req, tok = await rates.take_pair_async(("rpm:k", 10, 1), ("tpm:k", 100, 40))
     assert ok and req.remaining == 8  # the refused request took no request slot
     assert calls == ["gcra_pair"] * 3  # one round trip each, no undo
+
+
+async def test_close_ends_the_monitor_even_when_redis_swallows_its_cancel():
+    """redis-py may turn a cancel that lands mid-command into a ConnectionError;
+    close() must still end the health loop instead of waiting for it for ever."""
+    from redis.exceptions import ConnectionError as RedisConnectionError
+
+    class Pipe:
+        def exists(self, *a): pass
+        def set(self, *a, **k): pass
+
+        async def execute(self):
+            try:
+                await asyncio.sleep(3600)
+            except asyncio.CancelledError:
+                raise RedisConnectionError("connection closed while reading") from None
+
+    class Client:
+        def register_script(self, src): return None
+        def pipeline(self, transaction=False): return Pipe()
+        async def delete(self, *keys): return 0
+        async def aclose(self): pass
+
+    state = RedisState("redis://unused", "t:", interval=0.01, client=Client())
+    state.up = True
+    state._monitor = asyncio.get_running_loop().create_task(state._watch())
+    await asyncio.sleep(0.05)  # the loop is now inside a hung command
+    async with asyncio.timeout(2):
+        await state.close()
+    assert state._monitor.done()

@@ -18,6 +18,7 @@ from proxy.config.reader import Problems, Section, interpolate, join
 from proxy.config.routing import extract_routing, parse_routing
 from proxy.config.types import (GatewayConfig, ModelConfig, ProviderConfig, ServerConfig,
                                 TargetConfig, TelemetryConfig, Timeouts)
+from proxy.config.observe import extract_slos, parse_alerts
 from proxy.config.policies import parse_budgets, parse_keys, parse_state
 from proxy.config.responses import parse_responses
 from proxy.config.telemetry import extract_model_cache, parse_cache, parse_telemetry
@@ -79,13 +80,16 @@ def parse_config(text: str, env: Mapping[str, str], source: str = "<memory>", *,
     keys = parse_keys(root.raw_value("keys"), problems)
     state = parse_state(root.raw_value("state"), problems)
     model_cache = extract_model_cache(root.raw.get("models"), problems)
+    slos = extract_slos(root.raw.get("models"), problems)
     models = parse_models(root.section("models"), providers, provider_types)
     cache = parse_cache(policies.raw.get("cache"), "policies.cache", problems, model_cache)
     telemetry = parse_telemetry(root.section("telemetry"))
     responses = parse_responses(root.raw_value("responses"), problems)
     admin = root.section("admin")
     admin_key = optional_secret(admin, "key")
+    ui = admin.bool("ui", True)
     admin.finish()
+    alerts = parse_alerts(root.raw_value("alerts"), problems, budgets.alert_webhook)
     root.finish()
     if problems:
         raise ConfigError(list(problems))
@@ -93,7 +97,7 @@ def parse_config(text: str, env: Mapping[str, str], source: str = "<memory>", *,
                          models=MappingProxyType(models), timeouts=timeouts,
                          telemetry=telemetry, cache=cache, admin_key=admin_key, source=source,
                          routing=routing, keys=keys, budgets=budgets, state=state,
-                         responses=responses)
+                         responses=responses, slos=slos, alerts=alerts, ui=ui)
 
 
 def _server(s: Section) -> ServerConfig:

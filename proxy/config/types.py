@@ -7,6 +7,7 @@ from typing import Any, Mapping
 from urllib.parse import urlsplit
 
 from proxy.config.catalog import ModelInfo
+from proxy.config.observe import AlertsConfig, SloConfig
 from proxy.config.policies import BudgetsConfig, KeyConfig, StateConfig
 from proxy.config.responses import ResponsesConfig
 from proxy.config.routing import RoutingConfig
@@ -94,6 +95,9 @@ class GatewayConfig:
     state: StateConfig = StateConfig()
     routing: RoutingConfig = RoutingConfig()  # retry, breaker, adaptive weights, health checks
     responses: ResponsesConfig = ResponsesConfig()  # stored responses' retention
+    slos: tuple[SloConfig, ...] = ()  # models.NAME.slo and targets' slo
+    alerts: AlertsConfig = AlertsConfig()
+    ui: bool = True  # admin.ui: the /ui page, served whenever admin.key is set
 
     def secrets(self) -> list[str]:
         """Every credential loaded, so logs and errors can redact them by value."""
@@ -101,6 +105,7 @@ class GatewayConfig:
         values += [v for p in self.providers.values() for v in p.headers.values()]
         if self.admin_key:
             values.append(self.admin_key)
+        values += self.alerts.secrets()  # signing keys, and webhook URLs with tokens
         for url in (self.state.url, self.state.postgres):  # passwords in state URLs
             password = urlsplit(url).password if url else None
             if password:

@@ -92,10 +92,12 @@ class Dispatcher:
                  gates: Sequence[TargetGate] = (),
                  observers: Sequence[AttemptObserver] = (),
                  stats: MemoryStatsStore | None = None,
-                 breakers: Breakers | None = None) -> None:
+                 breakers: Breakers | None = None,
+                 penalty: Callable[[str], float] | None = None) -> None:
         """Everything the dispatcher consults is handed in here, once: the gates that
         may hold a target back, the observers told of each attempt, the statistics
-        store (shared through Redis when several instances run) and the breakers."""
+        store (shared through Redis when several instances run), the breakers, and a
+        score factor per target for the adaptive strategy (an SLO breach halves it)."""
         self._providers = providers
         self._translators = translators
         self._transports = transports
@@ -109,7 +111,8 @@ class Dispatcher:
         self.budget = RetryBudget(self.routing.retry)
         self.rng = random.Random()  # backoff jitter: one generator, not one seeding a request
         self.provider_health = provider_health or (lambda name: None)
-        self.router = Router(View(self.stats, self.health_score), self.routing.weights)
+        self.router = Router(View(self.stats, self.health_score, penalty=penalty),
+                             self.routing.weights)
 
     # --- planning ------------------------------------------------------------------
 

@@ -87,9 +87,11 @@ class View:
     """What strategies may read: live stats, breaker health, per-model counters."""
 
     def __init__(self, stats: "MemoryStatsStore", health: Callable[[str], float] | None = None,
-                 rng: random.Random | None = None) -> None:
+                 rng: random.Random | None = None,
+                 penalty: Callable[[str], float] | None = None) -> None:
         self.stats = stats
         self.health = health or (lambda label: 1.0)
+        self.penalty = penalty or (lambda label: 1.0)  # adaptive: a breached SLO halves
         self.rng = rng or random.Random()
         self.counters: dict[str, int] = {}
 
@@ -163,7 +165,8 @@ def adaptive_score(target: "TargetConfig", view: View, weights: AdaptiveWeights,
     cost = price(target)
     thrift = 0.0 if cost == float("inf") else (1.0 if dearest <= 0 else 1.0 - cost / dearest)
     return (weights.success * stats.success_rate + weights.latency * speed
-            + weights.cost * thrift + weights.health * view.health(target.label))
+            + weights.cost * thrift + weights.health * view.health(target.label)) \
+        * view.penalty(target.label)
 
 
 def adaptive(targets: Targets, view: View, key: str = "",

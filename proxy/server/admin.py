@@ -78,7 +78,23 @@ async def targets(request: web.Request) -> web.Response:
     return web.Response(body=orjson.dumps(report), content_type="application/json")
 
 
+async def alerts(request: web.Request) -> web.Response:
+    """GET /admin/alerts?limit=N: recent alerts, newest first, with their deliveries."""
+    gateway = request.app[GATEWAY]
+    gateway.admin_auth.check(request.headers)
+    raw = request.query.get("limit", "100")
+    if not raw.isdigit() or not 1 <= int(raw) <= 1000:
+        raise bad_request("Invalid 'limit': expected an integer from 1 to 1000.", param="limit")
+    hub = gateway.alerts
+    return _json({"object": "list", "data": hub.listing(int(raw)), "stats": hub.stats(),
+                  "sinks": [{"url": s.where, "format": s.sink.format,
+                             "events": list(s.sink.events) or ["*"], "queued": s.queue.qsize()}
+                            for s in hub.senders],
+                  "cooldown_s": hub.config.cooldown})
+
+
 def add_admin_routes(app: web.Application) -> None:
+    app.router.add_get("/admin/alerts", alerts)
     app.router.add_get("/admin/spend", spend)
     app.router.add_get("/admin/keys", keys)
     app.router.add_get("/admin/targets", targets)

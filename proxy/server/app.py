@@ -22,6 +22,7 @@ from proxy.server.embeddings import add_embeddings_routes
 from proxy.server.messages import add_messages_routes
 from proxy.server.models import add_model_routes
 from proxy.server.responses import add_responses_routes
+from proxy.server.ui import Ui, add_ui_routes
 
 log = logging.getLogger("gatewise")
 _SAFE_REQUEST_ID = re.compile(r"[A-Za-z0-9._:\-]{1,128}")
@@ -98,6 +99,8 @@ def build_app(config: GatewayConfig, now: Callable[[], float] | None = None) -> 
     add_model_routes(app)
     add_responses_routes(app)
     add_admin_routes(app)
+    if gateway.ui_enabled:
+        add_ui_routes(app, Ui(config.admin_key, gateway.sessions))
     if config.telemetry.prometheus:
         app.router.add_get("/metrics", gateway.metrics.handle)
     return app

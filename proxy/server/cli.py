@@ -40,6 +40,14 @@ def cmd_check(args: argparse.Namespace) -> int:
         if model.fallbacks:
             line += f"; fallbacks: {', '.join(model.fallbacks)}"
         print(line)
+    for slo in config.slos:
+        print(f"  slo {slo.id}: {slo.threshold:g}{' ms' if slo.objective != 'availability' else ''}")
+    for sink in config.alerts.sinks:  # the host only: a webhook's path may be its token
+        events = ", ".join(sink.events) or "every event"
+        print(f"  alerts -> {sink.where} ({sink.format}, {events}"
+              f"{', signed' if sink.secret else ''})")
+    if config.admin_key and config.ui:
+        print("  page: /ui (log in with the admin key)")
     return 0
 
 

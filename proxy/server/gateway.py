@@ -28,10 +28,16 @@ from proxy.core.pipeline import Pipeline, Policy
 from proxy.engine.breakers import Breakers
 from proxy.engine.dispatch import AttemptObserver, Dispatcher, TargetGate
 from proxy.engine.health import HealthChecker
+from proxy.engine.live import LiveStats
+from proxy.engine.slo import SloEvaluator
 from proxy.engine.mock_upstream import MockTransport
 from proxy.engine.transport import HttpTransport, new_session
+from proxy.server.alerts import AlertHub
+from proxy.server.watch import Watch
 from proxy.state.ledger import SqliteLedger
+from proxy.state.ledger_watch import WatchedLedger
 from proxy.state.responses_store import ResponseStore, SqliteResponses
+from proxy.state.sessions import MemorySessions
 from proxy.state.stores import Clock, wall_clock
 from proxy.state.target_stats import MemoryStatsStore
 from translators import PROVIDER_TYPES
@@ -70,7 +76,14 @@ class Gateway:
         self.transports: dict[str, Any] = {}
         self.session = None
         self.health = HealthChecker(config, PROVIDER_TYPES, self.transports)
-        self.metrics = Metrics(config)  # always on, cheap
+        self.alerts = AlertHub(config.alerts, config.secrets())
+        labels = dict.fromkeys(t.label for m in config.models.values() for t in m.targets)
+        self.live = LiveStats(labels, config.models, on_failure=[self.alerts.upstream_auth])
+        self.slo = SloEvaluator(config.slos, self.live, emit=self.alerts.emit)
+        # The page and the SLOs read per-request statistics; without either nobody would.
+        self.watching = bool(config.slos) or self.ui_enabled
+        self.metrics = Metrics(config, on_record=self.live.observe_request if self.watching
+                               else None, gauges=[self.slo.gauges] if config.slos else ())
         self.tracing = build_tracing(config)  # None when off: not in the chain
         self.cache = build_cache(config.cache, shared.cache_store() if shared else None)
         self.responses = _response_store(config)  # POST /v1/responses with store
@@ -81,11 +94,17 @@ class Gateway:
         if shared is not None:
             observers.append(shared.open_breaker_observer(breakers, stats))
             shared.bind(stats, self.budget)
+        adaptive = any(slo.adaptive for slo in config.slos)
         self.dispatcher = Dispatcher(config.providers, PROVIDER_TYPES, self.transports,
                                      models=config.models, routing=config.routing,
                                      timeouts=config.timeouts, provider_health=self.health.status,
                                      gates=gates, observers=observers, stats=stats,
-                                     breakers=breakers)
+                                     breakers=breakers,
+                                     penalty=self.slo.penalty if adaptive else None)
+        self.sessions = (shared.sessions() if shared else MemorySessions()) \
+            if self.ui_enabled else None
+        self.watch = Watch(config, self.live, self.slo, self.alerts, self.dispatcher,
+                           self.health, self.budget, shared.chart_store() if shared else None)
         self.policies: list[Policy] = self._with_observability(
             (list(policies) if policies is not None else []) + access)
         self.pipeline = Pipeline(self.policies, self.dispatcher)
@@ -117,10 +136,11 @@ class Gateway:
         self.budget: Budget | None = None
         if (config.state.ledger is not None or config.state.postgres is not None
                 or config.budgets.any or any(k.budget is not None for k in config.keys)):
-            ledger = shared.ledger() if shared else None
-            self.budget = Budget(config, ledger or SqliteLedger(config.state.ledger or ":memory:"),
+            ledger = (shared.ledger() if shared else None) \
+                or SqliteLedger(config.state.ledger or ":memory:")
+            self.budget = Budget(config, WatchedLedger(ledger, self.alerts.ledger_failed),
                                  store=shared.budget_store() if shared else None, now=now,
-                                 alert=self._post_alert if config.budgets.alert_webhook else None)
+                                 alert=self.alerts.budget_alert)
         self.target_limits: TargetRateLimit | None = None
         if TargetRateLimit.needed(t for m in config.models.values() for t in m.targets):
             self.target_limits = TargetRateLimit(shared.target_store() if shared else None)
@@ -131,6 +151,8 @@ class Gateway:
         (observers), in a fixed order: metrics, tracing, budget, per-target limits."""
         gates: list[TargetGate] = []
         observers: list[AttemptObserver] = [self.metrics.observe_attempt]
+        if self.watching:
+            observers.append(self.live.observe_attempt)
         if self.tracing is not None:
             observers.append(self.tracing.observe_attempt)
         if self.budget is not None and self.config.budgets.providers:
@@ -145,18 +167,14 @@ class Gateway:
         """The caller's KeyConfig (401 if keys are configured and none matches), else None."""
         return self.auth.identify(headers) if self.auth is not None else None
 
-    async def _post_alert(self, event: dict) -> None:
-        try:
-            async with self.session.post(self.config.budgets.alert_webhook,
-                                         data=orjson.dumps(event),
-                                         headers={"content-type": "application/json"}) as resp:
-                await resp.read()
-        except Exception as exc:  # noqa: BLE001 — an alert must never break serving
-            log.warning(f"budget alert webhook failed: {exc!r}")
-
     def state_status(self) -> dict[str, str] | None:
         """The shared state's health for /health/ready (None with the memory backend)."""
         return self.shared.status() if self.shared is not None else None
+
+    @property
+    def ui_enabled(self) -> bool:
+        """The page is served whenever an admin key is set, unless `admin.ui: false`."""
+        return bool(self.config.admin_key) and self.config.ui
 
     @property
     def session_open(self) -> bool:
@@ -191,6 +209,8 @@ class Gateway:
             else:
                 self.transports[name] = HttpTransport(self.session, provider)
         self.health.start()
+        self.alerts.start()
+        self.watch.start()
         if self.shared is not None:
             await self.shared.start()
         if self.budget is not None:
@@ -202,9 +222,11 @@ class Gateway:
         try:
             yield
         finally:
+            await self.watch.stop()
             await self.responses.close()
             if self.budget is not None:
                 await self.budget.stop()
+            await self.alerts.stop()
             if self.shared is not None:
                 await self.shared.close()
             await self.health.stop()

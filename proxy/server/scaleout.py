@@ -11,6 +11,9 @@ from policies.budget import Budget, period_label
 from proxy.engine.breakers import OPEN, Breakers
 from proxy.config.types import GatewayConfig
 from proxy.core.exchange import Attempt, Exchange
+from proxy.engine.live import CELL_S, CHART_CELLS
+from proxy.state.series_redis import SharedChart
+from proxy.state.sessions import RedisSessions
 from proxy.state.stores_redis import (
     RedisBudgetStore,
     RedisCacheStore,
@@ -66,6 +69,14 @@ class SharedState:
         stats = SharedStatsStore(self.redis, labels)
         self.redis.on_tick.append(stats.poll)
         return stats
+
+    def chart_store(self) -> SharedChart:
+        """The page's charts: every instance's hour, added together in Redis."""
+        return SharedChart(self.redis, CELL_S, CHART_CELLS)
+
+    def sessions(self) -> RedisSessions:
+        """Page sessions every instance and worker knows."""
+        return RedisSessions(self.redis)
 
     def bind(self, stats: SharedStatsStore, budget: Budget | None) -> None:
         """Budget rebuilds when Redis comes back empty; provider budget refresh."""

@@ -57,6 +57,7 @@ class RedisState:
         self.scripts = {name: self.client.register_script(src) for name, src in lua.SCRIPTS.items()}
         self._tasks: set[asyncio.Task] = set()
         self._monitor: asyncio.Task | None = None
+        self._closing = False
 
     def key(self, *parts: str) -> str:
         return self.prefix + ":".join(parts)
@@ -129,11 +130,16 @@ class RedisState:
             log.error(f"shared state: rebuilding from the ledger failed: {exc!r}")
 
     async def _watch(self) -> None:
-        while True:
+        # The flag, not only the cancel, ends the loop: redis-py can turn a cancel that
+        # lands mid-command into a connection error, which check() then takes for an
+        # outage, and close() would wait for this task for ever.
+        while not self._closing:
             await asyncio.sleep(self.interval)
-            await self.check()
+            if not self._closing:
+                await self.check()
 
     async def close(self) -> None:
+        self._closing = True
         if self._monitor is not None:
             self._monitor.cancel()
             await asyncio.gather(self._monitor, return_exceptions=True)
