@@ -71,6 +71,7 @@ def test_translation_never_crashes_and_is_json(fields, messages):
     ({"type": "disabled"}, None, None),
     ({"type": "adaptive"}, {"effort": "max"}, "high"),
     (None, {"effort": "low"}, "low"),
+    (None, {"effort": ["low"]}, None),  # unhashable: a problem named, not a crash
 ])
 def test_thinking_and_effort_become_reasoning_effort(thinking, output_config, effort):
     body = _body({"max_tokens": 5, "thinking": thinking, "output_config": output_config},
