@@ -295,7 +295,8 @@ def _block(block: Any, where: str, role: str) -> Problem | None:
         if not isinstance(source, dict):
             return bad(f"{where}.image.source: Field required")
         if source.get("type") == "base64":
-            if source.get("media_type") not in IMAGE_TYPES:
+            if not isinstance(source.get("media_type"), str) \
+                    or source["media_type"] not in IMAGE_TYPES:
                 return bad(f"{where}.image.source.base64.media_type: Input should be "
                            "'image/jpeg', 'image/png', 'image/gif' or 'image/webp'")
             if not isinstance(source.get("data"), str) or not source["data"]:
