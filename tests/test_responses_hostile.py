@@ -159,6 +159,7 @@ async def test_the_cache_answers_a_repeated_request_as_a_new_response(gw):
     ("GET", "/v1/responses/..%2F..%2Fetc", "", 404),
     ("GET", "/v1/responses/resp_nope/input_items", "?limit=abc", 400),
     ("GET", "/v1/responses/resp_nope/input_items", "?limit=101", 400),
+    ("GET", "/v1/responses/resp_nope/input_items", "?limit=1_0", 400),
     ("GET", "/v1/responses/resp_nope/input_items", "?order=sideways", 400),
     ("GET", "/v1/responses/resp_nope/input_items", "", 404),
     ("DELETE", "/v1/responses/resp_nope", "", 404),
