@@ -265,3 +265,19 @@ def test_egress_with_no_chunks_at_all_still_opens_and_closes():
     assert [e["type"] for e in events] == ["response.created", "response.in_progress",
                                            "response.completed"]
     assert events[-1]["response"]["output"] == [] and events[-1]["response"]["usage"] is None
+
+
+def test_egress_skips_what_is_not_a_chunks_shape():
+    """An OpenAI-compatible upstream's chunks reach the egress as it sent them; a field
+    of the wrong type is skipped, the grammar stays whole (it was a mid-stream 500)."""
+    egress = ResponsesEgress(ResponsesCall(_req()))
+    odd = [b"[1]", b'{"choices":[5]}', b'{"choices":"x"}', b'{"choices":[{"delta":"x"}]}',
+           _chunk({"content": 5}), _chunk({"refusal": [1]}), _chunk({"reasoning_content": {}}),
+           _chunk({"tool_calls": 5}), _chunk({"tool_calls": [5]}),
+           _chunk({"tool_calls": [{"index": "a", "id": 7, "function": {"name": 5,
+                                                                        "arguments": 7}}]}),
+           _chunk({"content": "ok"}), _chunk(finish=5)]
+    events = check_stream(egress.frames(odd) + egress.done(None))
+    assert events[-1]["type"] == "response.completed"
+    assert [i["type"] for i in events[-1]["response"]["output"]] == ["function_call",
+                                                                      "message"]
