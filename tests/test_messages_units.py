@@ -221,6 +221,11 @@ def test_any_completion_becomes_a_message(completion):
     orjson.dumps(message)
 
 
+def test_tool_calls_that_are_not_a_list_are_no_calls():
+    message = to_message({"choices": [{"message": {"content": "hi", "tool_calls": 5}}]}, None)
+    assert [b["type"] for b in message["content"]] == ["text"]
+
+
 def test_a_cut_tool_call_keeps_its_place_with_empty_input():
     message = to_message({"id": "chatcmpl-1", "model": "g", "choices": [{"message": {
         "content": None, "tool_calls": [{"id": "c", "function": {"name": "f",
