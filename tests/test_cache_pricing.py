@@ -59,6 +59,16 @@ def test_odd_openai_usage_values_count_as_nothing_never_crash(raw, counts):
             usage.reasoning_tokens) == counts
 
 
+def test_odd_gemini_and_ollama_usage_values_count_as_nothing():
+    from translators.gemini_stream import gemini_usage
+    from translators.ollama import ollama_usage
+    usage = gemini_usage({"promptTokenCount": "x", "candidatesTokenCount": 4,
+                          "thoughtsTokenCount": [1], "cachedContentTokenCount": -2})
+    assert (usage.prompt_tokens, usage.completion_tokens, usage.cached_tokens) == (0, 4, 0)
+    usage = ollama_usage({"prompt_eval_count": {}, "eval_count": "3"})
+    assert (usage.prompt_tokens, usage.completion_tokens) == (0, 0)
+
+
 def test_a_model_without_write_prices_bills_writes_at_input():
     info = ModelInfo(input=2.0, output=4.0, cached_input=1.0)
     assert info.cost(1000, 0, 0, 400, 100) == pytest.approx(1000 * 2.0 / 1e6)
