@@ -242,3 +242,45 @@ async def test_a_native_error_event_in_another_shape_is_an_error_not_content(sta
     failed = orjson.loads(last.split(b"data: ", 1)[1])["response"]
     assert failed["error"]["code"] == "rate_limit_exceeded"
     assert raw.count(b"event: ") == 3  # created, the delta, failed: nothing else relayed
+
+
+async def test_a_native_event_spread_over_several_data_lines_reaches_the_client_whole(
+        start_gateway):
+    """SSE lets an event's data span several `data:` lines (joined by newlines); relayed
+    as one `data:` field it would break the client's framing, so it goes out on one line,
+    and a `type` holding a newline cannot add lines of its own."""
+    from aiohttp import web
+
+    async def respond(request: web.Request) -> web.StreamResponse:
+        resp = web.StreamResponse(headers={"content-type": "text/event-stream"})
+        await resp.prepare(request)
+        created = {"id": "resp_1", "object": "response", "status": "in_progress",
+                   "output": [], "model": "m", "created_at": 1}
+        done = {**created, "status": "completed", "output": [], "usage": None}
+        await resp.write(b'event: response.created\ndata: {"type":"response.created",\n'
+                         b'data: "sequence_number":0,"response":' + orjson.dumps(created)
+                         + b'}\n\n')
+        await resp.write(b'data: {"sequence_number":1,"type":"x\\ndata: {}",'
+                         b'"delta":"hi","item_id":"m","output_index":0,"content_index":0}\n\n')
+        await resp.write(b'data: {"sequence_number":2,"type":"response.completed",'
+                         b'"response":' + orjson.dumps(done) + b'}\n\n')
+        return resp
+
+    app = web.Application()
+    app.router.add_post("/v1/responses", respond)
+    async with LoopbackServer(app) as up:
+        gw = await start_gateway(f"""
+            providers: {{up: {{type: openai, base_url: "{up.url}/v1", responses: native}}}}
+            models: {{m: {{targets: [{{provider: up, model: m}}]}}}}
+        """)
+        async with aiohttp.ClientSession() as http, http.post(
+                gw.url + "/v1/responses", json={"model": "m", "input": "hi",
+                                                "stream": True}) as resp:
+            raw = await resp.read()
+    frames = raw.strip().split(b"\n\n")
+    assert len(frames) == 3
+    for frame in frames:
+        lines = frame.split(b"\n")
+        assert len(lines) == 2 and lines[0].startswith(b"event: ") \
+            and lines[1].startswith(b"data: ")
+        orjson.loads(lines[1][6:])

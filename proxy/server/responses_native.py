@@ -119,7 +119,10 @@ class ResponsesAdapter(OverChat):
         sequence = parsed.get("sequence_number")
         if isinstance(sequence, int):  # of the events that reach the client
             seen.last_sequence = sequence
-        return [event.data], usage
+        data = event.data
+        if b"\n" in data or b"\r" in data:
+            data = orjson.dumps(parsed)  # one line, so it can be framed as one data field
+        return [data], usage
 
     def end_of_stream(self) -> list[bytes]:
         return [] if self.native else self.chat.end_of_stream()

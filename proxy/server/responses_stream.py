@@ -271,4 +271,5 @@ def _event_type(data: bytes) -> str:
         kind = orjson.loads(data).get("type")
     except (orjson.JSONDecodeError, AttributeError):
         kind = None
-    return kind if isinstance(kind, str) else "message"
+    # printable only: a name holding a newline would add lines of its own to the frame
+    return kind if isinstance(kind, str) and kind.isprintable() else "message"
