@@ -39,6 +39,12 @@ def presented_key(headers: Mapping[str, str]) -> str | None:
     return value.strip() if value and value.strip() else None
 
 
+def token_digest(token: str) -> bytes:
+    """SHA-256 of a presented key as its header's bytes: aiohttp hands bytes that are
+    not UTF-8 over as surrogates, which a plain encode() refuses (a 500, not a 401)."""
+    return hashlib.sha256(token.encode("utf-8", "surrogateescape")).digest()
+
+
 def digest_matches(digest: bytes, candidates: Iterable[tuple[bytes, object]]) -> object | None:
     """The value whose digest equals `digest`, comparing against every candidate."""
     found = None
@@ -59,7 +65,7 @@ class Auth:
         token = presented_key(headers)
         if token is None:
             raise unauthorized(_MISSING)
-        key = digest_matches(hashlib.sha256(token.encode("utf-8")).digest(), self._digests)
+        key = digest_matches(token_digest(token), self._digests)
         if key is None:
             raise unauthorized(_WRONG)
         return key  # type: ignore[return-value]
@@ -91,7 +97,7 @@ class AdminAuth:
         token = presented_key(headers)
         if token is None:
             raise unauthorized(_MISSING)
-        digest = hashlib.sha256(token.encode("utf-8")).digest()
+        digest = token_digest(token)
         if hmac.compare_digest(digest, self._digest):
             return
         if digest_matches(digest, self._clients):

@@ -166,6 +166,24 @@ async def test_admin_routes_take_only_the_admin_key(start_gateway):
     assert '"name":"alpha"' in text and KEY_A not in text and KEY_B_HASH not in text
 
 
+@pytest.mark.parametrize("request_line,header", [
+    (b"POST /v1/chat/completions", b"authorization: Bearer "),
+    (b"POST /v1/messages", b"x-api-key: "), (b"GET /admin/keys", b"authorization: Bearer ")])
+async def test_a_key_that_is_not_utf8_is_a_401(start_gateway, request_line, header):
+    """Header bytes that are not UTF-8 reach the handler as surrogates; hashing them
+    must not raise (it was a 500)."""
+    import asyncio
+    gw = await start_gateway(CONFIG, env=ENV)
+    reader, writer = await asyncio.open_connection("127.0.0.1", gw.port)
+    body = b'{"model": "echo", "max_tokens": 5, "messages": []}'
+    writer.write(request_line + b" HTTP/1.1\r\nhost: x\r\nconnection: close\r\n"
+                 b"content-type: application/json\r\ncontent-length: " + str(len(body)).encode()
+                 + b"\r\n" + header + b"\xff\xfe\x80\r\n\r\n" + body)
+    status = (await reader.readline()).split()[1]
+    writer.close()
+    assert status == b"401"
+
+
 async def test_admin_disabled_without_admin_key(start_gateway):
     gw = await start_gateway(BASE)
     async with aiohttp.ClientSession() as http, http.get(gw.url + "/admin/keys",

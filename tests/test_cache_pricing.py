@@ -7,6 +7,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from proxy.config.catalog import ModelInfo, lookup
+from proxy.core.usage import Usage
 from proxy.server.configure import parse_config
 from translators.anthropic_stream import anthropic_usage
 
@@ -40,6 +41,32 @@ def test_usage_keeps_writes_apart_and_prices_each_kind():
 def test_odd_usage_values_count_as_nothing_never_crash(raw):
     usage = anthropic_usage(raw)
     assert usage.cache_write_1h_tokens <= usage.cache_write_tokens <= usage.prompt_tokens
+
+
+@pytest.mark.parametrize("raw,counts", [
+    ({"prompt_tokens": "12", "completion_tokens": -5}, (0, 0, 0, 0)),
+    ({"prompt_tokens": 12.0, "completion_tokens": True, "prompt_tokens_details": "x",
+      "completion_tokens_details": {"reasoning_tokens": [1]}}, (12, 0, 0, 0)),
+    ({"prompt_tokens": 9, "completion_tokens": 4, "prompt_tokens_details": {
+        "cached_tokens": 3}, "completion_tokens_details": {"reasoning_tokens": 2}},
+     (9, 4, 3, 2)),
+])
+def test_odd_openai_usage_values_count_as_nothing_never_crash(raw, counts):
+    """A compatible server's usage is read as counts: a string was a ValueError (a 500
+    after the upstream had answered) and a negative number a negative cost."""
+    usage = Usage.from_openai(raw)
+    assert (usage.prompt_tokens, usage.completion_tokens, usage.cached_tokens,
+            usage.reasoning_tokens) == counts
+
+
+def test_odd_gemini_and_ollama_usage_values_count_as_nothing():
+    from translators.gemini_stream import gemini_usage
+    from translators.ollama import ollama_usage
+    usage = gemini_usage({"promptTokenCount": "x", "candidatesTokenCount": 4,
+                          "thoughtsTokenCount": [1], "cachedContentTokenCount": -2})
+    assert (usage.prompt_tokens, usage.completion_tokens, usage.cached_tokens) == (0, 4, 0)
+    usage = ollama_usage({"prompt_eval_count": {}, "eval_count": "3"})
+    assert (usage.prompt_tokens, usage.completion_tokens) == (0, 0)
 
 
 def test_a_model_without_write_prices_bills_writes_at_input():

@@ -138,9 +138,10 @@ async def test_models_in_anthropics_shape_paged(gw):
             await c.models.retrieve("claude-opus-4-1")
     async with anthropic.AsyncAnthropic(base_url=gw.url, api_key=SLOW) as c:
         assert [m.id for m in (await c.models.list()).data] == ["echo"]
-    status, body, _ = await call(gw, method="GET", path="/v1/models?limit=0")
-    assert status == 400
-    anthropic_error(body, "invalid_request_error")
+    for limit in ("0", "%C2%B2"):  # a superscript two is a digit to str.isdigit
+        status, body, _ = await call(gw, method="GET", path=f"/v1/models?limit={limit}")
+        assert status == 400
+        anthropic_error(body, "invalid_request_error")
     status, body, _ = await call(gw, method="GET", path="/v1/models", key=None,
                                  headers={"anthropic-version": "2023-06-01"})
     assert status == 401

@@ -71,6 +71,7 @@ def test_translation_never_crashes_and_is_json(fields, messages):
     ({"type": "disabled"}, None, None),
     ({"type": "adaptive"}, {"effort": "max"}, "high"),
     (None, {"effort": "low"}, "low"),
+    (None, {"effort": ["low"]}, None),  # unhashable: a problem named, not a crash
 ])
 def test_thinking_and_effort_become_reasoning_effort(thinking, output_config, effort):
     body = _body({"max_tokens": 5, "thinking": thinking, "output_config": output_config},
@@ -218,6 +219,11 @@ def test_any_completion_becomes_a_message(completion):
     message = to_message(completion if isinstance(completion, dict) else {}, None)
     assert message["type"] == "message" and message["stop_reason"] is not None
     orjson.dumps(message)
+
+
+def test_tool_calls_that_are_not_a_list_are_no_calls():
+    message = to_message({"choices": [{"message": {"content": "hi", "tool_calls": 5}}]}, None)
+    assert [b["type"] for b in message["content"]] == ["text"]
 
 
 def test_a_cut_tool_call_keeps_its_place_with_empty_input():

@@ -159,6 +159,7 @@ async def test_the_cache_answers_a_repeated_request_as_a_new_response(gw):
     ("GET", "/v1/responses/..%2F..%2Fetc", "", 404),
     ("GET", "/v1/responses/resp_nope/input_items", "?limit=abc", 400),
     ("GET", "/v1/responses/resp_nope/input_items", "?limit=101", 400),
+    ("GET", "/v1/responses/resp_nope/input_items", "?limit=1_0", 400),
     ("GET", "/v1/responses/resp_nope/input_items", "?order=sideways", 400),
     ("GET", "/v1/responses/resp_nope/input_items", "", 404),
     ("DELETE", "/v1/responses/resp_nope", "", 404),
@@ -197,3 +198,89 @@ async def test_many_clients_continue_their_own_conversations(gw):
         results = await asyncio.gather(*(talk(n) for n in range(24)))
     assert [text for text, _ in results] == [f"third {n}" for n in range(24)]
     assert all(tokens > 20 for _, tokens in results)  # each saw its own history
+
+
+async def test_a_native_error_event_in_another_shape_is_an_error_not_content(start_gateway):
+    """Compatible servers may send `event: error` with `{"error": {...}}` (chat's shape)
+    instead of OpenAI's typed event: it is still the upstream's failure, classified and
+    redacted, never relayed to the client as if it were one of the stream's events."""
+    from aiohttp import web
+
+    secret = "sk-compat-SECRET-0123456789"
+
+    async def respond(request: web.Request) -> web.StreamResponse:
+        resp = web.StreamResponse(headers={"content-type": "text/event-stream"})
+        await resp.prepare(request)
+        created = {"id": "resp_1", "object": "response", "status": "in_progress",
+                   "output": []}
+        for seq, (kind, extra) in enumerate([
+                ("response.created", {"response": created}),
+                ("response.output_text.delta", {"item_id": "msg_1", "output_index": 0,
+                                                "content_index": 0, "delta": "Hi"})]):
+            await resp.write(f"event: {kind}\ndata: ".encode() + orjson.dumps(
+                {"type": kind, "sequence_number": seq, **extra}) + b"\n\n")
+        await resp.write(b"event: error\ndata: " + orjson.dumps({"error": {
+            "message": f"quota exceeded for {secret}", "code": "rate_limit_exceeded"}})
+            + b"\n\n")
+        return resp
+
+    app = web.Application()
+    app.router.add_post("/v1/responses", respond)
+    async with LoopbackServer(app) as up:
+        gw = await start_gateway(f"""
+            providers: {{up: {{type: openai, base_url: "{up.url}/v1", api_key: {secret},
+                              responses: native}}}}
+            models: {{m: {{targets: [{{provider: up, model: m}}]}}}}
+        """)
+        async with aiohttp.ClientSession() as http, http.post(
+                gw.url + "/v1/responses", json={"model": "m", "input": "hi",
+                                                "stream": True}) as resp:
+            raw = await resp.read()
+    assert secret.encode() not in raw
+    last = raw.strip().split(b"\n\n")[-1]
+    assert last.startswith(b"event: response.failed\n")
+    failed = orjson.loads(last.split(b"data: ", 1)[1])["response"]
+    assert failed["error"]["code"] == "rate_limit_exceeded"
+    assert raw.count(b"event: ") == 3  # created, the delta, failed: nothing else relayed
+
+
+async def test_a_native_event_spread_over_several_data_lines_reaches_the_client_whole(
+        start_gateway):
+    """SSE lets an event's data span several `data:` lines (joined by newlines); relayed
+    as one `data:` field it would break the client's framing, so it goes out on one line,
+    and a `type` holding a newline cannot add lines of its own."""
+    from aiohttp import web
+
+    async def respond(request: web.Request) -> web.StreamResponse:
+        resp = web.StreamResponse(headers={"content-type": "text/event-stream"})
+        await resp.prepare(request)
+        created = {"id": "resp_1", "object": "response", "status": "in_progress",
+                   "output": [], "model": "m", "created_at": 1}
+        done = {**created, "status": "completed", "output": [], "usage": None}
+        await resp.write(b'event: response.created\ndata: {"type":"response.created",\n'
+                         b'data: "sequence_number":0,"response":' + orjson.dumps(created)
+                         + b'}\n\n')
+        await resp.write(b'data: {"sequence_number":1,"type":"x\\ndata: {}",'
+                         b'"delta":"hi","item_id":"m","output_index":0,"content_index":0}\n\n')
+        await resp.write(b'data: {"sequence_number":2,"type":"response.completed",'
+                         b'"response":' + orjson.dumps(done) + b'}\n\n')
+        return resp
+
+    app = web.Application()
+    app.router.add_post("/v1/responses", respond)
+    async with LoopbackServer(app) as up:
+        gw = await start_gateway(f"""
+            providers: {{up: {{type: openai, base_url: "{up.url}/v1", responses: native}}}}
+            models: {{m: {{targets: [{{provider: up, model: m}}]}}}}
+        """)
+        async with aiohttp.ClientSession() as http, http.post(
+                gw.url + "/v1/responses", json={"model": "m", "input": "hi",
+                                                "stream": True}) as resp:
+            raw = await resp.read()
+    frames = raw.strip().split(b"\n\n")
+    assert len(frames) == 3
+    for frame in frames:
+        lines = frame.split(b"\n")
+        assert len(lines) == 2 and lines[0].startswith(b"event: ") \
+            and lines[1].startswith(b"data: ")
+        orjson.loads(lines[1][6:])

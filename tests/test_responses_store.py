@@ -93,6 +93,14 @@ async def test_an_id_is_never_taken_over_by_another_owner(store):
     assert await store.get("same", "bob") is None
 
 
+async def test_an_upstream_reusing_ids_cannot_make_a_chain_loop(store):
+    await store.put(row("x", text="first"))
+    await store.put(row("y", previous="x", text="second"))
+    await store.put(row("x", previous="y", text="third"))  # the upstream answered "x" again
+    assert _texts(await store.chain("y", "alice")) == ["q", "first", "q", "second"]
+    assert (await store.get("x", "alice"))["output"][0]["content"][0]["text"] == "first"
+
+
 async def test_retention_expires_and_purges(store, monkeypatch):
     now = time.time()
     await store.put(row("old"))
@@ -109,7 +117,7 @@ async def test_a_read_waits_for_the_write_in_flight(store):
 
     async def slow_put(*args):
         await gate.wait()
-        await real(*args)
+        return await real(*args)
 
     store._put = slow_put
     writing = asyncio.create_task(store.put(row("late")))

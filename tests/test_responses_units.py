@@ -61,6 +61,10 @@ def _req(**body):
     ({"model": "m", "input": "x", "reasoning": {"effort": "extreme"}}, "reasoning.effort",
      "invalid_value"),
     ({"model": "m", "input": "x", "include": ["everything"]}, "include[0]", "invalid_value"),
+    ({"model": "m", "input": "x", "include": [[]]}, "include[0]", "invalid_value"),
+    ({"model": "m", "input": "x", "tools": [FN], "tool_choice": {"type": "function",
+                                                                 "name": ["f"]}},
+     "tool_choice", "invalid_value"),
     ({"model": "m", "input": "x", "previous_response_id": "../etc/passwd"},
      "previous_response_id", "previous_response_not_found"),
     ({"model": "m", "input": "x", "api_key": "sk-x"}, "api_key", "forbidden_parameter"),
@@ -261,3 +265,36 @@ def test_egress_with_no_chunks_at_all_still_opens_and_closes():
     assert [e["type"] for e in events] == ["response.created", "response.in_progress",
                                            "response.completed"]
     assert events[-1]["response"]["output"] == [] and events[-1]["response"]["usage"] is None
+
+
+def test_egress_skips_what_is_not_a_chunks_shape():
+    """An OpenAI-compatible upstream's chunks reach the egress as it sent them; a field
+    of the wrong type is skipped, the grammar stays whole (it was a mid-stream 500)."""
+    egress = ResponsesEgress(ResponsesCall(_req()))
+    odd = [b"[1]", b'{"choices":[5]}', b'{"choices":"x"}', b'{"choices":[{"delta":"x"}]}',
+           _chunk({"content": 5}), _chunk({"refusal": [1]}), _chunk({"reasoning_content": {}}),
+           _chunk({"tool_calls": 5}), _chunk({"tool_calls": [5]}),
+           _chunk({"tool_calls": [{"index": "a", "id": 7, "function": {"name": 5,
+                                                                        "arguments": 7}}]}),
+           _chunk({"content": "ok"}), _chunk(finish=5)]
+    events = check_stream(egress.frames(odd) + egress.done(None))
+    assert events[-1]["type"] == "response.completed"
+    assert [i["type"] for i in events[-1]["response"]["output"]] == ["function_call",
+                                                                      "message"]
+
+
+@pytest.mark.parametrize("completion", [
+    {"choices": [{"message": "x"}]}, {"choices": "x", "created": "x", "model": 5},
+    {"choices": [{"message": {"content": 5, "tool_calls": [{"function": "x", "id": 5}]}}]},
+    {"choices": [{"message": {"content": [5, {"text": 7}, {"text": "ok"}], "refusal": 5,
+                              "reasoning_content": [1]}, "finish_reason": [1]}]},
+    {"choices": [{"message": {"tool_calls": 5}}]},
+])
+def test_an_odd_completion_still_becomes_a_response(completion):
+    """A compatible server's completion is as it sent it: odd fields count as absent
+    (they were a 500 after the upstream had answered and billed)."""
+    from proxy.server.responses_output import from_chat
+    response = from_chat(_req(), completion, None)
+    assert response["status"] == "completed" and orjson.dumps(response)
+    for item in response["output"]:
+        assert all(isinstance(p.get("text", ""), str) for p in item.get("content", ()))

@@ -133,3 +133,22 @@ def test_a_provider_type_without_embeddings_refuses_before_sending():
     assert (err.value.status, err.value.code, err.value.param) == (400, "unsupported_model",
                                                                    "model")
     assert "'claude/claude-x'" in err.value.message
+
+
+@pytest.mark.parametrize("chunk", [b'{"choices":[5]}', b'{"choices":"x"}',
+                                   b'{"choices":[{"index":0,"delta":"x"}]}'])
+def test_a_malformed_openai_chunk_is_the_upstreams_protocol_error(chunk):
+    """A compatible server's chunk that is not a chunk's shape is the upstream's fault
+    (502, may fall back), never an AttributeError inside the gateway (a 500)."""
+    from proxy.core.errors import ErrorClass
+    from proxy.core.framing import Event
+    provider = ProviderConfig("p", "openai", "https://up.example", api_key="k")
+    translator = PROVIDER_TYPES["openai"](provider)
+    translator.request({**_CHAT, "stream": True}, TargetConfig("p", "m"), stream=True)
+    if chunk.endswith(b'"x"}]}'):  # a delta that is not an object only matters unparsed
+        translator.stream(Event(None, chunk))
+        assert not translator.state.has_content
+        return
+    with pytest.raises(UpstreamError) as err:
+        translator.stream(Event(None, chunk))
+    assert (err.value.error_class, err.value.status) == (ErrorClass.SERVER, 502)

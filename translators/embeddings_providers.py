@@ -26,7 +26,7 @@ from typing import Any
 import orjson
 
 from proxy.core.errors import GatewayError, UpstreamError, upstream_protocol
-from proxy.core.usage import Usage
+from proxy.core.usage import Usage, token_count
 from translators.azure import AzureFamily
 from translators.base import Translator, UpstreamRequest
 from translators.common import upstream_json
@@ -130,7 +130,7 @@ class OllamaEmbeddings(EmbeddingsTranslator, OllamaFamily):
         parsed = upstream_json(self.provider.name, body)
         vectors = vectors_of(self.provider.name, parsed.get("embeddings"), self.req.count)
         count = parsed.get("prompt_eval_count")
-        tokens = count if isinstance(count, int) else self.req.estimated_tokens()
+        tokens = token_count(count) if type(count) is int else self.req.estimated_tokens()
         model = parsed.get("model") if isinstance(parsed.get("model"), str) else self.model
         return (embeddings_list(vectors, model, tokens, self.req.encoding_format),
                 Usage(prompt_tokens=tokens))

@@ -21,7 +21,7 @@ import orjson
 
 from proxy.core.chunks import ChunkEncoder
 from proxy.core.errors import UpstreamError
-from proxy.core.usage import Usage
+from proxy.core.usage import Usage, token_count
 from translators.base import StreamState
 from translators.gemini_request import call_id
 
@@ -41,12 +41,12 @@ def finish_reason(reason: str, saw_calls: bool) -> str:
 
 def gemini_usage(raw: dict[str, Any]) -> Usage:
     """usageMetadata → OpenAI usage: thoughts count as completion (and reasoning) tokens."""
-    thoughts = raw.get("thoughtsTokenCount") or 0
+    thoughts = token_count(raw.get("thoughtsTokenCount"))
     return Usage(
-        prompt_tokens=(raw.get("promptTokenCount") or 0) + (raw.get("toolUsePromptTokenCount")
-                                                            or 0),
-        completion_tokens=(raw.get("candidatesTokenCount") or 0) + thoughts,
-        cached_tokens=raw.get("cachedContentTokenCount") or 0, reasoning_tokens=thoughts)
+        prompt_tokens=token_count(raw.get("promptTokenCount"))
+        + token_count(raw.get("toolUsePromptTokenCount")),
+        completion_tokens=token_count(raw.get("candidatesTokenCount")) + thoughts,
+        cached_tokens=token_count(raw.get("cachedContentTokenCount")), reasoning_tokens=thoughts)
 
 
 class CallIds:

@@ -210,7 +210,7 @@ def _effort(thinking: Any, output_config: Any, problems: Problems) -> str | None
     under 4096 tokens is low, under 16384 medium, more high; adaptive is medium."""
     effort = output_config.get("effort") if isinstance(output_config, dict) else None
     if effort is not None:
-        if effort in EFFORTS:
+        if isinstance(effort, str) and effort in EFFORTS:
             return EFFORTS[effort]
         problems.cannot("output_config.effort", f"unknown effort {effort!r}.")
     if thinking is None:

@@ -120,7 +120,8 @@ def to_message(completion: dict[str, Any], usage: Usage | None) -> dict[str, Any
         text = reply.get(field)
         if isinstance(text, str) and text:
             content.append({"type": "text", "text": text})
-    calls = [c for c in reply.get("tool_calls") or () if isinstance(c, dict)]
+    calls = reply.get("tool_calls")
+    calls = [c for c in calls if isinstance(c, dict)] if isinstance(calls, list) else []
     for call in calls:
         function = call.get("function") if isinstance(call.get("function"), dict) else {}
         content.append({"type": "tool_use", "id": tool_id(call.get("id")),

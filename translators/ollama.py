@@ -29,7 +29,7 @@ from proxy.core.errors import (
 )
 from proxy.core.framing import Event
 from proxy.core.pricing import estimate_body
-from proxy.core.usage import Usage
+from proxy.core.usage import Usage, token_count
 from translators.base import Option, Translator, UpstreamRequest
 from translators.common import error_text, upstream_json, wants_usage
 from translators.ollama_request import build_body
@@ -40,8 +40,8 @@ __all__ = ["OllamaTranslator", "build_body"]
 
 
 def ollama_usage(line: dict[str, Any]) -> Usage:
-    return Usage(prompt_tokens=line.get("prompt_eval_count") or 0,
-                 completion_tokens=line.get("eval_count") or 0)
+    return Usage(prompt_tokens=token_count(line.get("prompt_eval_count")),
+                 completion_tokens=token_count(line.get("eval_count")))
 
 
 class OllamaFamily(Translator):

@@ -139,6 +139,8 @@ class OpenAITranslator(OpenAIFamily):
             if usage is not None and self.include_usage:
                 return [data], usage
             return [], usage
+        if not isinstance(choices, list) or not isinstance(choices[0], dict):
+            raise upstream_protocol(self.provider.name, "a chunk's choices are not objects")
         state = self.state
         self._chunks += 1
         choice = choices[0]
@@ -153,8 +155,9 @@ class OpenAITranslator(OpenAIFamily):
             state.finish_reason = finish
             state.has_content = True
         elif not state.has_content:
-            delta = choice.get("delta") or {}
-            state.has_content = any(delta.get(key) for key in _CONTENT_KEYS)
+            delta = choice.get("delta")
+            state.has_content = isinstance(delta, dict) and any(delta.get(key)
+                                                                for key in _CONTENT_KEYS)
         if not self.include_usage and b'"usage"' in data:
             data = data.replace(b',"usage":null', b"").replace(b', "usage": null', b"")
         return [data], usage

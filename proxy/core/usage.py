@@ -6,6 +6,16 @@ from dataclasses import dataclass
 from typing import Any, Mapping
 
 
+def token_count(value: Any) -> int:
+    """A count an upstream reported, or 0 when it is not one: a string or a negative
+    number never becomes a ValueError mid-request, or a negative cost."""
+    if type(value) is int:
+        return value if value > 0 else 0
+    if type(value) is float and value.is_integer() and value > 0:
+        return int(value)  # 12.0 from a lenient server
+    return 0
+
+
 @dataclass(slots=True)
 class Usage:
     """Token usage as OpenAI reports it; what the upstream bills."""
@@ -28,13 +38,15 @@ class Usage:
     def from_openai(cls, usage: Mapping[str, Any] | None) -> "Usage | None":
         if not isinstance(usage, dict):
             return None
-        prompt_details = usage.get("prompt_tokens_details") or {}
-        completion_details = usage.get("completion_tokens_details") or {}
+        prompt_details = usage.get("prompt_tokens_details")
+        completion_details = usage.get("completion_tokens_details")
         return cls(
-            prompt_tokens=int(usage.get("prompt_tokens") or 0),
-            completion_tokens=int(usage.get("completion_tokens") or 0),
-            cached_tokens=int(prompt_details.get("cached_tokens") or 0),
-            reasoning_tokens=int(completion_details.get("reasoning_tokens") or 0),
+            prompt_tokens=token_count(usage.get("prompt_tokens")),
+            completion_tokens=token_count(usage.get("completion_tokens")),
+            cached_tokens=token_count(prompt_details.get("cached_tokens")
+                                      if isinstance(prompt_details, dict) else None),
+            reasoning_tokens=token_count(completion_details.get("reasoning_tokens")
+                                         if isinstance(completion_details, dict) else None),
         )
 
     def to_openai(self) -> dict[str, Any]:

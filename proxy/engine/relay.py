@@ -10,6 +10,8 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from proxy.core.errors import (
+    UpstreamError,
+    upstream_protocol,
     upstream_timeout,
 )
 from proxy.core.exchange import Attempt, Exchange
@@ -38,11 +40,26 @@ async def relay_json(ex: Exchange, attempt: Attempt, translator: "Translator", t
     attempt.status = resp.status
     if resp.status >= 400:
         raise translator.error(resp.status, resp.headers, body)
-    out, usage = translator.response(resp.status, resp.headers, body)
+    try:
+        out, usage = translator.response(resp.status, resp.headers, body)
+    except UNEXPECTED_SHAPE as exc:
+        raise malformed(provider.name, exc, ex.request_id) from None
     ex.usage = usage
     ex.target = attempt.target
     ex.status = 200
     ex.response_body = out if isinstance(out, bytes) else orjson.dumps(out)
+
+
+#: what a translator raises when an upstream's answer is JSON of another shape than its
+#: wire format's (a field of the wrong type): the upstream's protocol error, not the
+#: gateway's own (it may fall back, and the client never sees an internal error)
+UNEXPECTED_SHAPE = (TypeError, AttributeError, KeyError, IndexError, ValueError)
+
+
+def malformed(provider: str, exc: Exception, request_id: str) -> UpstreamError:
+    log.warning(f"upstream provider '{provider}' answered in a shape its translator does "
+                "not expect", exc_info=exc, extra={"request_id": request_id})
+    return upstream_protocol(provider, "its answer does not have the expected shape")
 
 
 async def _fetch(transport: Any, request: Any, provider: "ProviderConfig") -> tuple[Any, bytes]:

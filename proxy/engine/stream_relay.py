@@ -22,6 +22,7 @@ from proxy.core.errors import GatewayError, UpstreamError, upstream_protocol, up
 from proxy.core.exchange import Attempt, Exchange
 from proxy.core.framing import Event, new_framer
 from proxy.core.sse import DONE, SSE_HEADERS, encode_frames, error_frame
+from proxy.engine.relay import UNEXPECTED_SHAPE, malformed
 
 if TYPE_CHECKING:
     from proxy.config.types import ProviderConfig
@@ -115,7 +116,10 @@ class StreamRelay:
                     deadline.reschedule(now + idle + step)
                     next_slide = now + step
             out = self._translate(self.framer.flush())
-            out += self.translator.end_of_stream()
+            try:
+                out += self.translator.end_of_stream()
+            except UNEXPECTED_SHAPE as exc:
+                raise malformed(self.provider.name, exc, self.ex.request_id) from None
             if not state.complete:
                 raise upstream_protocol(self.provider.name,
                                         "the stream ended before it was complete")
@@ -175,6 +179,10 @@ class StreamRelay:
             except UpstreamError as err:
                 err.partial = out  # this read's chunks before the error
                 raise
+            except UNEXPECTED_SHAPE as exc:
+                err = malformed(self.provider.name, exc, ex.request_id)
+                err.partial = out
+                raise err from None
             if usage is not None:
                 ex.usage = usage
             if chunks:

@@ -47,7 +47,8 @@ async def list_models(request: web.Request) -> web.Response:
              or key.allows(n)]
     query = request.query
     raw_limit = query.get("limit", "20")
-    if not raw_limit.isdigit() or not 1 <= int(raw_limit) <= 1000:
+    # isdigit() alone takes '²', which int() refuses
+    if not (raw_limit.isascii() and raw_limit.isdigit()) or not 1 <= int(raw_limit) <= 1000:
         raise bad_request("limit: Input should be an integer from 1 to 1000", param="limit")
     limit = int(raw_limit)
     before, after = query.get("before_id"), query.get("after_id")

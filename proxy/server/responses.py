@@ -197,10 +197,8 @@ async def list_input_items(request: web.Request) -> web.Response:
 def _limit(raw: str | None) -> int:
     if raw is None:
         return 20
-    try:
-        limit = int(raw)
-    except ValueError:
-        limit = 0
+    # ASCII digits only: int() also takes ' 5', '+5', '1_0' and other scripts' digits
+    limit = int(raw) if raw.isascii() and raw.isdigit() else 0
     if not 1 <= limit <= 100:
         raise bad_request(f"Invalid 'limit': expected an integer from 1 to 100, got "
                           f"'{raw[:32]}'.", param="limit", code="invalid_value")

@@ -89,8 +89,12 @@ class ResponsesAdapter(OverChat):
         if kind == "response.created":
             seen.response = parsed.get("response") if isinstance(parsed.get("response"),
                                                                  dict) else None
-        elif kind == "error":
-            raise self._failure(parsed.get("code"), parsed.get("message"), parsed.get("param"))
+        elif kind == "error" or event.name == "error" or (
+                kind is None and isinstance(parsed.get("error"), dict)):
+            # OpenAI's typed event, or the `{"error": {...}}` of compatible servers
+            error = parsed if kind == "error" else parsed.get("error")
+            error = error if isinstance(error, dict) else parsed
+            raise self._failure(error.get("code"), error.get("message"), error.get("param"))
         elif kind == "response.failed":
             response = parsed.get("response") or {}
             error = response.get("error") or {}
@@ -115,7 +119,10 @@ class ResponsesAdapter(OverChat):
         sequence = parsed.get("sequence_number")
         if isinstance(sequence, int):  # of the events that reach the client
             seen.last_sequence = sequence
-        return [event.data], usage
+        data = event.data
+        if b"\n" in data or b"\r" in data:
+            data = orjson.dumps(parsed)  # one line, so it can be framed as one data field
+        return [data], usage
 
     def end_of_stream(self) -> list[bytes]:
         return [] if self.native else self.chat.end_of_stream()

@@ -127,24 +127,35 @@ def from_chat(req: ResponsesRequest, completion: dict[str, Any],
     created = completion.get("created")
     response = skeleton(req, new_id("resp"), created if isinstance(created, int)
                         else int(time.time()), str(completion.get("model") or req.model))
-    choices = completion.get("choices") or [{}]
-    choice = choices[0] if isinstance(choices[0], dict) else {}
+    # An OpenAI-compatible upstream's completion is as it sent it: what is not the shape
+    # a completion has counts as absent, never a crash.
+    choices = completion.get("choices")
+    choice = choices[0] if isinstance(choices, list) and choices else None
+    choice = choice if isinstance(choice, dict) else {}
     reason = choice.get("finish_reason")
-    message = choice.get("message") or {}
-    return finish(response, output_items(message, reason), reason, usage)
+    reason = reason if isinstance(reason, str) else None
+    message = choice.get("message")
+    return finish(response, output_items(message if isinstance(message, dict) else {}, reason),
+                  reason, usage)
+
+
+def _text(value: Any) -> str:
+    if isinstance(value, list):  # some servers answer with parts
+        value = "".join(p["text"] for p in value
+                        if isinstance(p, dict) and isinstance(p.get("text"), str))
+    return value if isinstance(value, str) else ""
 
 
 def output_items(message: dict[str, Any], finish_reason: str | None) -> list[dict[str, Any]]:
     items: list[dict[str, Any]] = []
-    reasoning = message.get("reasoning_content")
-    if isinstance(reasoning, str) and reasoning:
+    reasoning = _text(message.get("reasoning_content"))
+    if reasoning:
         items.append({"id": own_reasoning_id(), "type": "reasoning",
                       "summary": [{"type": "summary_text", "text": reasoning}]})
-    content = message.get("content")
-    if isinstance(content, list):  # some servers answer with parts
-        content = "".join(p.get("text") or "" for p in content if isinstance(p, dict))
-    refusal = message.get("refusal")
-    calls = [c for c in message.get("tool_calls") or () if isinstance(c, dict)]
+    content = _text(message.get("content"))
+    refusal = _text(message.get("refusal"))
+    calls = message.get("tool_calls")
+    calls = [c for c in calls if isinstance(c, dict)] if isinstance(calls, list) else []
     parts = []
     if content or not (calls or items or refusal):
         parts.append(text_part(content or ""))
@@ -155,9 +166,11 @@ def output_items(message: dict[str, Any], finish_reason: str | None) -> list[dic
         items.append({"id": new_id("msg"), "type": "message", "status": status,
                       "content": parts, "role": "assistant"})
     for call in calls:
-        function = call.get("function") or {}
+        function = call.get("function")
+        function = function if isinstance(function, dict) else {}
+        call_id = call.get("id")
         items.append({"id": new_id("fc"), "type": "function_call", "status": "completed",
-                      "arguments": function.get("arguments") or "",
-                      "call_id": call.get("id") or new_id("call"),
-                      "name": function.get("name") or ""})
+                      "arguments": _text(function.get("arguments")),
+                      "call_id": call_id if isinstance(call_id, str) and call_id
+                      else new_id("call"), "name": _text(function.get("name"))})
     return items

@@ -234,7 +234,7 @@ def _check_tools(body: dict[str, Any], problems: list[Problem]) -> None:
     if not isinstance(choice, dict) or not isinstance(choice.get("type"), str):
         raise invalid("tool_choice", f"Invalid value for 'tool_choice': {choice!r}.")
     if choice["type"] == "function":
-        if choice.get("name") not in names:
+        if not isinstance(choice.get("name"), str) or choice["name"] not in names:
             raise invalid("tool_choice", f"Tool choice '{choice.get('name')}' not found in "
                           "'tools' parameter.")
     else:
@@ -297,6 +297,6 @@ def _check_include(include: Any) -> None:
     if not isinstance(include, list):
         raise wrong_type("include", include, "an array")
     for i, value in enumerate(include):
-        if value not in INCLUDABLE:
+        if not isinstance(value, str) or value not in INCLUDABLE:
             raise invalid(f"include[{i}]", f"Invalid value: '{value}'. Supported values are: "
                           + ", ".join(f"'{v}'" for v in sorted(INCLUDABLE)) + ".")

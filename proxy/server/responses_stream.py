@@ -53,24 +53,29 @@ class ResponsesEgress:
             return b"".join(frame(_event_type(c), c) for c in chunks)
         out: list[bytes] = []
         for raw in chunks:
+            # An OpenAI-compatible upstream's chunks arrive as it sent them: whatever
+            # is not the shape a chunk has is skipped, never a crash mid-stream.
             chunk = orjson.loads(raw)
+            if not isinstance(chunk, dict):
+                continue
             if self.response is None:
                 self.model = str(chunk.get("model") or self.model)
                 self._start(out)
             choices = chunk.get("choices")
-            if not choices:
+            choice = choices[0] if isinstance(choices, list) and choices else None
+            if not isinstance(choice, dict):
                 continue
-            choice = choices[0]
-            delta = choice.get("delta") or {}
-            if delta.get("reasoning_content"):
-                self._reasoning(out, delta["reasoning_content"])
-            if delta.get("content"):
-                self._text(out, "output_text", delta["content"])
-            if delta.get("refusal"):
-                self._text(out, "refusal", delta["refusal"])
-            for call in delta.get("tool_calls") or ():
-                self._tool(out, call)
-            if choice.get("finish_reason"):
+            delta = choice.get("delta")
+            delta = delta if isinstance(delta, dict) else {}
+            for key, emit in (("reasoning_content", self._reasoning),
+                              ("content", self._output_text), ("refusal", self._refusal)):
+                if delta.get(key) and isinstance(delta[key], str):
+                    emit(out, delta[key])
+            calls = delta.get("tool_calls")
+            for call in calls if isinstance(calls, list) else ():
+                if isinstance(call, dict):
+                    self._tool(out, call)
+            if choice.get("finish_reason") and isinstance(choice["finish_reason"], str):
                 self.finish_reason = choice["finish_reason"]
                 self._close(out, list(self.open))
         if self.response is None:
@@ -143,6 +148,12 @@ class ResponsesEgress:
         self._emit(out, "response.reasoning_summary_text.delta", item_id=item["id"],
                    output_index=self.open[0], summary_index=0, delta=text)
 
+    def _output_text(self, out: list[bytes], text: str) -> None:
+        self._text(out, "output_text", text)
+
+    def _refusal(self, out: list[bytes], text: str) -> None:
+        self._text(out, "refusal", text)
+
     def _text(self, out: list[bytes], kind: str, text: str) -> None:
         item = self._current("message")
         if item is None:
@@ -172,18 +183,22 @@ class ResponsesEgress:
 
     def _tool(self, out: list[bytes], call: dict[str, Any]) -> None:
         position = call.get("index", 0)
-        function = call.get("function") or {}
+        position = position if isinstance(position, int) else 0
+        function = call.get("function")
+        function = function if isinstance(function, dict) else {}
         index = self.tools.get(position)
         if index is None or index not in self.open:
             if any(self.items[i]["type"] != "function_call" for i in self.open):
                 self._close(out, list(self.open))
+            call_id, name = call.get("id"), function.get("name")
             item = {"id": new_id("fc"), "type": "function_call", "status": "in_progress",
-                    "arguments": "", "call_id": call.get("id") or new_id("call"),
-                    "name": function.get("name") or ""}
+                    "arguments": "",
+                    "call_id": call_id if isinstance(call_id, str) and call_id
+                    else new_id("call"), "name": name if isinstance(name, str) else ""}
             index = self.tools[position] = self._add(out, item)
         item = self.items[index]
         arguments = function.get("arguments")
-        if arguments:
+        if arguments and isinstance(arguments, str):
             item["arguments"] += arguments
             self._emit(out, "response.function_call_arguments.delta", item_id=item["id"],
                        output_index=index, delta=arguments)
@@ -256,4 +271,5 @@ def _event_type(data: bytes) -> str:
         kind = orjson.loads(data).get("type")
     except (orjson.JSONDecodeError, AttributeError):
         kind = None
-    return kind if isinstance(kind, str) else "message"
+    # printable only: a name holding a newline would add lines of its own to the frame
+    return kind if isinstance(kind, str) and kind.isprintable() else "message"

@@ -62,9 +62,11 @@ class PostgresResponses(ResponseStore):
             await self._pool.close()
             self._pool = None
 
-    async def _put(self, row: StoredResponse, now: float, expires: float) -> None:
-        await self.pool.execute(UPSERT_SQL, row.id, row.owner, row.previous_id, now, expires,
-                                orjson.dumps(row.response), orjson.dumps(row.input))
+    async def _put(self, row: StoredResponse, now: float, expires: float) -> bool:
+        status = await self.pool.execute(UPSERT_SQL, row.id, row.owner, row.previous_id, now,
+                                         expires, orjson.dumps(row.response),
+                                         orjson.dumps(row.input))
+        return status.split()[-1] != "0"
 
     async def _get(self, response_id: str, owner: str, now: float) -> bytes | None:
         return await self.pool.fetchval("SELECT response FROM responses WHERE id = $1 AND "

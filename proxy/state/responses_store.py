@@ -54,13 +54,16 @@ WITH RECURSIVE chain(id, previous_id, response, input, depth) AS (
 """
 
 
-#: an id already stored is replaced only by its own owner (an upstream that reuses ids
-#: must not let one key overwrite another's response)
+#: an id already stored keeps its first response: an upstream that reuses its ids must
+#: neither let one key take over another's response nor turn a stored chain into a loop
+#: (a reused id continued from its own successor) that every later turn would replay.
+#: Only a row past its retention (gone for everyone, not yet purged) is replaced.
 UPSERT_SQL = ("INSERT INTO responses (id, owner, previous_id, created_at, expires_at, response, "
-           "input) VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (id) DO UPDATE SET "
-           "previous_id = excluded.previous_id, created_at = excluded.created_at, "
-           "expires_at = excluded.expires_at, response = excluded.response, "
-           "input = excluded.input WHERE responses.owner = excluded.owner")
+              "input) VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (id) DO UPDATE SET "
+              "owner = excluded.owner, previous_id = excluded.previous_id, "
+              "created_at = excluded.created_at, expires_at = excluded.expires_at, "
+              "response = excluded.response, input = excluded.input "
+              "WHERE responses.expires_at <= excluded.created_at")
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,7 +107,7 @@ class ResponseStore:
         future = asyncio.get_running_loop().create_future()
         self._pending[row.id] = future
         try:
-            await self._put(row, now, now + self.retention)
+            stored = await self._put(row, now, now + self.retention)
             future.set_result(None)
         except BaseException as exc:
             future.set_exception(exc)
@@ -112,6 +115,9 @@ class ResponseStore:
             raise
         finally:
             self._pending.pop(row.id, None)
+        if not stored:
+            log.warning("the upstream reused a response id that is already stored; the "
+                        "first response keeps it", extra={"response_id": row.id})
         if now - self._purged > PURGE_EVERY_S:
             await self._purge_now()
 
@@ -154,7 +160,8 @@ class ResponseStore:
 
     async def _open(self) -> None: ...
     async def _close(self) -> None: ...
-    async def _put(self, row: StoredResponse, now: float, expires: float) -> None: ...
+    async def _put(self, row: StoredResponse, now: float, expires: float) -> bool:
+        """Whether the row was written (False: its id is taken)."""
     async def _get(self, response_id: str, owner: str, now: float) -> bytes | None: ...
     async def _input(self, response_id: str, owner: str, now: float) -> bytes | None: ...
     async def _chain(self, response_id: str, owner: str,
@@ -198,10 +205,12 @@ class SqliteResponses(ResponseStore):
             raise RuntimeError("the response store is not open")
         return self._conn.execute(sql, params)
 
-    async def _put(self, row: StoredResponse, now: float, expires: float) -> None:
-        await self._run(self._execute, UPSERT_SQL.replace("$", "?"),
-                        (row.id, row.owner, row.previous_id, now, expires,
-                         orjson.dumps(row.response), orjson.dumps(row.input)))
+    async def _put(self, row: StoredResponse, now: float, expires: float) -> bool:
+        def put() -> bool:
+            return self._execute(UPSERT_SQL.replace("$", "?"), (
+                row.id, row.owner, row.previous_id, now, expires, orjson.dumps(row.response),
+                orjson.dumps(row.input))).rowcount > 0
+        return await self._run(put)
 
     async def _one(self, column: str, response_id: str, owner: str, now: float) -> bytes | None:
         def read() -> bytes | None:

@@ -168,6 +168,8 @@ def _metadata(metadata: Any) -> Problem | None:
 
 def _tools(tools: Any, choice: Any) -> Problem | None:
     names = set()
+    if tools is not None and not isinstance(tools, list):
+        return bad("tools: Input should be a valid list")
     for k, tool in enumerate(tools or []):
         if not isinstance(tool, dict) or not TOOL_NAME.match(str(tool.get("name", ""))):
             return bad(f"tools.{k}.custom.name: String should match pattern "
@@ -189,7 +191,9 @@ def _tools(tools: Any, choice: Any) -> Problem | None:
     if kind not in ("auto", "any", "tool", "none"):
         return bad("tool_choice: Input tag does not match any of the expected tags: "
                    "'auto', 'any', 'tool', 'none'")
-    if kind == "tool" and choice.get("name") not in names:
+    if kind == "tool" and not isinstance(choice.get("name"), str):
+        return bad("tool_choice.tool.name: Input should be a valid string")
+    if kind == "tool" and choice["name"] not in names:
         return bad(f"Tool '{choice.get('name')}' not found in provided tools")
     if kind == "none" and "disable_parallel_tool_use" in choice:
         return bad("tool_choice.none.disable_parallel_tool_use: Extra inputs are not permitted")
@@ -215,8 +219,10 @@ def _thinking(thinking: Any, max_tokens: int) -> Problem | None:
 def _output(config: Any) -> Problem | None:
     if config is None:
         return None
-    fmt = config.get("format") if isinstance(config, dict) else None
-    if fmt is not None and (fmt.get("type") != "json_schema"
+    if not isinstance(config, dict):
+        return bad("output_config: Input should be a valid dictionary")
+    fmt = config.get("format")
+    if fmt is not None and (not isinstance(fmt, dict) or fmt.get("type") != "json_schema"
                             or not isinstance(fmt.get("schema"), dict)):
         return bad("output_config.format: expected {'type': 'json_schema', 'schema': {...}}")
     return None
@@ -289,7 +295,8 @@ def _block(block: Any, where: str, role: str) -> Problem | None:
         if not isinstance(source, dict):
             return bad(f"{where}.image.source: Field required")
         if source.get("type") == "base64":
-            if source.get("media_type") not in IMAGE_TYPES:
+            if not isinstance(source.get("media_type"), str) \
+                    or source["media_type"] not in IMAGE_TYPES:
                 return bad(f"{where}.image.source.base64.media_type: Input should be "
                            "'image/jpeg', 'image/png', 'image/gif' or 'image/webp'")
             if not isinstance(source.get("data"), str) or not source["data"]:

@@ -49,6 +49,8 @@ def validate(body: Any, stored: set[str]) -> Error | None:
     if not isinstance(body.get("model"), str):
         return _missing("model")
     previous = body.get("previous_response_id")
+    if previous is not None and not isinstance(previous, str):
+        return _type("previous_response_id", "a string")
     if previous is not None and previous not in stored:
         return error(f"Previous response with id '{previous}' not found.",
                      "previous_response_id", "previous_response_not_found")
@@ -106,6 +108,8 @@ def _input(value: Any, stored: set[str]) -> Error | None:
         elif kind == "reasoning":
             if not isinstance(item.get("summary"), list):
                 return _missing(f"{where}.summary")
+            if item.get("id") is not None and not isinstance(item["id"], str):
+                return _type(f"{where}.id", "a string")
             if not item.get("encrypted_content") and item.get("id") not in stored:
                 return error(f"Item with id '{item.get('id')}' not found. Items are not "
                              "persisted when `store` is set to false.", "input", None)
