@@ -188,3 +188,19 @@ async def test_two_instances_share_responses_on_postgres(start_gateway, pg_dsn):
         follow = await b.responses.create(model="echo", input="continued on two",
                                           previous_response_id=reply.id)
         assert follow.previous_response_id == reply.id
+
+
+async def test_an_in_memory_store_keeps_only_the_newest(monkeypatch):
+    """Without a ledger file stored responses live in process memory: capped, oldest
+    first out, so `store: true` traffic cannot grow the process without bound."""
+    monkeypatch.setattr("proxy.state.responses_store.MEMORY_MAX_ROWS", 3)
+    store = SqliteResponses(":memory:", retention=60.0)
+    await store.open()
+    try:
+        for i in range(5):
+            await store.put(row(f"m{i}", text=f"a{i}"))
+            await asyncio.sleep(0.001)  # distinct created_at
+        kept = [i for i in range(5) if await store.get(f"m{i}", "alice") is not None]
+        assert kept == [2, 3, 4]
+    finally:
+        await store.close()

@@ -52,7 +52,10 @@ class PostgresResponses(ResponseStore):
         return self._pool
 
     async def _open(self) -> None:
-        self._pool = await asyncpg.create_pool(self.dsn, min_size=1, max_size=4)
+        # a database that hangs fails the store call (logged; the answer still goes out)
+        # rather than holding the client's reply
+        self._pool = await asyncpg.create_pool(self.dsn, min_size=1, max_size=4,
+                                               command_timeout=10)
         async with self._pool.acquire() as conn, conn.transaction():
             await conn.execute("SELECT pg_advisory_xact_lock(7206118)")  # one creator at a time
             await conn.execute(SCHEMA)

@@ -29,6 +29,9 @@ log = logging.getLogger("gatewise.responses")
 #: the longest chain `previous_response_id` replays
 MAX_CHAIN = 10_000
 PURGE_EVERY_S = 600.0
+#: an in-memory store (no ledger file) keeps at most this many responses, oldest dropped
+#: first, so `store: true` traffic cannot grow the process without bound
+MEMORY_MAX_ROWS = 10_000
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS responses (
@@ -207,9 +210,13 @@ class SqliteResponses(ResponseStore):
 
     async def _put(self, row: StoredResponse, now: float, expires: float) -> bool:
         def put() -> bool:
-            return self._execute(UPSERT_SQL.replace("$", "?"), (
+            stored = self._execute(UPSERT_SQL.replace("$", "?"), (
                 row.id, row.owner, row.previous_id, now, expires, orjson.dumps(row.response),
                 orjson.dumps(row.input))).rowcount > 0
+            if stored and self.path == ":memory:":
+                self._execute("DELETE FROM responses WHERE id IN (SELECT id FROM responses "
+                              "ORDER BY created_at DESC LIMIT -1 OFFSET ?)", (MEMORY_MAX_ROWS,))
+            return stored
         return await self._run(put)
 
     async def _one(self, column: str, response_id: str, owner: str, now: float) -> bytes | None:
