@@ -14,7 +14,7 @@ from typing import Mapping
 
 import yaml
 
-from proxy.config.reader import Problems, Section, interpolate, join
+from proxy.config.reader import MAX_DEPTH, Problems, Section, TooLarge, interpolate, join
 from proxy.config.routing import extract_routing, parse_routing
 from proxy.config.types import (GatewayConfig, ModelConfig, ProviderConfig, ServerConfig,
                                 TargetConfig, TelemetryConfig, Timeouts)
@@ -61,10 +61,15 @@ def parse_config(text: str, env: Mapping[str, str], source: str = "<memory>", *,
         where = f" line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
         raise ConfigError([f"{source}:{where}: invalid YAML: {problem}"]) from None
+    except RecursionError:
+        raise ConfigError([f"{source}: nested more than {MAX_DEPTH} levels deep"]) from None
     problems = Problems()
     if raw is None:
         raw = {}
-    raw = interpolate(raw, env, problems)
+    try:
+        raw = interpolate(raw, env, problems)
+    except TooLarge as exc:
+        raise ConfigError([f"{source}: {exc}"]) from None
     root = Section(raw, "", problems)
     if not root.ok:
         raise ConfigError([f"{source}: the config must be a YAML mapping"])

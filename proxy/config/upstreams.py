@@ -161,8 +161,8 @@ def parse_models(s: Section, providers: dict[str, ProviderConfig],
         elif m.ok and isinstance(m.raw["targets"], list | None) and not m.raw["targets"]:
             s.problems.add(join(m.path, "targets"), "must list at least one target")
         strategy = m.str("strategy", "priority", choices=STRATEGIES)
-        fallbacks = tuple(m.list("fallbacks"))
-        cw_fallbacks = tuple(m.list("context_window_fallbacks"))
+        fallbacks = m.names("fallbacks")
+        cw_fallbacks = m.names("context_window_fallbacks")
         drop = m.bool("drop_unsupported", False)
         m.finish()
         models[str(name)] = ModelConfig(name=str(name), targets=targets, strategy=strategy,
