@@ -30,6 +30,7 @@ __all__ = ["ConfigError", "GatewayConfig", "ModelConfig", "ProviderConfig", "Ser
            "parse_config"]
 
 _NOT_YET = "is not supported by this version of gatewise"
+MAX_JSON_DEPTH = 200
 
 
 class ConfigError(Exception):
@@ -112,9 +113,17 @@ def _server(s: Section) -> ServerConfig:
         port=s.number("port", d.port, minimum=0, integer=True),
         max_body_mb=s.number("max_body_mb", d.max_body_mb, minimum=0.001),
         max_messages=s.number("max_messages", d.max_messages, minimum=1, integer=True),
+        max_json_depth=s.number("max_json_depth", d.max_json_depth, minimum=2, integer=True),
+        max_n=s.number("max_n", d.max_n, minimum=1, integer=True),
+        max_tools=s.number("max_tools", d.max_tools, minimum=0, integer=True),
     )
     if config.port > 65535:
         s.problems.add(join(s.path, "port"), f"must be a TCP port (0-65535), got {config.port}")
+    if config.max_json_depth > MAX_JSON_DEPTH:
+        # what an upstream body may nest, plus the levels a translator adds, must stay
+        # under the JSON encoder's own limit (254)
+        s.problems.add(join(s.path, "max_json_depth"),
+                       f"must be at most {MAX_JSON_DEPTH}, got {config.max_json_depth}")
     s.finish()
     return config
 

@@ -74,6 +74,9 @@ class ServerConfig:
     port: int = 4000
     max_body_mb: float = 16.0
     max_messages: int = 10_000
+    max_json_depth: int = 64  # arrays and objects nested deeper: 400 at parse
+    max_n: int = 128  # choices per request (`n`); each is billed
+    max_tools: int = 128  # entries of `tools` (or legacy `functions`)
 
     @property
     def max_body_bytes(self) -> int:

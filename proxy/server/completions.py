@@ -17,7 +17,8 @@ from proxy.core.errors import GatewayError, bad_request
 from proxy.core.pricing import Estimate
 from proxy.server.endpoint import answer, exchange_for, read_checked
 from proxy.server.gateway import GATEWAY
-from proxy.server.requests import check_max_tokens, check_stream_options, is_tokens, json_type
+from proxy.server.requests import (check_choices, check_max_tokens, check_stream_options,
+                                   is_tokens, json_type)
 from translators.completions import LegacyRequest
 
 LEGACY_DEFAULT_MAX_TOKENS = 16  # OpenAI's default on /v1/completions
@@ -30,6 +31,7 @@ _COMPLETION_FIELDS = frozenset(_CARRIED + ("model", "prompt", "suffix", "echo", 
 async def completions(request: web.Request) -> web.StreamResponse:
     gateway = request.app[GATEWAY]
     key, body = await read_checked(gateway, request, _COMPLETION_FIELDS)
+    check_choices(body, gateway.config.server)
     legacy = legacy_request(body)
     stream = bool(body.get("stream"))
     cap = legacy.chat.get("max_tokens")
