@@ -17,12 +17,23 @@ from proxy.config.telemetry import CacheConfig, TelemetryConfig
 @dataclass(frozen=True, slots=True)
 class Timeouts:
     """connect: TCP+TLS; first_token: until the first content of a stream;
-    idle: between two reads of a stream; total: a whole non-streaming call."""
+    first_token_last: the same for the last candidate a request has (no other
+    target or fallback left to try), None for twice `first_token`; idle: between
+    two reads of a stream; total: a whole non-streaming call."""
 
     connect: float = 5.0
     first_token: float = 30.0
     idle: float = 60.0
     total: float = 600.0
+    first_token_last: float | None = None
+
+    def first_token_for(self, last: bool) -> float:
+        """Cutting the last candidate short leaves the client nothing better, while
+        the upstream may bill the generation anyway: it gets more time."""
+        if not last:
+            return self.first_token
+        return self.first_token_last if self.first_token_last is not None \
+            else 2 * self.first_token
 
 
 @dataclass(frozen=True, slots=True)

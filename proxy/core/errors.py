@@ -38,18 +38,11 @@ class ErrorClass(str, Enum):
         """A failure of the target itself, as a circuit breaker sees it."""
         return self in _TARGET_FAILURES
 
-    @property
-    def fails_over(self) -> bool:
-        """Not worth trying again on this target for a long while, but another
-        target (another account or provider) may well answer."""
-        return self in _FAIL_OVER
-
 
 _RETRYABLE = frozenset(
     {ErrorClass.RATE_LIMITED, ErrorClass.OVERLOADED, ErrorClass.SERVER,
      ErrorClass.TIMEOUT, ErrorClass.CONNECT}
 )
-_FAIL_OVER = frozenset({ErrorClass.AUTH, ErrorClass.QUOTA})
 _TARGET_FAILURES = frozenset(
     {ErrorClass.OVERLOADED, ErrorClass.SERVER, ErrorClass.TIMEOUT, ErrorClass.CONNECT}
 )

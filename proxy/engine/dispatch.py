@@ -22,6 +22,7 @@ from proxy.engine.breakers import PASS, Breakers
 from proxy.engine.plan import (
     RequestPlan,
     RetryBudget,
+    all_cooling,
     all_open,
     deadline_exceeded,
     not_capable,
@@ -48,9 +49,11 @@ attempt_log = logging.getLogger("gatewise.attempt")
 
 
 def provider_disabled(model: "ModelConfig", reasons: list[str]) -> GatewayError:
+    """Only the operator can fix this (e.g. set the key and restart): no retry-after,
+    which SDKs would wait out in vain, and no retry at all."""
     return GatewayError(
         503, f"Model '{model.name}' is unavailable: " + "; ".join(reasons) + ".",
-        "server_error", code="provider_unavailable", headers={"retry-after": "60"})
+        "server_error", code="provider_unavailable", headers={"x-should-retry": "false"})
 
 
 # A gate says whether a target may be tried now: None, or seconds until it may
@@ -74,6 +77,7 @@ class _Skips:
 
     disabled: list[str] = field(default_factory=list)
     gated: list[float] = field(default_factory=list)
+    cooling: list[tuple[float, str | None]] = field(default_factory=list)  # (wait, class)
     open: list[float] = field(default_factory=list)
     missing: set[str] = field(default_factory=set)
     deadline: bool = False
@@ -155,9 +159,10 @@ class Dispatcher:
         retry = self.routing.retry
         clock = asyncio.get_running_loop().time
         self.budget.request()
+        allowed = _allowed_fallbacks(ex)
         names = request_fallbacks(ex.body, self.models, lambda n: _key_allows(ex, n))
         if names is None:
-            names = list(ex.model.fallbacks)
+            names = [n for n in ex.model.fallbacks if allowed(n)]
         chain = [ex.model] + [self.models[n] for n in dict.fromkeys(names) if n != ex.model.name]
         # The context-window check chooses among alternatives on an estimate. With one
         # target and nothing to fall back on, the upstream itself says whether the prompt
@@ -175,10 +180,16 @@ class Dispatcher:
             return targets
 
         plan = RequestPlan(retry, chain, order, self.models, clock, clock() + self.deadline,
-                           self.rng)
+                           self.rng, allowed)
         try:
             await self._run(ex, plan, skips)
         except GatewayError as err:
+            if isinstance(err, UpstreamError) and (
+                    not err.error_class.retryable or plan.attempts > 1):
+                # A retry cannot fix it, or the gateway has retried already: an SDK
+                # retrying on top would multiply upstream calls (3 × 3 for the
+                # OpenAI SDK's default of 2 retries and attempts: 2 here).
+                err.headers["x-should-retry"] = "false"
             err.headers.setdefault("x-gatewise-attempts", str(len(ex.attempts)))
             if ex.attempts:
                 err.headers.setdefault("x-gatewise-target", ex.attempts[-1].target.label)
@@ -215,6 +226,13 @@ class Dispatcher:
             if type(ticket) is float:
                 skips.open.append(ticket)
                 continue
+            cooling = self.stats.cooling(target.label) if not step.tries else 0.0
+            if cooling > self.routing.retry.retry_after_cap:
+                # Its upstream asked to be left alone for longer than the gateway would
+                # ever wait (a long Retry-After, an exhausted quota, a refused key).
+                self.breakers.record(target.label, ticket, None, settled=False)
+                skips.cooling.append((cooling, self.stats.get(target.label).last_error_class))
+                continue
             if plan.attempts and not self.budget.acquire():
                 self.breakers.record(target.label, ticket, None, settled=False)
                 break
@@ -226,7 +244,7 @@ class Dispatcher:
             plan.attempts += 1
             try:
                 await self.attempt(ex, provider, target, model=step.model, ticket=ticket,
-                                   deadline=remaining)
+                                   deadline=remaining, last=plan.is_last(step))
                 return
             except UpstreamError as err:
                 last = err
@@ -243,6 +261,8 @@ class Dispatcher:
             return deadline_exceeded(self.deadline, plan.attempts)
         if skips.open:
             return all_open(ex.model, min(skips.open))
+        if skips.cooling:
+            return all_cooling(ex.model, *min(skips.cooling, key=lambda c: c[0]))
         if skips.gated:
             return no_target_room(ex.model, min(skips.gated))
         if skips.missing and not skips.disabled:
@@ -260,7 +280,9 @@ class Dispatcher:
 
     async def attempt(self, ex: Exchange, provider: "ProviderConfig", target: "TargetConfig",
                       *, model: "ModelConfig | None" = None, ticket: int = PASS,
-                      deadline: float | None = None) -> None:
+                      deadline: float | None = None, last: bool = True) -> None:
+        """`last`: no other candidate is left, so a stream's first token may take
+        `timeouts.first_token_last`."""
         model = model or ex.model
         label = target.label
         try:
@@ -283,7 +305,7 @@ class Dispatcher:
         self.stats.started(label)
         try:
             if ex.stream:
-                first_token = min(provider.timeouts.first_token, budget)
+                first_token = min(provider.timeouts.first_token_for(last), budget)
                 await StreamRelay(ex, attempt, translator, provider).run(
                     transport, request, first_token)
             else:
@@ -327,3 +349,12 @@ class Dispatcher:
 def _key_allows(ex: Exchange, model: str) -> bool:
     """The caller's key allow-list (policies/auth.py) decides; no key: any model."""
     return ex.key is None or ex.key.allows(model)
+
+
+def _allowed_fallbacks(ex: Exchange) -> Callable[[str], bool]:
+    """Which configured fallback models may serve this caller: those its key may ask
+    for by name, or any with the key's explicit `any_fallback: true`."""
+    key = ex.key
+    if key is None or key.any_fallback or not key.models:
+        return lambda name: True
+    return key.allows
