@@ -56,6 +56,10 @@ def envelope(message: str, type_: str | None, param: str | None = None,
     )
 
 
+class StartupError(Exception):
+    """The gateway cannot start as configured: one line for the operator, no traceback."""
+
+
 class GatewayError(Exception):
     """An error answered to the client in OpenAI's envelope."""
 
@@ -123,9 +127,25 @@ def invalid_json() -> GatewayError:
         "object, but what was sent was not valid JSON.")
 
 
+def internal_error(request_id: str) -> GatewayError:
+    return GatewayError(500, f"The gateway hit an internal error (request id {request_id}).",
+                        "server_error", code="gateway_internal_error")
+
+
+def ledger_unavailable(retry_in: float) -> GatewayError:
+    """The spend ledger refuses writes: nothing goes upstream unrecorded."""
+    seconds = max(1, int(retry_in + 0.999))
+    return GatewayError(
+        503, "The gateway cannot record spend right now (its ledger database refuses writes), "
+             f"so the request was not sent upstream; retry in {seconds}s.", "server_error",
+        code="ledger_unavailable", headers={"retry-after": str(seconds)})
+
+
 def upstream_timeout(provider: str, phase: str, seconds: float) -> UpstreamError:
+    """A connect timeout reached nothing (class CONNECT: no tokens, safe elsewhere);
+    any later timeout left an upstream that may be working (and billing)."""
     return UpstreamError(
-        ErrorClass.TIMEOUT, 504,
+        ErrorClass.CONNECT if phase == "connect" else ErrorClass.TIMEOUT, 504,
         f"Upstream provider '{provider}' timed out ({phase} after {seconds:g}s).",
         "server_error", code="upstream_timeout")
 

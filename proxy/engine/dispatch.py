@@ -33,7 +33,7 @@ from proxy.config.routing import RoutingConfig
 from proxy.config.types import Timeouts
 from proxy.core.errors import GatewayError, UpstreamError
 from proxy.core.exchange import Attempt, Exchange
-from proxy.core.pricing import cost
+from proxy.engine.billing import bill, total_cost
 from proxy.engine.relay import relay_json
 from proxy.engine.stream_relay import StreamRelay
 from proxy.state.target_stats import MemoryStatsStore
@@ -195,13 +195,11 @@ class Dispatcher:
                 err.headers.setdefault("x-gatewise-target", ex.attempts[-1].target.label)
             raise
         finally:
-            # What the upstream billed, at the target's price: the x-gatewise-cost header,
-            # logs and metrics read it (a budget policy settles the same figure). An
-            # unpriced model leaves it unknown rather than claiming it was free.
-            target = ex.target or (ex.attempts[-1].target if ex.attempts else None)
-            if ex.usage is not None and ex.cost is None and target is not None \
-                    and target.info.priced:
-                ex.cost = cost(ex.usage, target)
+            # What the upstreams billed, every attempt at its target's price: the
+            # x-gatewise-cost header, logs and metrics read it (a budget policy settles
+            # the same figure). An unpriced model leaves it unknown, not free.
+            if ex.cost is None:
+                ex.cost = total_cost(ex.attempts)
 
     async def _run(self, ex: Exchange, plan: RequestPlan, skips: _Skips) -> None:
         last: UpstreamError | None = None
@@ -296,9 +294,10 @@ class Dispatcher:
         except BaseException:
             self.breakers.record(label, ticket, None, settled=False)
             raise
-        attempt = Attempt(target, time.perf_counter_ns())
+        attempt = Attempt(target, time.perf_counter_ns(), model=model.name)
         ex.attempts.append(attempt)
         ex.served_model = model.name
+        ex.usage = None  # from here on, this attempt's
         transport = self._transports[provider.name]
         budget = deadline if deadline is not None else self.deadline
         settled = False
@@ -313,11 +312,13 @@ class Dispatcher:
             settled = True
         except UpstreamError as err:
             attempt.error_class = err.error_class
-            attempt.status = err.upstream_status or err.status
+            if err.upstream_status is not None:  # (None: no answer came at all)
+                attempt.status = err.upstream_status
             settled = True
             raise
         finally:
             attempt.ended_ns = time.perf_counter_ns()
+            bill(ex, attempt, translator)
             self._settle(ex, attempt, model, ticket, settled)
             for observe in self.observers:
                 observe(ex, attempt)

@@ -36,10 +36,15 @@ async def completions(request: web.Request) -> web.StreamResponse:
     stream = bool(body.get("stream"))
     cap = legacy.chat.get("max_tokens")
     n = body.get("n") if isinstance(body.get("n"), int) else 1
+    best_of = body.get("best_of")  # generated (and billed) server-side, n of them returned
+    n = max(n, best_of) if isinstance(best_of, int) and not isinstance(best_of, bool) else n
+    prompts = len(body["prompt"]) if isinstance(body.get("prompt"), list) and not is_tokens(
+        body["prompt"]) else 1
     ex = exchange_for(gateway, request, body, stream=stream, key=key, adapter=legacy.translator,
                       endpoint="completions")
     ex.estimate = Estimate(_prompt_tokens(body.get("prompt")) + 7,
-                           cap * max(1, n) if isinstance(cap, int) and cap > 0 else None)
+                           cap if isinstance(cap, int) and cap > 0 else None,
+                           max(1, n) * max(1, prompts))  # a choice per prompt, n each
     await gateway.pipeline(ex)
     return answer(ex)
 
