@@ -173,16 +173,31 @@ class PostgresLedger:
 
     async def report(self, by: str, since: float) -> list[dict[str, Any]]:
         await self.flush()
-        column = GROUPS[by]  # a fixed whitelist, never client text
-        rows = await self._pool.fetch(
-            f"SELECT {column}, SUM(CASE WHEN parent IS NULL THEN 1 ELSE 0 END), SUM(prompt_tokens), SUM(completion_tokens), "
-            f"SUM(cached_tokens), SUM(cost), SUM(CASE WHEN state = 'pending' THEN reserved "
-            f"ELSE 0 END), SUM(CASE WHEN estimated THEN 1 ELSE 0 END) FROM spend "
-            f"WHERE created_at >= $1 GROUP BY {column} ORDER BY SUM(cost) DESC, {column}", since)
-        return [{by: r[0], "requests": r[1], "prompt_tokens": int(r[2] or 0),
-                 "completion_tokens": int(r[3] or 0), "cached_tokens": int(r[4] or 0),
-                 "cost_usd": round(r[5] or 0.0, 10), "pending_usd": round(r[6] or 0.0, 10),
-                 "estimated_rows": int(r[7] or 0)} for r in rows]
+        return await query_report(self._pool, by, since)
+
+
+async def query_report(db: Any, by: str, since: float) -> list[dict[str, Any]]:
+    """Spend grouped `by` key, model or provider since `since` (a pool or connection)."""
+    column = GROUPS[by]  # a fixed whitelist, never client text
+    rows = await db.fetch(
+        f"SELECT {column}, SUM(CASE WHEN parent IS NULL THEN 1 ELSE 0 END), "
+        f"SUM(prompt_tokens), SUM(completion_tokens), SUM(cached_tokens), SUM(cost), "
+        f"SUM(CASE WHEN state = 'pending' THEN reserved ELSE 0 END), "
+        f"SUM(CASE WHEN estimated THEN 1 ELSE 0 END) FROM spend "
+        f"WHERE created_at >= $1 GROUP BY {column} ORDER BY SUM(cost) DESC, {column}", since)
+    return [{by: r[0], "requests": int(r[1] or 0), "prompt_tokens": int(r[2] or 0),
+             "completion_tokens": int(r[3] or 0), "cached_tokens": int(r[4] or 0),
+             "cost_usd": round(r[5] or 0.0, 10), "pending_usd": round(r[6] or 0.0, 10),
+             "estimated_rows": int(r[7] or 0)} for r in rows]
+
+
+async def read_report(dsn: str, by: str, since: float) -> list[dict[str, Any]]:
+    """One report over a connection of its own (`gatewise spend`)."""
+    conn = await asyncpg.connect(dsn, timeout=TIMEOUT_S)
+    try:
+        return await query_report(conn, by, since)
+    finally:
+        await conn.close()
 
 
 async def migrate(conn: asyncpg.Connection) -> int:

@@ -83,7 +83,7 @@ class GroupWriter:
         if self._task is None or (self._closing and self._task.done()):
             future.set_exception(LedgerUnavailable(f"the {self._name} is not open"))
         elif key is None and self.failing is not None:
-            future.set_exception(LedgerUnavailable(str(self.failing)))
+            future.set_exception(LedgerUnavailable(_reason(self.failing)))
         else:
             self._queue.append(_Write(sql, params, [future], key))
             self._wake.set()
@@ -158,7 +158,7 @@ class GroupWriter:
             if write.key is None:
                 for future in write.futures:
                     if not future.done():
-                        future.set_exception(LedgerUnavailable(str(exc)))
+                        future.set_exception(LedgerUnavailable(_reason(exc)))
                 continue
             kept = self._backlog.get(write.key)
             if kept is None:
@@ -166,9 +166,15 @@ class GroupWriter:
             else:  # the same row written twice: one write, both told when it lands
                 kept.futures += write.futures
         if self.failing is None:
-            log.error(f"{self._name}: cannot write ({exc}); {len(self._backlog)} row write(s) "
-                      "kept and retried until they land; requests needing the ledger get 503")
+            log.error(f"{self._name}: cannot write ({_reason(exc)}); {len(self._backlog)} row "
+                      "write(s) kept and retried until they land; requests needing the "
+                      "ledger get 503")
             self._delay = FIRST_RETRY_S
         else:
             self._delay = min(self._delay * 2, MAX_RETRY_S)
         self.failing = exc
+
+
+def _reason(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
