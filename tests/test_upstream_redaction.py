@@ -1,6 +1,7 @@
 """Upstreams echo keys: a configured secret in any string of any upstream error
 (message, param, code, type; before a stream or mid-stream; from every provider
-type) never reaches the client, a log, a span or the ledger."""
+type; through the dispatcher or not) never reaches the client, a log, a span or
+the ledger."""
 
 from __future__ import annotations
 
@@ -121,6 +122,16 @@ async def test_no_secret_in_any_field_of_any_upstream_error(setup):
     status, raw = await call(gw, "gpt", True)
     assert status == 500 and b"[redacted]" in raw  # an unknown error type inside a 200
     seen.append(raw)
+    # an error built outside the dispatcher: /v1/messages/count_tokens asks Anthropic
+    fakes["claude"].script(anthropic_upstream.Reply(
+        status=400, error_type="invalid_request_error",
+        message=f"key {CLAUDE_KEY} of {HEADER_SECRET} cannot count this"))
+    async with aiohttp.ClientSession() as http, http.post(
+            f"{gw.url}/v1/messages/count_tokens", json={
+                "model": "claude", "messages": [{"role": "user", "content": "hi"}]}) as resp:
+        raw = await resp.read()
+        assert resp.status == 400 and b"[redacted]" in raw, raw
+        seen.append(raw)
     await gw.app[GATEWAY].budget.ledger.flush()
     ledger = orjson.dumps(sqlite3.connect(db).execute("SELECT * FROM spend").fetchall())
     spans = orjson.dumps([{"name": s.name, "attributes": dict(s.attributes),

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from types import MappingProxyType
 from typing import Any, Mapping
 from urllib.parse import urlsplit
 
@@ -46,6 +47,9 @@ class ProviderConfig:
     headers: Mapping[str, str] = field(default_factory=dict, repr=False)
     timeouts: Timeouts = Timeouts()
     options: Mapping[str, Any] = field(default_factory=dict)
+    #: every secret of the whole config (set by GatewayConfig), which an upstream
+    #: error must never show, whichever provider echoes it
+    secrets: tuple[str, ...] = field(default=(), repr=False, compare=False)
     responses: str | None = None  # native | translate | None (proxy/config/responses.py)
 
     @property
@@ -112,6 +116,14 @@ class GatewayConfig:
     slos: tuple[SloConfig, ...] = ()  # models.NAME.slo and targets' slo
     alerts: AlertsConfig = AlertsConfig()
     ui: bool = True  # admin.ui: the /ui page, served whenever admin.key is set
+
+    def __post_init__(self) -> None:
+        """Hand every provider the config's secrets: its translators scrub them from
+        every upstream error they build (translators/base.py)."""
+        secrets = tuple(self.secrets())
+        if any(p.secrets != secrets for p in self.providers.values()):
+            object.__setattr__(self, "providers", MappingProxyType(
+                {name: replace(p, secrets=secrets) for name, p in self.providers.items()}))
 
     def secrets(self) -> list[str]:
         """Every credential loaded, so logs and errors can redact them by value."""

@@ -2,7 +2,7 @@
 `[redacted]` wherever it appears, and so does anything shaped like a bearer token.
 
 Two users: log lines (proxy/server/logs.py), and every error an upstream sent,
-scrubbed once where the engine receives it from the translator (upstreams do
+scrubbed once where translators build it (translators/base.py: upstreams do
 echo keys, in any field), before a client, a log, a span, the ledger or the
 cache can see it.
 """
@@ -41,5 +41,3 @@ class Redactor:
         err.args = (err.message,)
         return err
 
-
-NO_SECRETS = Redactor(())

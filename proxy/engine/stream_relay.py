@@ -21,7 +21,6 @@ from aiohttp import web
 from proxy.core.errors import GatewayError, UpstreamError, upstream_protocol, upstream_timeout
 from proxy.core.exchange import Attempt, Exchange
 from proxy.core.framing import Event, new_framer
-from proxy.core.redact import NO_SECRETS, Redactor
 from proxy.core.sse import DONE, SSE_HEADERS, encode_frames, error_frame
 from proxy.engine.relay import UNEXPECTED_SHAPE, malformed
 
@@ -36,12 +35,11 @@ class StreamRelay:
     """The state of one attempt's stream: the framer, what is held back, the client."""
 
     __slots__ = ("attempt", "client", "encode", "ex", "framer", "passthrough", "pending",
-                 "provider", "redact", "state", "translator")
+                 "provider", "state", "translator")
 
     def __init__(self, ex: Exchange, attempt: Attempt, translator: "Translator",
-                 provider: "ProviderConfig", redact: Redactor = NO_SECRETS) -> None:
+                 provider: "ProviderConfig") -> None:
         self.ex = ex
-        self.redact = redact
         self.attempt = attempt
         self.translator = translator
         self.provider = provider
@@ -70,9 +68,7 @@ class StreamRelay:
                 raise err from None
             await self._fail(err)
         except UpstreamError as err:
-            # Built from what the upstream sent: scrubbed of every secret before anyone
-            # (the client, a log, a span, the ledger) sees it, mid-stream or before.
-            await self._upstream_failed(self.redact.error(err))
+            await self._upstream_failed(err)
         except (ConnectionResetError, asyncio.CancelledError):
             # The client went away: the upstream request was closed on the way out.
             self.ex.status = 499
