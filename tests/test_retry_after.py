@@ -84,3 +84,26 @@ async def test_infinite_retry_after_still_fails_over(start_gateway, headers):
     finally:
         for server in stack:
             await server.close()
+
+
+@pytest.mark.parametrize("delay", ["infs", "1e309s", "nans", "-5s", "soons"])
+async def test_gemini_retry_delay_never_raises_and_still_fails_over(start_gateway, delay):
+    from tests.fakes.gemini_upstream import FakeGemini, Reply
+    from tests.fakes.server import LoopbackServer
+
+    fake = FakeGemini()
+    fake.script(Reply(status=429, message="Resource has been exhausted (e.g. check quota).",
+                      details=[{"@type": "type.googleapis.com/google.rpc.RetryInfo",
+                                "retryDelay": delay}]))
+    async with LoopbackServer(fake.app) as server:
+        gw = await start_gateway(f"""
+            providers:
+              gemini: {{type: gemini, base_url: "{server.url}", api_key: {fake.api_key}}}
+              offline: {{type: mock}}
+            models:
+              flash: {{targets: [{{provider: gemini, model: gemini-2.5-flash}}],
+                       fallbacks: [echo]}}
+              echo: {{targets: [{{provider: offline, model: echo}}]}}
+        """)
+        status, headers, _ = await post(gw, {**CHAT, "model": "flash"})
+        assert status == 200 and headers["x-gatewise-fallback"] == "echo"

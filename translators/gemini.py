@@ -22,6 +22,7 @@ from proxy.core.errors import (
     ErrorClass,
     GatewayError,
     UpstreamError,
+    parse_delay,
     parse_retry_after,
     upstream_auth,
     upstream_protocol,
@@ -208,10 +209,5 @@ def _retry_delay(details: list[Any]) -> float | None:
     """google.rpc.RetryInfo's `retryDelay` ("37s"), which Gemini sends instead of a header."""
     for detail in details:
         if isinstance(detail, dict) and str(detail.get("@type", "")).endswith("RetryInfo"):
-            delay = detail.get("retryDelay")
-            if isinstance(delay, str) and delay.endswith("s"):
-                try:
-                    return max(0.0, float(delay[:-1]))
-                except ValueError:
-                    return None
+            return parse_delay(detail.get("retryDelay"))  # bounded: "infs" is a day
     return None
