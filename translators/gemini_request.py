@@ -124,7 +124,7 @@ def thinking_config(effort: Any, model: str) -> dict[str, Any] | None:
     if effort is None:
         return None
     if model.startswith("gemini-3"):
-        if effort not in THINKING_LEVELS:
+        if not isinstance(effort, str) or effort not in THINKING_LEVELS:
             raise GatewayError(
                 400, f"Unsupported value: 'reasoning_effort' does not support {effort!r} with "
                 f"this model's provider (gemini); use one of {', '.join(sorted(THINKING_LEVELS))}.",
