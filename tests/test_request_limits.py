@@ -140,3 +140,25 @@ async def test_caps_are_configurable(start_gateway):
                 payload = await resp.json()
                 assert resp.status == 400 and payload["error"]["param"] == param, payload
         assert "at most 8 levels" in payload["error"]["message"]
+
+
+async def test_tools_are_capped_on_the_messages_and_responses_apis(start_gateway):
+    gw = await start_gateway("""
+        server: {max_tools: 2}
+        providers: {offline: {type: mock}}
+        models: {echo: {targets: [{provider: offline, model: echo}]}}
+    """)
+    anthropic_tools = [{"name": f"f{i}", "input_schema": {"type": "object"}} for i in range(3)]
+    responses_tools = [{"type": "function", "name": f"f{i}", "parameters": {"type": "object"}}
+                       for i in range(3)]
+    async with aiohttp.ClientSession() as http:
+        async with http.post(f"{gw.url}/v1/messages", json={
+                "model": "echo", "max_tokens": 5, "tools": anthropic_tools,
+                "messages": [{"role": "user", "content": "hi"}]}) as resp:
+            assert resp.status == 400 and "server.max_tools" in await resp.text()
+        async with http.post(f"{gw.url}/v1/responses", json={
+                "model": "echo", "input": "hi", "tools": responses_tools}) as resp:
+            assert resp.status == 400 and "server.max_tools" in await resp.text()
+        async with http.post(f"{gw.url}/v1/responses", json={
+                "model": "echo", "input": "hi", "tools": responses_tools[:2]}) as resp:
+            assert resp.status == 200
