@@ -267,3 +267,41 @@ async def test_499_means_the_client_went_away(ups, start_gateway, tmp_path):
     [row] = found
     assert (row["http_status"], row["error_class"]) == (499, "client_closed")
     assert row["estimated"] == 1 and row["prompt_tokens"] > 0  # the upstream had it
+
+
+# --- usage an upstream reports is untrusted input ------------------------------------
+
+@pytest.mark.parametrize("value", ["abc", -5, 1e300, None, [], 3.7, True])
+async def test_odd_usage_figures_never_crash_nor_bill_absurdly(ups, start_gateway, tmp_path,
+                                                              value):
+    (f1, x1, s1), = await ups(1)
+    db = str(tmp_path / "l.db")
+    gw = await start_gateway(gateway_yaml([(f1, x1, s1)], db, budget="{usd: 1000}"))
+    f1.script(Reply(usage={"prompt_tokens": value, "completion_tokens": value,
+                           "total_tokens": value}))
+    status, _, _ = await post(gw, {"model": "gpt", "max_tokens": 10, **CHAT}, headers=AUTH)
+    assert status == 200
+    [row] = await rows(gw, db)
+    assert 0 <= row["prompt_tokens"] <= 10**9 and 0 <= row["completion_tokens"] <= 10**9
+    assert row["cost"] <= 2 * 10**9 / 1000
+
+
+def test_token_counts_are_bounded_ints_for_any_json_value():
+    from hypothesis import given
+    from hypothesis import strategies as st
+
+    from proxy.core.usage import MAX_TOKENS, Usage, token_count
+
+    json = st.recursive(st.none() | st.booleans() | st.integers() | st.floats() | st.text(),
+                        lambda inner: st.lists(inner) | st.dictionaries(st.text(), inner))
+
+    @given(json, json)
+    def check(a, b):
+        assert 0 <= token_count(a) <= MAX_TOKENS and type(token_count(a)) is int
+        usage = Usage.from_openai({"prompt_tokens": a, "completion_tokens": b,
+                                   "prompt_tokens_details": a})
+        assert all(type(v) is int and 0 <= v <= MAX_TOKENS for v in (
+            usage.prompt_tokens, usage.completion_tokens, usage.cached_tokens))
+        assert type(Usage(prompt_tokens=a).prompt_tokens) is int
+
+    check()

@@ -2,17 +2,27 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any, Mapping
 
+#: more than any request can use (context windows are millions at most): a larger
+#: count from an upstream is a bug of its own, and must not wreck a budget
+MAX_TOKENS = 10**9
+_COUNTS = ("prompt_tokens", "completion_tokens", "cached_tokens", "reasoning_tokens",
+           "cache_write_tokens", "cache_write_1h_tokens")
+
 
 def token_count(value: Any) -> int:
-    """A count an upstream reported, or 0 when it is not one: a string or a negative
-    number never becomes a ValueError mid-request, or a negative cost."""
-    if type(value) is int:
-        return value if value > 0 else 0
-    if type(value) is float and value.is_integer() and value > 0:
-        return int(value)  # 12.0 from a lenient server
+    """A token count from an upstream, as an int in [0, MAX_TOKENS]; 0 for anything
+    that is not a number (upstream JSON is untrusted: strings, null, NaN, 1e300): a
+    string never becomes a ValueError mid-request, a negative never a credit."""
+    if isinstance(value, bool):
+        return 0
+    if isinstance(value, int):
+        return min(max(value, 0), MAX_TOKENS)
+    if isinstance(value, float) and math.isfinite(value):
+        return min(max(int(value), 0), MAX_TOKENS)
     return 0
 
 
@@ -30,6 +40,13 @@ class Usage:
     cache_write_1h_tokens: int = 0
     estimated: bool = False  # counted by the gateway (a stream cut short), not reported
 
+    def __post_init__(self) -> None:
+        """Every count an int in [0, MAX_TOKENS], whatever a translator passed on."""
+        for name in _COUNTS:
+            value = getattr(self, name)
+            if type(value) is not int or not 0 <= value <= MAX_TOKENS:
+                setattr(self, name, token_count(value))
+
     @property
     def total_tokens(self) -> int:
         return self.prompt_tokens + self.completion_tokens
@@ -43,10 +60,10 @@ class Usage:
         return cls(
             prompt_tokens=token_count(usage.get("prompt_tokens")),
             completion_tokens=token_count(usage.get("completion_tokens")),
-            cached_tokens=token_count(prompt_details.get("cached_tokens")
-                                      if isinstance(prompt_details, dict) else None),
-            reasoning_tokens=token_count(completion_details.get("reasoning_tokens")
-                                         if isinstance(completion_details, dict) else None),
+            cached_tokens=token_count(prompt_details.get("cached_tokens"))
+            if isinstance(prompt_details, dict) else 0,
+            reasoning_tokens=token_count(completion_details.get("reasoning_tokens"))
+            if isinstance(completion_details, dict) else 0,
         )
 
     def to_openai(self) -> dict[str, Any]:

@@ -75,6 +75,10 @@ FINISH_GRACE_S = 0.002  # how long a finish alone may wait for company
 BUSY_TIMEOUT_MS = 5000  # how long a write waits for another process's lock
 CLOSE_TIMEOUT_S = 10.0  # how long a clean shutdown keeps retrying unwritten rows
 GROUPS = {"key": "key_name", "model": "model", "provider": "provider"}
+#: a statement's own fault, not the database's: that row fails alone (any other
+#: error, e.g. locked or disk full, fails the batch, which is retried)
+_ROW_ERRORS = (sqlite3.IntegrityError, sqlite3.InterfaceError, sqlite3.ProgrammingError,
+               sqlite3.DataError, OverflowError, ValueError, TypeError)
 #: an in-memory ledger writes its rows to SQLite in batches of at most this many
 _MEMORY_BATCH = 1024
 
@@ -339,7 +343,7 @@ class SqliteLedger:
                 try:
                     conn.execute(sql, params)
                     errors.append(None)
-                except sqlite3.IntegrityError as exc:  # this row only (e.g. a duplicate id)
+                except _ROW_ERRORS as exc:  # this row only (a duplicate id, a bad value)
                     errors.append(exc)
             conn.execute("COMMIT")
         except BaseException:
