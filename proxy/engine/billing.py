@@ -45,5 +45,7 @@ def bill(ex: "Exchange", attempt: "Attempt", translator: "Translator") -> None:
 
 def total_cost(attempts: Sequence["Attempt"]) -> float | None:
     """What every attempt cost together; None when no attempt had a price."""
+    if len(attempts) == 1:  # the common case
+        return attempts[0].cost
     costs = [a.cost for a in attempts if a.cost is not None]
     return sum(costs) if costs else None

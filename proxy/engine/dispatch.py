@@ -242,7 +242,8 @@ class Dispatcher:
             plan.attempts += 1
             try:
                 await self.attempt(ex, provider, target, model=step.model, ticket=ticket,
-                                   deadline=remaining, last=plan.is_last(step))
+                                   deadline=remaining,
+                                   last=plan.is_last(step) if ex.stream else True)
                 return
             except UpstreamError as err:
                 last = err

@@ -163,9 +163,12 @@ class RequestPlan:
         """Nothing else is left to try after this candidate (only it, in place). A
         fallback model not yet expanded counts as something left, even if none of its
         targets turns out capable."""
+        if self._queue or self._chain:
+            return False
+        if not self._waiting:
+            return True
         can_retry = self.retries < self.config.attempts
-        return not self._queue and not self._chain and all(
-            c is candidate or (c.tries and not can_retry) for c in self._waiting)
+        return all(c is candidate or (c.tries and not can_retry) for c in self._waiting)
 
     def later(self, candidate: Candidate, wait: float) -> None:
         """Try this candidate again after `wait` seconds, if the plan allows it."""

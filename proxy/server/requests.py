@@ -91,12 +91,15 @@ def check_choices(body: dict[str, Any], server: ServerConfig) -> None:
             raise bad_request(f"Invalid 'n': integer above maximum value. Expected a value <= "
                               f"{server.max_n}, but got {n} instead (server.max_n).", param="n",
                               code="integer_above_max_value")
-    for name in ("tools", "functions"):
-        tools = body.get(name)
-        if isinstance(tools, list) and len(tools) > server.max_tools:
+    tools, functions = body.get("tools"), body.get("functions")
+    if tools is None and functions is None:
+        return
+    limit = server.max_tools
+    for name, value in (("tools", tools), ("functions", functions)):
+        if isinstance(value, list) and len(value) > limit:
             raise bad_request(f"Invalid '{name}': array too long. Expected an array with maximum "
-                              f"length {server.max_tools}, but got an array with length "
-                              f"{len(tools)} instead (server.max_tools).", param=name,
+                              f"length {limit}, but got an array with length {len(value)} "
+                              "instead (server.max_tools).", param=name,
                               code="array_above_max_length")
 
 
