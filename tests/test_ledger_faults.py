@@ -29,6 +29,7 @@ from tests.test_pg_ledger import pg_dsn  # noqa: F401 — the fixture
 ROOT = Path(__file__).parents[1]
 KEY = "sk-gw-faults-0123456789abcdef"
 AUTH = {"Authorization": f"Bearer {KEY}"}
+ADMIN = "sk-gw-admin-faults-0123456789"
 CHAT = {"model": "echo", "messages": [{"role": "user", "content": "hi there"}], "max_tokens": 5}
 REAL_COST = 0.012  # "hi there" on the mock: 9 prompt + 3 completion tokens at $0.001
 SCOPE = "key:app"
@@ -42,6 +43,7 @@ def config(ledger: str, latency_ms: int = 300) -> str:
                   price: {{input: 1000, output: 1000}}}}]}}}}
         keys: [{{name: app, key: {KEY}, budget: {{usd: 100}}}}]
         state: {{ledger: "{ledger}"}}
+        admin: {{key: {ADMIN}}}
     """)
 
 
@@ -54,6 +56,12 @@ async def post(gw, body=CHAT) -> tuple[int, dict, bytes]:
     async with aiohttp.ClientSession() as http, http.post(
             f"{gw.url}/v1/chat/completions", json=body, headers=AUTH) as resp:
         return resp.status, {k.lower(): v for k, v in resp.headers.items()}, await resp.read()
+
+
+async def ledger_report_status(gw) -> int:
+    async with aiohttp.ClientSession() as http, http.get(
+            f"{gw.url}/admin/spend", headers={"Authorization": f"Bearer {ADMIN}"}) as resp:
+        return resp.status
 
 
 def spent(gw) -> float:
@@ -93,6 +101,8 @@ async def test_locked_sqlite_finish_is_retried_until_it_lands_once(tmp_path, sho
     assert b"ledger_unavailable" in body
     assert time.monotonic() - started < 0.3  # no waiting for the lock per request
     assert locker.execute("SELECT state FROM spend").fetchall() == [("pending",)]
+    # a spend report now would be short: it says so instead of guessing
+    assert (await ledger_report_status(gw)) == 503
     locker.execute("COMMIT")
     await until(lambda: ledger.writer.failing is None and not ledger.writer.backlog)
     rows = sqlite3.connect(db).execute("SELECT state, cost, reserved FROM spend").fetchall()
