@@ -227,4 +227,4 @@ async def test_first_token_last_is_configurable_and_not_for_earlier_targets(ups,
     status, headers, _ = await post(gw, {"model": "main", "stream": True, **CHAT})
     assert status == 200 and headers["x-gatewise-target"] == "u2/gpt-4o"
     assert headers["x-gatewise-attempts"] == "2"
-    assert time.monotonic() - started < 1.5
+    assert time.monotonic() - started < 3  # (not 0.3 + 1 + retries)

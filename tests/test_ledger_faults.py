@@ -99,7 +99,7 @@ async def test_locked_sqlite_finish_is_retried_until_it_lands_once(tmp_path, sho
     status, headers, body = await post(gw)
     assert status == 503 and int(headers["retry-after"]) >= 1
     assert b"ledger_unavailable" in body
-    assert time.monotonic() - started < 0.3  # no waiting for the lock per request
+    assert time.monotonic() - started < 1.0  # no waiting for the lock per request
     assert locker.execute("SELECT state FROM spend").fetchall() == [("pending",)]
     # a spend report now would be short: it says so instead of guessing
     assert (await ledger_report_status(gw)) == 503
