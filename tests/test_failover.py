@@ -228,3 +228,44 @@ async def test_first_token_last_is_configurable_and_not_for_earlier_targets(ups,
     assert status == 200 and headers["x-gatewise-target"] == "u2/gpt-4o"
     assert headers["x-gatewise-attempts"] == "2"
     assert time.monotonic() - started < 3  # (not 0.3 + 1 + retries)
+
+
+# --- quota and billing, per provider ----------------------------------------------------
+
+@pytest.mark.parametrize("kind, reply", [
+    ("anthropic", {"status": 402, "error_type": "billing_error",
+                   "message": "Your account has no credit."}),
+    ("anthropic", {"status": 400, "error_type": "invalid_request_error",
+                   "message": "Your credit balance is too low to access the Anthropic API. "
+                              "Please go to Plans & Billing to upgrade or purchase credits."}),
+    ("gemini", {"status": 429, "message": "You exceeded your current quota.", "details": [
+        {"@type": "type.googleapis.com/google.rpc.QuotaFailure", "violations": [
+            {"quotaMetric": "generativelanguage.googleapis.com/generate_content_requests",
+             "quotaId": "GenerateRequestsPerDayPerProjectPerModel-FreeTier"}]},
+        {"@type": "type.googleapis.com/google.rpc.RetryInfo", "retryDelay": "37s"}]}),
+])
+async def test_spent_credit_fails_over_on_every_provider(start_gateway, kind, reply):
+    from tests.fakes import anthropic_upstream, gemini_upstream
+    from tests.fakes.server import LoopbackServer
+
+    module = anthropic_upstream if kind == "anthropic" else gemini_upstream
+    fake = module.FakeAnthropic() if kind == "anthropic" else module.FakeGemini()
+    fake.script(module.Reply(**reply))
+    model = "claude-sonnet-4-5" if kind == "anthropic" else "gemini-2.5-flash"
+    async with LoopbackServer(fake.app) as server:
+        gw = await start_gateway(f"""
+            providers:
+              up: {{type: {kind}, base_url: "{server.url}", api_key: {fake.api_key}}}
+              offline: {{type: mock}}
+            models:
+              main: {{targets: [{{provider: up, model: {model}}}, {{provider: offline, model: echo}}]}}
+              solo: {{targets: [{{provider: up, model: {model}}}]}}
+            policies: {{retry: {{attempts: 2, backoff: 1ms}}}}
+        """)
+        status, headers, _ = await post(gw, {"model": "main", **CHAT})
+        assert status == 200 and headers["x-gatewise-target"] == "offline/echo"
+        assert len(fake.requests) == 1  # never retried in place
+        status, headers, body = await post(gw, {"model": "solo", **CHAT})
+        assert status == 429 and headers["x-should-retry"] == "false"
+        assert orjson.loads(body)["error"]["type"] == "insufficient_quota"
+        assert len(fake.requests) == 1  # cooling down: not called again

@@ -118,6 +118,10 @@ class GeminiFamily(Translator):
         if error_class is ErrorClass.BAD_REQUEST and _TOKEN_OVERFLOW.search(message):
             error_class, openai_code, param = (ErrorClass.CONTEXT_WINDOW,
                                                "context_length_exceeded", "messages")
+        if error_class is ErrorClass.RATE_LIMITED and _daily_quota(details):
+            # a quota per day is spent: no retry helps until tomorrow (fails over)
+            error_class, openai_type, openai_code = (ErrorClass.QUOTA, "insufficient_quota",
+                                                     "upstream_quota_exhausted")
         retry_after = parse_retry_after(headers) if headers else None
         if retry_after is None and error_class is ErrorClass.RATE_LIMITED:
             retry_after = _retry_delay(details)
@@ -203,6 +207,19 @@ class GeminiTranslator(GeminiFamily):
 
     def _event_error(self, event: dict[str, Any]) -> UpstreamError:
         return self.classify(200, event, None)
+
+
+def _daily_quota(details: list[Any]) -> bool:
+    """google.rpc.QuotaFailure naming a per-day quota (`...PerDay...` quotaId), as
+    Gemini sends when a day's requests or tokens are spent (per minute: transient)."""
+    for detail in details:
+        if isinstance(detail, dict) and str(detail.get("@type", "")).endswith("QuotaFailure"):
+            violations = detail.get("violations")
+            for violation in violations if isinstance(violations, list) else ():
+                quota = violation.get("quotaId") if isinstance(violation, dict) else None
+                if isinstance(quota, str) and "PerDay" in quota:
+                    return True
+    return False
 
 
 def _retry_delay(details: list[Any]) -> float | None:
