@@ -43,7 +43,7 @@ async def main(cfg, n):
     model = config.models["bench-json"]
     async def one():
         body = orjson.loads(orjson.dumps({**REQ, "model": "bench-json"}))
-        stream = _parse_chat(body, 10000)
+        stream = _parse_chat(body, config.server)
         key = gw.authenticate({"authorization": "Bearer bench-key-0123456789abcdef"})
         ex = Exchange(request_id="r", http=None, body=body, model=model, stream=stream, key=key,
                       key_name=key.name if key else None)

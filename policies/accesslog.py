@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 
-from proxy.core.errors import GatewayError, UpstreamError
 from proxy.core.exchange import Exchange
 from proxy.core.pipeline import CallNext
 
@@ -20,12 +18,10 @@ class AccessLog:
     async def __call__(self, ex: Exchange, call_next: CallNext) -> None:
         try:
             await call_next(ex)
-        except GatewayError as err:
-            ex.error = err
-            ex.status = err.status
-            raise
-        except asyncio.CancelledError:
-            ex.status = ex.status if ex.status == 499 else 499
+        except BaseException as exc:
+            # the status the client gets: the error's, 499 only when it went away,
+            # 500 for a fault of the gateway's own (the middleware answers that)
+            ex.failed(exc)
             raise
         finally:
             if self._log.isEnabledFor(logging.INFO):
@@ -36,6 +32,7 @@ class AccessLog:
         """Names, classes and numbers only: never a prompt, a key or an error's text."""
         error = ex.error
         usage = ex.usage
+        status, error_class = ex.outcome()
         now = time.perf_counter_ns()
         fields = {
             "request_id": ex.request_id,
@@ -44,8 +41,8 @@ class AccessLog:
             "model": ex.model.name,
             "target": ex.target.label if ex.target else None,
             "stream": ex.stream,
-            "status": ex.status,
-            "error_class": error.error_class.value if isinstance(error, UpstreamError) else None,
+            "status": status,
+            "error_class": error_class,
             "error_code": error.code if error else None,
             "attempts": len(ex.attempts),
             "attempt_targets": [a.target.label for a in ex.attempts] if len(ex.attempts) > 1

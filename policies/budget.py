@@ -1,12 +1,15 @@
 """Budgets and the spend ledger: a reservation before the call, the real cost after.
 
-Before dispatch the most the request can cost (prompt estimate + max output at
-the priciest eligible target) is held, atomically, in the key's and the global
-budget; a provider's budget is held by a dispatcher gate once the target is
-known. A pending ledger row is made durable before anything goes upstream.
-Afterwards — success, error, client disconnect (CancelledError) alike — the
-hold is replaced by the real cost and the row finalised, in a `finally` that
-does its bookkeeping synchronously, so nothing can interrupt it.
+Before dispatch the most the request can cost (prompt estimate + `n` × the
+output cap at the priciest target it may reach, fallbacks included) is held,
+atomically, in the key's and the global budget; a provider's budget is held by
+a dispatcher gate once the target is known. A pending ledger row is made
+durable before anything goes upstream; a ledger that cannot write refuses the
+request with a 503. Afterwards — success, error, client disconnect
+(CancelledError) alike — the hold is replaced by what every attempt cost and
+the rows are written, in a `finally` that does its bookkeeping synchronously,
+so nothing can interrupt it. A cost above the reservation is recorded in full:
+the key is then over its budget and refused until the period ends.
 """
 
 from __future__ import annotations
@@ -19,11 +22,12 @@ from collections.abc import Awaitable, Callable
 
 from proxy.config.policies import BudgetConfig
 from proxy.config.types import GatewayConfig, TargetConfig
-from proxy.core.errors import GatewayError, UpstreamError
+from proxy.core.errors import GatewayError, StartupError, UpstreamError, ledger_unavailable
 from proxy.core.exchange import Attempt, BudgetBlock, Exchange, ProviderHold
-from proxy.state.ledger import LedgerStore, Outcome, Pending, SpendRow, period_start
+from proxy.state.ledger import LedgerStore, LedgerUnavailable, Outcome, Pending, SpendRow, period_start
+from proxy.state.ledger_rows import request_rows
 from proxy.core.pipeline import CallNext
-from proxy.core.pricing import is_free, max_cost
+from proxy.core.pricing import asked_fallbacks, is_free, max_cost, reachable
 from proxy.state.stores import BudgetStore, Clock, MemoryBudgetStore, wall_clock
 
 log = logging.getLogger("gatewise.budget")
@@ -77,7 +81,9 @@ class Budget:
         self.alert = alert
         self.alerted: set[tuple[str, float]] = set()
         self.alerts: list[dict] = []  # every alert raised, newest last (for /admin and tests)
+        self.closing = False  # a clean shutdown has begun: cancels are not the client's
         self._tasks: set[asyncio.Task] = set()
+        self._chains: dict[str, tuple[TargetConfig, ...]] = {}
         # Per UTC day (period labels only change at midnight): each key's scopes, and
         # each scope's budget. Cleared when the day changes.
         self._day = -1
@@ -142,7 +148,7 @@ class Budget:
             hint = self._hint(scopes)
             if _HINT_RANK[hint] > _HINT_RANK.get(ex.routing_hint, 0):
                 ex.routing_hint = hint
-        targets = ex.model.targets
+        targets = self._reachable(ex)
         if ex.routing_hint == "free_only":
             targets = tuple(t for t in targets if is_free(t)) or targets
         reserved = max_cost(ex.estimated(), targets)
@@ -159,67 +165,71 @@ class Budget:
         began = False
         try:
             if self.ledger is not None:
-                await self.ledger.begin(row)
+                await self._begin(row, now)
                 began = True
             await call_next(ex)
         except GatewayError as err:
             better = self.as_budget_error(ex, err)
-            ex.error = better  # the ledger row records the error the client gets
+            ex.failed(better)
             if better is err:
                 raise
             raise better from None
+        except BaseException as exc:
+            ex.failed(exc)
+            raise
         finally:
             self._settle(ex, names, row, began)
 
+    async def _begin(self, row: Pending, now: float) -> None:
+        try:
+            await self.ledger.begin(row)
+        except LedgerUnavailable:
+            # The insert may still have landed (a commit whose answer was lost): settle
+            # it at nothing, so it is never billed at its reservation later.
+            self.ledger.finish(row.id, Outcome(None, None, 503, "ledger_unavailable", 0, 0, 0,
+                                               0.0, False, 0.0, False, now))
+            writer = getattr(self.ledger, "writer", None)
+            raise ledger_unavailable(getattr(writer, "_delay", 1.0)) from None
+
+    def _reachable(self, ex: Exchange) -> tuple[TargetConfig, ...]:
+        chain = self._chains.get(ex.model.name)
+        if chain is None:
+            chain = self._chains[ex.model.name] = reachable(ex.model, self.config.models)
+        return chain + asked_fallbacks(ex.body, self.config.models)
+
     def _settle(self, ex: Exchange, scopes: list[str], row: Pending, began: bool) -> None:
         """Synchronous on purpose: runs to the end even while the task is being cancelled."""
-        target = ex.target or (ex.attempts[-1].target if ex.attempts else None)
         cache_hit = ex.cache_hit
-        estimated = False
-        if cache_hit:
-            actual = 0.0
-        elif ex.usage is not None:
-            # priced once, by the dispatcher, at the serving target's price
-            actual = ex.cost if ex.cost is not None else 0.0
-            estimated = ex.usage.estimated
-        elif ex.response is not None and target is not None:
-            # A stream was cut short and its translator could not say what it used:
-            # bill the most it could have cost rather than nothing.
-            actual, estimated = max_cost(ex.estimated(), [target]), True
-        else:
-            actual = 0.0  # nothing reached an upstream, or it answered with an error
+        # priced once per attempt by the dispatcher, every attempt that consumed tokens
+        actual = 0.0 if cache_hit or ex.cost is None else ex.cost
         ex.cost = actual
+        if actual > row.reserved + 1e-9 and scopes:
+            log.warning(f"budget: request {ex.request_id} cost ${actual:.6f}, more than the "
+                        f"${row.reserved:.6f} reserved; recorded in full", extra={"fields": {
+                            "request_id": ex.request_id, "key_name": ex.key_name,
+                            "cost_usd": actual, "reserved_usd": row.reserved}})
         self.store.settle(scopes, row.reserved, actual, rid=row.id)
         hold, ex.provider_hold = ex.provider_hold, None
         if hold is not None:
-            self.store.settle([hold.scope], hold.amount,
-                              actual if hold.target is target else 0.0, rid=hold.hold_id)
+            last = ex.attempts[-1] if ex.attempts else None
+            spent = (last.cost or 0.0) if last is not None and hold.target is last.target \
+                else 0.0
+            self.store.settle([hold.scope], hold.amount, spent, rid=hold.hold_id)
             scopes = scopes + [hold.scope]
         self._check_thresholds(scopes)
         if began:
-            self._finish_row(ex, row, target, actual, estimated, cache_hit)
+            self._write_rows(ex, row, cache_hit)
 
-    def _finish_row(self, ex: Exchange, row: Pending, target: TargetConfig | None,
-                    actual: float, estimated: bool, cache_hit: bool) -> None:
-        usage = ex.usage
-        error = ex.error
-        status = ex.status or (error.status if error is not None else 0)
-        if error is None and status == 0 and ex.response is None and ex.response_body is None:
-            status = 499  # cancelled before any answer
-        outcome = Outcome(
-            provider=target.provider if target else None, target=target.label if target else None,
-            http_status=status,
-            error_class=(error.error_class.value if isinstance(error, UpstreamError)
-                         else (error.code if error is not None else None)),
-            prompt_tokens=usage.prompt_tokens if usage and not cache_hit else 0,
-            completion_tokens=usage.completion_tokens if usage and not cache_hit else 0,
-            cached_tokens=usage.cached_tokens if usage and not cache_hit else 0,
-            cost=actual, estimated=estimated,
-            latency_ms=round((time.perf_counter_ns() - ex.started_ns) / 1e6, 3),
-            cache_hit=cache_hit, finished_at=self.now())
-        # Queued now, committed by the ledger's writer even if this task is cancelled;
-        # a crash before the commit leaves the row pending, settled at its reservation.
-        future = self.ledger.finish(row.id, outcome)
+    def _write_rows(self, ex: Exchange, row: Pending, cache_hit: bool) -> None:
+        outcome, earlier = request_rows(ex, row, cache_hit, self.now(), self.closing)
+        for attempt_row in earlier:
+            self._watch(self.ledger.add(attempt_row))
+        # Queued now, retried until committed even if this task is cancelled; a crash
+        # before the commit leaves the row pending, settled at its reservation.
+        self._watch(self.ledger.finish(row.id, outcome))
+
+    @staticmethod
+    def _watch(future: asyncio.Future) -> None:
         if not future.done() or future.cancelled() or future.exception() is not None:
             future.add_done_callback(_log_failure)  # (already committed: nothing to log)
 
@@ -244,13 +254,14 @@ class Budget:
         return None
 
     def observe(self, ex: Exchange, attempt: Attempt) -> None:
-        """A failed attempt that billed nothing gives its provider hold back at once."""
+        """A failed attempt settles its provider hold at once, at what it consumed."""
         hold = ex.provider_hold
         if hold is None or hold.target is not attempt.target:
             return
         if attempt.error_class is not None and ex.target is not attempt.target:
             ex.provider_hold = None
-            self.store.settle([hold.scope], hold.amount, 0.0, rid=hold.hold_id)
+            self.store.settle([hold.scope], hold.amount, attempt.cost or 0.0,
+                              rid=hold.hold_id)
 
     def as_budget_error(self, ex: Exchange, err: GatewayError) -> GatewayError:
         """Every target was skipped and a provider budget was why: say so."""
@@ -308,10 +319,16 @@ class Budget:
         if self.ledger is None:
             return 0
         now = self.now()
-        settled = await self.ledger.open(now)
+        try:
+            settled = await self.ledger.open(now)
+        except Exception as exc:  # noqa: BLE001 — any reason stops start-up, in one line
+            reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise StartupError(f"cannot open the spend ledger {self.ledger.where}: "
+                               f"{reason}") from None
         if settled:
-            log.warning(f"ledger: {settled} request(s) left pending by a crash were settled "
-                        "at their reservation and marked 'recovered'")
+            log.warning(f"ledger: {settled} request(s) left pending (by a crash, or by a "
+                        "shutdown while the ledger could not write) were settled at their "
+                        "reservation and marked 'recovered'")
         if self.remote:
             try:
                 await self.reseed()

@@ -235,7 +235,9 @@ async def test_a_hanging_receiver_times_out_and_serving_goes_on(receiver, upstre
     assert time.perf_counter() - began < 1.0
     assert status["detail"] == "no answer within 0.2s" and status["attempts"] == 2
     faults, up = upstream  # and a gateway whose receiver hangs still answers at once
-    gw = await start_gateway(config(up.url, receiver.url))
+    # (auth_cooldown 0s: the refused key is not cooled down, so the next requests go up)
+    gw = await start_gateway(config(up.url, receiver.url, policies="{breaker: {failures: "
+                                    "1000}, retry: {auth_cooldown: 0s}}"))
     faults.fail(1, 401)
     assert await chats(gw, 1) == [502]
     began = time.perf_counter()

@@ -76,11 +76,11 @@ def _get(url: str) -> tuple[int, bytes]:
         return resp.status, resp.read()
 
 
-def test_serve_example_config_answers_health_live():
+def test_serve_example_config_answers_health_live(tmp_path):
     port = _free_port()
-    proc = subprocess.Popen(
+    proc = subprocess.Popen(  # in a directory of its own: the example's ledger file goes there
         [sys.executable, "-m", "proxy", "serve", "--config", str(EXAMPLE), "--port", str(port)],
-        cwd=ROOT, env={"PATH": "/usr/bin:/bin"}, stdout=subprocess.PIPE,
+        cwd=tmp_path, env={"PATH": "/usr/bin:/bin"}, stdout=subprocess.PIPE,
         stderr=subprocess.PIPE, text=True)
     try:
         deadline = time.monotonic() + 15

@@ -9,7 +9,7 @@ import uuid
 import asyncpg
 import pytest
 
-from proxy.state.ledger import Outcome, Pending
+from proxy.state.ledger import LedgerUnavailable, Outcome, Pending
 from proxy.state.ledger_pg import SCHEMA_VERSION, PostgresLedger, migrate
 from tests.test_redis_stores import require
 
@@ -87,5 +87,5 @@ async def test_schema_is_created_once_and_versioned(pg_dsn):
     assert await ledger.open(5.0) == 0
     await ledger.close()
     failed = ledger.finish("x", outcome())
-    with pytest.raises(RuntimeError):
+    with pytest.raises(LedgerUnavailable):
         await failed

@@ -159,7 +159,7 @@ def test_native_body_replays_the_history_without_ids():
 
 # --- anything a client may send ----------------------------------------------------------
 
-JSON = st.recursive(st.none() | st.booleans() | st.integers(-10**20, 10**20)
+JSON = st.recursive(st.none() | st.booleans() | st.integers(-2**63, 2**64 - 1)
                     | st.floats(allow_nan=False) | st.text(max_size=8),
                     lambda inner: st.lists(inner, max_size=3)
                     | st.dictionaries(st.text(max_size=6), inner, max_size=3), max_leaves=8)

@@ -55,5 +55,11 @@ async def test_spend_table_by_key_and_model(tmp_path, capsys):
 def test_spend_needs_a_ledger(tmp_path, capsys):
     assert main(["spend", "--config", _config(tmp_path, None)]) == 2
     assert "state.ledger is not set" in capsys.readouterr().err
-    assert main(["spend", "--config", _config(tmp_path, str(tmp_path / "missing.db"))]) == 2
+    # a ledger file the server has not created yet (a fresh checkout): nothing spent
+    assert main(["spend", "--config", _config(tmp_path, str(tmp_path / "missing.db"))]) == 0
+    out, err = capsys.readouterr()
+    assert out.splitlines()[-1].split() == ["TOTAL", "0", "0.000000"]
+    assert "nothing has been recorded" in err
+    (tmp_path / "junk.db").write_text("not a database")
+    assert main(["spend", "--config", _config(tmp_path, str(tmp_path / "junk.db"))]) == 2
     assert "cannot read the ledger" in capsys.readouterr().err

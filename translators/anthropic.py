@@ -9,6 +9,8 @@ See docs/providers/anthropic.md for the choices made.
 
 from __future__ import annotations
 
+import re
+
 import time
 from collections.abc import Mapping
 from typing import Any, ClassVar
@@ -46,8 +48,11 @@ _ERRORS: dict[str, tuple[ErrorClass, int, str, str | None]] = {
     "overloaded_error": (ErrorClass.OVERLOADED, 503, "server_error", "upstream_overloaded"),
     "api_error": (ErrorClass.SERVER, 502, "server_error", "upstream_error"),
     "timeout_error": (ErrorClass.TIMEOUT, 504, "server_error", "upstream_timeout"),
-    "billing_error": (ErrorClass.SERVER, 502, "server_error", "upstream_billing_error"),
+    # the account's credit is spent: no retry helps for a long while (fails over)
+    "billing_error": (ErrorClass.QUOTA, 429, "insufficient_quota", "upstream_billing_error"),
 }
+#: Anthropic's other way of saying so: a 400 invalid_request_error
+_NO_CREDIT = re.compile(r"credit balance is too low", re.IGNORECASE)
 _BY_STATUS = {400: "invalid_request_error", 401: "authentication_error", 402: "billing_error",
               403: "permission_error", 404: "not_found_error", 413: "request_too_large",
               429: "rate_limit_error", 500: "api_error", 504: "timeout_error",
@@ -136,6 +141,8 @@ class AnthropicTranslator(Translator):
         if status in (401, 403) or type_ in ("authentication_error", "permission_error"):
             return upstream_auth(name, status if status >= 400 else 401)
         message = self.error_message(error.get("message"), status)
+        if type_ == "invalid_request_error" and _NO_CREDIT.search(message):
+            type_ = "billing_error"
         error_class, client_status, openai_type, code = _ERRORS.get(
             type_, (ErrorClass.SERVER, 502, "server_error", "upstream_error")
             if status >= 500 or status < 400 else

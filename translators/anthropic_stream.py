@@ -18,7 +18,7 @@ import orjson
 
 from proxy.core.chunks import ChunkEncoder
 from proxy.core.errors import UpstreamError
-from proxy.core.usage import Usage
+from proxy.core.usage import Usage, token_count
 from translators.anthropic_thinking import carry, kept
 from translators.base import StreamState
 
@@ -38,20 +38,17 @@ def chunk_id(message_id: str) -> str:
 def anthropic_usage(raw: dict[str, Any]) -> Usage:
     """Anthropic usage → OpenAI's: cache reads and writes count as prompt tokens, and
     the writes are kept apart (with their 1-hour part) since they cost more than input."""
-    cached = _count(raw.get("cache_read_input_tokens"))
-    writes = _count(raw.get("cache_creation_input_tokens"))
+    cached = token_count(raw.get("cache_read_input_tokens"))
+    writes = token_count(raw.get("cache_creation_input_tokens"))
     detail = raw.get("cache_creation")
-    long_writes = _count(detail.get("ephemeral_1h_input_tokens")) \
+    long_writes = token_count(detail.get("ephemeral_1h_input_tokens")) \
         if isinstance(detail, dict) else 0
-    prompt = _count(raw.get("input_tokens")) + writes + cached
-    return Usage(prompt_tokens=prompt, completion_tokens=_count(raw.get("output_tokens")),
+    prompt = token_count(raw.get("input_tokens")) + writes + cached
+    return Usage(prompt_tokens=prompt, completion_tokens=token_count(raw.get("output_tokens")),
                  cached_tokens=cached, cache_write_tokens=writes,
                  cache_write_1h_tokens=min(long_writes, writes))
 
 
-def _count(value: Any) -> int:
-    """A token count as sent, or 0 when it is not a count at all."""
-    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 0
 
 
 class AnthropicStream:

@@ -9,10 +9,17 @@ bytes. Usage is returned with the body, so nothing is parsed twice.
 A provider type's translators form a family that shares one base class: how
 its upstream takes credentials (`auth_headers`) and how it reports errors
 (`classify`). Health checks and every endpoint use those, never a copy.
+
+Upstreams echo keys, in any field of an error. Every error a translator's
+`classify` builds from what an upstream sent is therefore scrubbed here, once
+for every translator (present and future): each string it shows (message,
+type, param, code) loses every secret of the config, before a client, a log,
+a span or the ledger sees it.
 """
 
 from __future__ import annotations
 
+import functools
 import re
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
@@ -20,6 +27,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Mapping
 
 from proxy.core.errors import UpstreamError
 from proxy.core.framing import Event
+from proxy.core.redact import Redactor
 from proxy.core.usage import Usage
 from translators.common import json_or_none
 
@@ -83,6 +91,28 @@ class Translator(ABC):
         self.state = StreamState()
         self.include_usage = False  # did the client ask for the usage chunk?
 
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        """Every `classify` a subclass defines returns its error scrubbed (see above)."""
+        super().__init_subclass__(**kwargs)
+        classify = cls.__dict__.get("classify")
+        if classify is None or getattr(classify, "scrubbed", False):
+            return
+
+        @functools.wraps(classify)
+        def scrubbed(self: "Translator", status: int, parsed: Any,
+                     headers: Mapping[str, str] | None) -> UpstreamError:
+            return self.scrub(classify(self, status, parsed, headers))
+
+        scrubbed.scrubbed = True  # type: ignore[attr-defined]
+        cls.classify = scrubbed  # type: ignore[method-assign]
+
+    def scrub(self, err: UpstreamError) -> UpstreamError:
+        """`err` without a secret in any of its strings (error paths only: the redactor
+        is built here, not on every attempt)."""
+        provider = self.provider
+        secrets = provider.secrets or (provider.api_key or "", *provider.headers.values())
+        return Redactor(secrets).error(err)
+
     def auth_headers(self) -> dict[str, str]:
         """What every request to this provider carries, health checks included: its
         configured headers and its credential where the upstream wants it (no content
@@ -139,15 +169,9 @@ class Translator(ABC):
         return b"", 0
 
     def error_message(self, message: Any, status: int) -> str:
-        """The upstream's error message (or a plain one) as a client may see it."""
-        return self.redact(str(message or f"Upstream provider '{self.provider.name}' answered "
-                               f"HTTP {status}."))
-
-    def redact(self, text: str) -> str:
-        """The provider's key never reaches a client, a log or a span, even when an
-        upstream quotes it back in an error message."""
-        key = self.provider.api_key
-        return text.replace(key, "[redacted]") if key and key in text else text
+        """The upstream's error message (or a plain one); `classify` scrubs it."""
+        return str(message or f"Upstream provider '{self.provider.name}' answered HTTP "
+                   f"{status}.")
 
     def end_of_stream(self) -> list[bytes]:
         """The upstream closed the stream: emit what is left, mark `complete` if it

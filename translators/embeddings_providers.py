@@ -67,8 +67,8 @@ class OpenAIEmbeddings(EmbeddingsTranslator, OpenAIFamily):
         data = parsed.get("data")
         if not isinstance(data, list) or len(data) != self.req.count:
             raise upstream_protocol(self.provider.name, "expected one embedding per input")
-        usage = parsed.get("usage") or {}
-        prompt = int(usage.get("prompt_tokens") or 0) if isinstance(usage, dict) else 0
+        usage = parsed.get("usage")
+        prompt = token_count(usage.get("prompt_tokens")) if isinstance(usage, dict) else 0
         return body, Usage(prompt_tokens=prompt)  # the upstream's own bytes
 
 

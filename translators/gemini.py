@@ -22,6 +22,7 @@ from proxy.core.errors import (
     ErrorClass,
     GatewayError,
     UpstreamError,
+    parse_delay,
     parse_retry_after,
     upstream_auth,
     upstream_protocol,
@@ -117,6 +118,10 @@ class GeminiFamily(Translator):
         if error_class is ErrorClass.BAD_REQUEST and _TOKEN_OVERFLOW.search(message):
             error_class, openai_code, param = (ErrorClass.CONTEXT_WINDOW,
                                                "context_length_exceeded", "messages")
+        if error_class is ErrorClass.RATE_LIMITED and _daily_quota(details):
+            # a quota per day is spent: no retry helps until tomorrow (fails over)
+            error_class, openai_type, openai_code = (ErrorClass.QUOTA, "insufficient_quota",
+                                                     "upstream_quota_exhausted")
         retry_after = parse_retry_after(headers) if headers else None
         if retry_after is None and error_class is ErrorClass.RATE_LIMITED:
             retry_after = _retry_delay(details)
@@ -204,14 +209,22 @@ class GeminiTranslator(GeminiFamily):
         return self.classify(200, event, None)
 
 
+def _daily_quota(details: list[Any]) -> bool:
+    """google.rpc.QuotaFailure naming a per-day quota (`...PerDay...` quotaId), as
+    Gemini sends when a day's requests or tokens are spent (per minute: transient)."""
+    for detail in details:
+        if isinstance(detail, dict) and str(detail.get("@type", "")).endswith("QuotaFailure"):
+            violations = detail.get("violations")
+            for violation in violations if isinstance(violations, list) else ():
+                quota = violation.get("quotaId") if isinstance(violation, dict) else None
+                if isinstance(quota, str) and "PerDay" in quota:
+                    return True
+    return False
+
+
 def _retry_delay(details: list[Any]) -> float | None:
     """google.rpc.RetryInfo's `retryDelay` ("37s"), which Gemini sends instead of a header."""
     for detail in details:
         if isinstance(detail, dict) and str(detail.get("@type", "")).endswith("RetryInfo"):
-            delay = detail.get("retryDelay")
-            if isinstance(delay, str) and delay.endswith("s"):
-                try:
-                    return max(0.0, float(delay[:-1]))
-                except ValueError:
-                    return None
+            return parse_delay(detail.get("retryDelay"))  # bounded: "infs" is a day
     return None

@@ -35,8 +35,10 @@ from translators.image_fetch import Image, image_url_of
 from translators.params import handled, ignored, rename, unsupported
 
 MAX_STOP = 5
-#: the marker between a call id and the thought signature it carries
+#: the markers between a call id and the thought signature it carries: as the bytes
+#: of standard base64, or as the text of anything else
 SIG_MARK = "__ts_"
+SIG_TEXT_MARK = "__tt_"
 #: ids the gateway made up (Gemini sent none): never echoed back to Gemini as ids
 SYNTHETIC_ID = re.compile(r"^call_[0-9a-f]{24}$")
 #: reasoning_effort → thinkingBudget (Gemini 2.x); Gemini 3 takes thinkingLevel
@@ -122,7 +124,7 @@ def thinking_config(effort: Any, model: str) -> dict[str, Any] | None:
     if effort is None:
         return None
     if model.startswith("gemini-3"):
-        if effort not in THINKING_LEVELS:
+        if not isinstance(effort, str) or effort not in THINKING_LEVELS:
             raise GatewayError(
                 400, f"Unsupported value: 'reasoning_effort' does not support {effort!r} with "
                 f"this model's provider (gemini); use one of {', '.join(sorted(THINKING_LEVELS))}.",
@@ -161,26 +163,39 @@ def _response_format(fmt: Any, config: dict[str, Any]) -> None:
 # --- tool call ids carrying thought signatures ----------------------------------------
 
 def call_id(base: str, signature: str | None) -> str:
-    """The OpenAI id for a call: `base`, plus the signature as base64url when there is one."""
+    """The OpenAI id for a call: `base`, plus the signature, carried exactly as Gemini
+    sent it (signatures are opaque: one changed by a byte is refused). Standard base64
+    that re-encodes to itself rides compactly as its bytes (`SIG_MARK`); anything else,
+    as its UTF-8 text (`SIG_TEXT_MARK`); both base64url, so the id stays [A-Za-z0-9_-]."""
     if not signature:
         return base
     try:
         raw = base64.b64decode(signature, validate=True)
     except (binascii.Error, ValueError):
-        return base  # not base64: cannot be carried safely, Gemini will say what it misses
-    return base + SIG_MARK + base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
+        raw = None
+    if raw is not None and base64.b64encode(raw).decode() == signature:
+        return base + SIG_MARK + _b64url(raw)
+    return base + SIG_TEXT_MARK + _b64url(signature.encode("utf-8", "surrogatepass"))
 
 
 def split_call_id(value: str) -> tuple[str, str | None]:
     """An OpenAI call id → (Gemini's id or ours, the thought signature or None)."""
-    base, mark, carried = value.partition(SIG_MARK)
-    if not mark:
-        return value, None
-    try:
-        raw = base64.urlsafe_b64decode(carried + "=" * (-len(carried) % 4))
-    except (binascii.Error, ValueError):
-        return base, None
-    return base, base64.b64encode(raw).decode()
+    for mark in (SIG_MARK, SIG_TEXT_MARK):
+        base, found, carried = value.partition(mark)
+        if not found:
+            continue
+        try:
+            raw = base64.urlsafe_b64decode(carried + "=" * (-len(carried) % 4))
+            if mark is SIG_MARK:
+                return base, base64.b64encode(raw).decode()
+            return base, raw.decode("utf-8", "surrogatepass")
+        except (binascii.Error, ValueError):
+            return base, None
+    return value, None
+
+
+def _b64url(raw: bytes) -> str:
+    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
 
 
 # --- messages ----------------------------------------------------------------------

@@ -83,7 +83,7 @@ def build_body(chat: dict[str, Any], model: str, *, stream: bool, drop_unsupport
         body["format"] = fmt
     effort = chat.get("reasoning_effort")
     if effort is not None:
-        if effort not in THINK:
+        if not isinstance(effort, str) or effort not in THINK:  # (a dict is unhashable)
             raise bad_request(f"Invalid value for 'reasoning_effort': {effort!r}. Supported "
                               f"values with this model's provider (ollama) are: "
                               f"{', '.join(THINK)}.", param="reasoning_effort",

@@ -55,8 +55,8 @@ class OpenAIFamily(Translator):
         error_class = classify_openai(status, type_, code)
         client_status = status if status >= 400 else 500
         if status < 400:  # an error event inside a 200 stream
-            client_status = {ErrorClass.RATE_LIMITED: 429, ErrorClass.OVERLOADED: 503,
-                             ErrorClass.CONTEXT_WINDOW: 400,
+            client_status = {ErrorClass.RATE_LIMITED: 429, ErrorClass.QUOTA: 429,
+                             ErrorClass.OVERLOADED: 503, ErrorClass.CONTEXT_WINDOW: 400,
                              ErrorClass.BAD_REQUEST: 400}.get(error_class, 500)
         if type_ is None and client_status >= 500:
             type_ = "server_error"
@@ -204,15 +204,23 @@ def _plain_delta(data: bytes) -> bool:
             and b'"reasoning"' not in data)
 
 
+_QUOTA = frozenset({"insufficient_quota", "billing_hard_limit_reached", "billing_not_active",
+                    "quota_exceeded"})
+
+
 def classify_openai(status: int, type_: str | None, code: str | None) -> ErrorClass:
     """The error class of an OpenAI-shaped error (also Azure and compatible servers)."""
     if code == "context_length_exceeded":
         return ErrorClass.CONTEXT_WINDOW
     if code == "content_filter" or code == "content_policy_violation":
         return ErrorClass.CONTENT_FILTER
+    # The account's quota or credit is spent (OpenAI and Azure: 429 insufficient_quota;
+    # DeepSeek and other compatible servers: 402): no retry helps for a long while.
+    if status == 402 or type_ in _QUOTA or code in _QUOTA:
+        return ErrorClass.QUOTA
     # OpenAI's own rate-limit errors say type "requests"/"tokens": the code tells.
     if (status == 429 or code == "rate_limit_exceeded"
-            or type_ in ("rate_limit_error", "rate_limit_exceeded", "insufficient_quota")):
+            or type_ in ("rate_limit_error", "rate_limit_exceeded")):
         return ErrorClass.RATE_LIMITED
     if status in (401, 403):
         return ErrorClass.AUTH

@@ -14,7 +14,7 @@ from typing import Mapping
 
 import yaml
 
-from proxy.config.reader import Problems, Section, interpolate, join
+from proxy.config.reader import MAX_DEPTH, Problems, Section, TooLarge, interpolate, join
 from proxy.config.routing import extract_routing, parse_routing
 from proxy.config.types import (GatewayConfig, ModelConfig, ProviderConfig, ServerConfig,
                                 TargetConfig, TelemetryConfig, Timeouts)
@@ -30,6 +30,7 @@ __all__ = ["ConfigError", "GatewayConfig", "ModelConfig", "ProviderConfig", "Ser
            "parse_config"]
 
 _NOT_YET = "is not supported by this version of gatewise"
+MAX_JSON_DEPTH = 200
 
 
 class ConfigError(Exception):
@@ -61,10 +62,15 @@ def parse_config(text: str, env: Mapping[str, str], source: str = "<memory>", *,
         where = f" line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
         raise ConfigError([f"{source}:{where}: invalid YAML: {problem}"]) from None
+    except RecursionError:
+        raise ConfigError([f"{source}: nested more than {MAX_DEPTH} levels deep"]) from None
     problems = Problems()
     if raw is None:
         raw = {}
-    raw = interpolate(raw, env, problems)
+    try:
+        raw = interpolate(raw, env, problems)
+    except TooLarge as exc:
+        raise ConfigError([f"{source}: {exc}"]) from None
     root = Section(raw, "", problems)
     if not root.ok:
         raise ConfigError([f"{source}: the config must be a YAML mapping"])
@@ -107,9 +113,17 @@ def _server(s: Section) -> ServerConfig:
         port=s.number("port", d.port, minimum=0, integer=True),
         max_body_mb=s.number("max_body_mb", d.max_body_mb, minimum=0.001),
         max_messages=s.number("max_messages", d.max_messages, minimum=1, integer=True),
+        max_json_depth=s.number("max_json_depth", d.max_json_depth, minimum=2, integer=True),
+        max_n=s.number("max_n", d.max_n, minimum=1, integer=True),
+        max_tools=s.number("max_tools", d.max_tools, minimum=0, integer=True),
     )
     if config.port > 65535:
         s.problems.add(join(s.path, "port"), f"must be a TCP port (0-65535), got {config.port}")
+    if config.max_json_depth > MAX_JSON_DEPTH:
+        # what an upstream body may nest, plus the levels a translator adds, must stay
+        # under the JSON encoder's own limit (254)
+        s.problems.add(join(s.path, "max_json_depth"),
+                       f"must be at most {MAX_JSON_DEPTH}, got {config.max_json_depth}")
     s.finish()
     return config
 

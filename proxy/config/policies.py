@@ -44,6 +44,7 @@ class KeyConfig:
     tpm: int | None = None
     max_concurrent: int | None = None
     budget: BudgetConfig | None = None
+    any_fallback: bool = False  # configured fallbacks may serve it outside `models`
 
     @property
     def limited(self) -> bool:
@@ -104,6 +105,7 @@ def parse_keys(raw: Any, problems: Problems) -> tuple[KeyConfig, ...]:
         tpm = k.number("tpm", None, minimum=1, integer=True)
         concurrent = k.number("max_concurrent", None, minimum=1, integer=True)
         budget = parse_budget(k.raw_value("budget"), join(path, "budget"), problems)
+        any_fallback = k.bool("any_fallback", False)
         k.finish()
         if name in names:
             problems.add(join(path, "name"), f"duplicate key name '{name}'")
@@ -116,7 +118,8 @@ def parse_keys(raw: Any, problems: Problems) -> tuple[KeyConfig, ...]:
         digests[digest] = name
         keys.append(KeyConfig(name=name, digest=digest,
                               models=tuple(m for m in models if isinstance(m, str) and m),
-                              rpm=rpm, tpm=tpm, max_concurrent=concurrent, budget=budget))
+                              rpm=rpm, tpm=tpm, max_concurrent=concurrent, budget=budget,
+                              any_fallback=any_fallback))
     return tuple(keys)
 
 

@@ -8,6 +8,7 @@ so typos are reported as unknown fields instead of being ignored.
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping
@@ -15,6 +16,11 @@ from typing import Any, Callable, Mapping
 _ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
 _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, None: 1.0}
+#: deeper than any real config; a YAML alias that contains itself is infinitely deep
+MAX_DEPTH = 32
+#: values read in all (aliases count every time they are used: a "billion laughs"
+#: file is refused instead of being expanded)
+MAX_NODES = 200_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,13 +45,36 @@ def join(path: str, key: str | int) -> str:
     return f"{path}.{key}" if path else str(key)
 
 
-def interpolate(node: Any, env: Mapping[str, str], problems: Problems, path: str = "") -> Any:
-    """Replace `${VAR}` and `${VAR:-default}` in every string scalar."""
+class _Budget:
+    """How many more values `interpolate` may read."""
+
+    __slots__ = ("left",)
+
+    def __init__(self) -> None:
+        self.left = MAX_NODES
+
+
+class TooLarge(Exception):
+    """The document is nested too deeply or holds too many values to be a config."""
+
+
+def interpolate(node: Any, env: Mapping[str, str], problems: Problems, path: str = "",
+                depth: int = 0, budget: _Budget | None = None) -> Any:
+    """Replace `${VAR}` and `${VAR:-default}` in every string scalar. Raises TooLarge
+    past MAX_DEPTH levels or MAX_NODES values (self-referencing or exploding aliases)."""
+    budget = budget or _Budget()
+    budget.left -= 1
+    if depth > MAX_DEPTH:
+        raise TooLarge(f"{path.split('.')[0].split('[')[0]}: nested more than {MAX_DEPTH} "
+                       "levels deep (a YAML alias that contains itself?)")
+    if budget.left < 0:
+        raise TooLarge(f"more than {MAX_NODES} values, counting each use of a YAML alias")
     if isinstance(node, dict):
-        return {k: interpolate(v, env, problems, join(path, str(k))) for k, v in node.items()}
+        return {k: interpolate(v, env, problems, join(path, str(k)), depth + 1, budget)
+                for k, v in node.items()}
     if isinstance(node, list):
-        return [_item(interpolate(v, env, problems, join(path, i)), problems, join(path, i))
-                for i, v in enumerate(node)]
+        return [_item(interpolate(v, env, problems, join(path, i), depth + 1, budget),
+                      problems, join(path, i)) for i, v in enumerate(node)]
     if not isinstance(node, str) or "${" not in node:
         return node
     whole = _ENV_REF.fullmatch(node)
@@ -78,11 +107,12 @@ def parse_duration(value: Any) -> float | None:
     if isinstance(value, bool):
         return None
     if isinstance(value, (int, float)):
-        return float(value) if value >= 0 else None
+        return float(value) if 0 <= value < math.inf else None
     if isinstance(value, str):
         match = _DURATION.match(value)
         if match:
-            return float(match.group(1)) * _UNITS[match.group(2)]
+            number = float(match.group(1)) * _UNITS[match.group(2)]
+            return number if number < math.inf else None
     return None
 
 
@@ -143,7 +173,8 @@ class Section:
         if value is _MISSING:
             return default
         wanted = (int,) if integer else (int, float)
-        if isinstance(value, bool) or not isinstance(value, wanted) or value < minimum:
+        if isinstance(value, bool) or not isinstance(value, wanted) or not (
+                minimum <= value < math.inf):  # NaN and infinity are no setting
             kind = "an integer" if integer else "a number"
             self.problems.add(join(self.path, key), f"must be {kind} >= {minimum:g}, got {value!r}")
             return default
@@ -172,6 +203,17 @@ class Section:
     def section(self, key: str) -> "Section":
         self._seen.add(key)
         return Section(self.raw.get(key), join(self.path, key), self.problems)
+
+    def names(self, key: str) -> tuple[str, ...]:
+        """A list of non-empty strings (model names, for instance)."""
+
+        def name(value: Any, path: str) -> str | None:
+            if isinstance(value, str) and value:
+                return value
+            self.problems.add(path, f"must be a non-empty string, got {_kind(value)}")
+            return None
+
+        return tuple(v for v in self.list(key, name) if v is not None)
 
     def list(self, key: str, item: Callable[[Any, str], Any] | None = None) -> list:
         value = self._get(key, False)

@@ -31,13 +31,18 @@ class RetryConfig:
     free of this count; 0 by default, so a lone target's error reaches the client as it
     was); deadline: one per request over every attempt (None: timeouts.total);
     budget: retries (every attempt after a request's first) ≤ max(min_retries,
-    ratio × requests) over the last `window` seconds, gateway-wide."""
+    ratio × requests) over the last `window` seconds, gateway-wide;
+    quota_cooldown / auth_cooldown: how long a target whose account is out of quota
+    (or whose credential was refused) is left alone, by every request; it also
+    bounds the cool-down a rate limit's Retry-After can ask for."""
 
     attempts: int = 0
     backoff: float = 0.25
     max_backoff: float = 8.0
     retry_after_cap: float = 30.0
     deadline: float | None = None
+    quota_cooldown: float = 600.0
+    auth_cooldown: float = 600.0
     budget_ratio: float = 0.2
     budget_min_retries: int = 10
     budget_window: float = 10.0
@@ -149,6 +154,8 @@ def parse_retry(s: Section) -> RetryConfig:
         max_backoff=s.duration("max_backoff", d.max_backoff),
         retry_after_cap=s.duration("retry_after_cap", d.retry_after_cap),
         deadline=s.duration("deadline", None),
+        quota_cooldown=s.duration("quota_cooldown", d.quota_cooldown),
+        auth_cooldown=s.duration("auth_cooldown", d.auth_cooldown),
         budget_ratio=float(budget.number("ratio", d.budget_ratio)),
         budget_min_retries=budget.number("min_retries", d.budget_min_retries, integer=True),
         budget_window=_positive(budget, "window", d.budget_window),

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from types import MappingProxyType
 from typing import Any, Mapping
 from urllib.parse import urlsplit
 
@@ -17,12 +18,23 @@ from proxy.config.telemetry import CacheConfig, TelemetryConfig
 @dataclass(frozen=True, slots=True)
 class Timeouts:
     """connect: TCP+TLS; first_token: until the first content of a stream;
-    idle: between two reads of a stream; total: a whole non-streaming call."""
+    first_token_last: the same for the last candidate a request has (no other
+    target or fallback left to try), None for twice `first_token`; idle: between
+    two reads of a stream; total: a whole non-streaming call."""
 
     connect: float = 5.0
     first_token: float = 30.0
     idle: float = 60.0
     total: float = 600.0
+    first_token_last: float | None = None
+
+    def first_token_for(self, last: bool) -> float:
+        """Cutting the last candidate short leaves the client nothing better, while
+        the upstream may bill the generation anyway: it gets more time."""
+        if not last:
+            return self.first_token
+        return self.first_token_last if self.first_token_last is not None \
+            else 2 * self.first_token
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,6 +47,9 @@ class ProviderConfig:
     headers: Mapping[str, str] = field(default_factory=dict, repr=False)
     timeouts: Timeouts = Timeouts()
     options: Mapping[str, Any] = field(default_factory=dict)
+    #: every secret of the whole config (set by GatewayConfig), which an upstream
+    #: error must never show, whichever provider echoes it
+    secrets: tuple[str, ...] = field(default=(), repr=False, compare=False)
     responses: str | None = None  # native | translate | None (proxy/config/responses.py)
 
     @property
@@ -74,6 +89,9 @@ class ServerConfig:
     port: int = 4000
     max_body_mb: float = 16.0
     max_messages: int = 10_000
+    max_json_depth: int = 64  # arrays and objects nested deeper: 400 at parse
+    max_n: int = 128  # choices per request (`n`); each is billed
+    max_tools: int = 128  # entries of `tools` (or legacy `functions`)
 
     @property
     def max_body_bytes(self) -> int:
@@ -98,6 +116,14 @@ class GatewayConfig:
     slos: tuple[SloConfig, ...] = ()  # models.NAME.slo and targets' slo
     alerts: AlertsConfig = AlertsConfig()
     ui: bool = True  # admin.ui: the /ui page, served whenever admin.key is set
+
+    def __post_init__(self) -> None:
+        """Hand every provider the config's secrets: its translators scrub them from
+        every upstream error they build (translators/base.py)."""
+        secrets = tuple(self.secrets())
+        if any(p.secrets != secrets for p in self.providers.values()):
+            object.__setattr__(self, "providers", MappingProxyType(
+                {name: replace(p, secrets=secrets) for name, p in self.providers.items()}))
 
     def secrets(self) -> list[str]:
         """Every credential loaded, so logs and errors can redact them by value."""

@@ -35,9 +35,11 @@ def parse_timeouts(raw: Any, path: str, problems: Problems, base: Timeouts) -> T
         first_token=s.duration("first_token", base.first_token),
         idle=s.duration("idle", base.idle),
         total=s.duration("total", base.total),
+        first_token_last=s.duration("first_token_last", base.first_token_last),
     )
-    for name in ("connect", "first_token", "idle", "total"):
-        if s.has(name) and getattr(result, name) <= 0:  # it would fail every request at once
+    for name in ("connect", "first_token", "idle", "total", "first_token_last"):
+        value = getattr(result, name)
+        if s.has(name) and value is not None and value <= 0:  # it would fail every request
             problems.add(join(path, name), "must be longer than 0s")
     s.finish()
     return result
@@ -161,8 +163,8 @@ def parse_models(s: Section, providers: dict[str, ProviderConfig],
         elif m.ok and isinstance(m.raw["targets"], list | None) and not m.raw["targets"]:
             s.problems.add(join(m.path, "targets"), "must list at least one target")
         strategy = m.str("strategy", "priority", choices=STRATEGIES)
-        fallbacks = tuple(m.list("fallbacks"))
-        cw_fallbacks = tuple(m.list("context_window_fallbacks"))
+        fallbacks = m.names("fallbacks")
+        cw_fallbacks = m.names("context_window_fallbacks")
         drop = m.bool("drop_unsupported", False)
         m.finish()
         models[str(name)] = ModelConfig(name=str(name), targets=targets, strategy=strategy,

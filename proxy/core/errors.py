@@ -7,8 +7,10 @@ decides whether a request is retried, falls back, or counts against a breaker.
 
 from __future__ import annotations
 
+import time
+from email.utils import parsedate_to_datetime
 from enum import Enum
-from typing import Mapping
+from typing import Any, Mapping
 
 import orjson
 
@@ -21,7 +23,8 @@ class ErrorClass(str, Enum):
     CONNECT = "connect"  # nothing reached the upstream: always safe to try elsewhere
     CONTEXT_WINDOW = "context_window"
     CONTENT_FILTER = "content_filter"
-    AUTH = "auth"
+    AUTH = "auth"  # the upstream refused the gateway's own credential
+    QUOTA = "quota_exhausted"  # the upstream account's quota or credit is spent
     BAD_REQUEST = "bad_request"
     NOT_FOUND = "not_found"
 
@@ -51,6 +54,10 @@ def envelope(message: str, type_: str | None, param: str | None = None,
     return orjson.dumps(
         {"error": {"message": message, "type": type_, "param": param, "code": code}}
     )
+
+
+class StartupError(Exception):
+    """The gateway cannot start as configured: one line for the operator, no traceback."""
 
 
 class GatewayError(Exception):
@@ -83,6 +90,8 @@ class UpstreamError(GatewayError):
                  type_: str | None = "server_error", *, code: str | None = None,
                  param: str | None = None, retry_after: float | None = None,
                  upstream_status: int | None = None) -> None:
+        if retry_after is not None:
+            retry_after = seconds(retry_after)
         headers = {"retry-after": _retry_after_header(retry_after)} if retry_after else {}
         super().__init__(status, message, type_, code=code, param=param, headers=headers)
         self.error_class = error_class
@@ -93,9 +102,11 @@ class UpstreamError(GatewayError):
         self.partial: list[bytes] | None = None
 
 
-def _retry_after_header(seconds: float) -> str:
-    whole = int(seconds)
-    return str(whole if whole == seconds else whole + 1)
+def _retry_after_header(wait: float) -> str:
+    """Whole seconds, rounded up (RFC 9110 has no fractions); bounded, never raises."""
+    bounded = seconds(wait) or 0.0
+    whole = int(bounded)
+    return str(whole if whole == bounded else whole + 1)
 
 
 # --- gateway-made errors, worded like OpenAI's own -------------------------------
@@ -116,9 +127,25 @@ def invalid_json() -> GatewayError:
         "object, but what was sent was not valid JSON.")
 
 
+def internal_error(request_id: str) -> GatewayError:
+    return GatewayError(500, f"The gateway hit an internal error (request id {request_id}).",
+                        "server_error", code="gateway_internal_error")
+
+
+def ledger_unavailable(retry_in: float) -> GatewayError:
+    """The spend ledger refuses writes: nothing goes upstream unrecorded."""
+    seconds = max(1, int(retry_in + 0.999))
+    return GatewayError(
+        503, "The gateway cannot record spend right now (its ledger database refuses writes), "
+             f"so the request was not sent upstream; retry in {seconds}s.", "server_error",
+        code="ledger_unavailable", headers={"retry-after": str(seconds)})
+
+
 def upstream_timeout(provider: str, phase: str, seconds: float) -> UpstreamError:
+    """A connect timeout reached nothing (class CONNECT: no tokens, safe elsewhere);
+    any later timeout left an upstream that may be working (and billing)."""
     return UpstreamError(
-        ErrorClass.TIMEOUT, 504,
+        ErrorClass.CONNECT if phase == "connect" else ErrorClass.TIMEOUT, 504,
         f"Upstream provider '{provider}' timed out ({phase} after {seconds:g}s).",
         "server_error", code="upstream_timeout")
 
@@ -146,24 +173,47 @@ def upstream_auth(provider: str, status: int) -> UpstreamError:
         "server_error", code="upstream_auth_error", upstream_status=status)
 
 
+#: the longest wait an upstream's `Retry-After` is believed for: a longer one (or
+#: `inf`, `1e309`) is read as this, so no wait, cool-down or header can overflow
+MAX_RETRY_AFTER = 86400.0
+
+
+def seconds(value: Any, scale: float = 1.0) -> float | None:
+    """A number of seconds in [0, MAX_RETRY_AFTER] from a header or JSON value
+    (`scale` 0.001 for milliseconds); None for anything that is not a number.
+    Never raises: upstream headers are untrusted input."""
+    try:
+        number = float(value) * scale
+    except (TypeError, ValueError, OverflowError):
+        return None
+    if number != number:  # NaN
+        return None
+    return min(max(number, 0.0), MAX_RETRY_AFTER)
+
+
+def parse_delay(text: Any) -> float | None:
+    """A protobuf Duration as JSON (`"37s"`, `"0.5s"`), e.g. Gemini's `retryDelay`."""
+    if isinstance(text, str) and text.endswith("s"):
+        return seconds(text[:-1])
+    return None
+
+
 def parse_retry_after(headers: Mapping[str, str]) -> float | None:
-    """`retry-after-ms` first, then `retry-after` in seconds or as an HTTP date."""
+    """`retry-after-ms` first, then `retry-after` in seconds or as an HTTP date;
+    bounded by MAX_RETRY_AFTER, None when absent or unreadable. Never raises."""
     value = headers.get("retry-after-ms")
     if value:
-        try:
-            return max(0.0, float(value) / 1000.0)
-        except ValueError:
-            pass
+        found = seconds(value, 0.001)
+        if found is not None:
+            return found
     value = headers.get("retry-after")
     if not value:
         return None
+    found = seconds(value)
+    if found is not None:
+        return found
     try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    from email.utils import parsedate_to_datetime
-    import time
-    try:
-        return max(0.0, parsedate_to_datetime(value).timestamp() - time.time())
-    except (TypeError, ValueError):
+        when = parsedate_to_datetime(value).timestamp()
+    except Exception:  # noqa: BLE001 — any malformed date is simply no answer
         return None
+    return seconds(when - time.time())

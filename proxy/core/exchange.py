@@ -7,17 +7,19 @@ the usage and cost, and the response.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable
 
+from proxy.core.errors import GatewayError, UpstreamError, internal_error
 from proxy.core.pricing import Estimate, estimate_body
 
 if TYPE_CHECKING:
     from aiohttp import web
 
     from proxy.config.types import ModelConfig, TargetConfig
-    from proxy.core.errors import ErrorClass, GatewayError
+    from proxy.core.errors import ErrorClass
     from proxy.core.sse import Egress
     from proxy.core.usage import Usage
 
@@ -27,9 +29,12 @@ class Attempt:
     target: "TargetConfig"
     started_ns: int
     ended_ns: int = 0
-    status: int | None = None
+    status: int | None = None  # the upstream's HTTP status, once its headers came
     error_class: "ErrorClass | None" = None
     first_token_ns: int | None = None
+    model: str | None = None  # the public model it was for (a fallback's, maybe)
+    usage: "Usage | None" = None  # what this attempt consumed (reported or estimated)
+    cost: float | None = None  # its usage at its target's price; None if unpriced
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,8 +70,8 @@ class Exchange:
     attempts: list[Attempt] = field(default_factory=list)
     target: "TargetConfig | None" = None  # the target that served
     served_model: str | None = None  # the public model that served (after fallbacks)
-    usage: "Usage | None" = None
-    cost: float | None = None
+    usage: "Usage | None" = None  # the last attempt's (the answer's, when one served)
+    cost: float | None = None  # what the request cost: every attempt's cost, summed
     upstream_ns: int = 0  # time spent waiting on upstreams: total minus this is our overhead
     status: int = 0
     error: "GatewayError | None" = None
@@ -100,6 +105,34 @@ class Exchange:
         if cached is None:
             cached = self.estimate = estimate_body(self.body)
         return cached
+
+    def failed(self, exc: BaseException) -> None:
+        """Record what the client gets for an exception leaving the pipeline: its
+        error and status, 499 only when the client went away, 500 for a fault of
+        the gateway's own. (A stream already sent keeps its 200.)"""
+        if isinstance(exc, GatewayError):
+            self.error = exc
+            if self.response is None:
+                self.status = exc.status
+        elif isinstance(exc, (asyncio.CancelledError, ConnectionResetError)):
+            self.status = 499
+        elif self.error is None or self.error.status != 500:
+            self.error = internal_error(self.request_id)
+            if self.response is None:
+                self.status = 500
+
+    def outcome(self) -> tuple[int, str | None]:
+        """The status the client got and the class of its error (None on success):
+        an upstream error's class, a gateway error's code, `client_closed` for 499."""
+        error = self.error
+        if self.status == 499:
+            return 499, "client_closed"
+        status = self.status or (error.status if error is not None else 0)
+        if error is None:
+            return status, None
+        if isinstance(error, UpstreamError):
+            return status, error.error_class.value
+        return status, error.code or error.type or "gateway_error"
 
     @property
     def cache_hit(self) -> bool:

@@ -115,7 +115,8 @@ class NDJSONParser:
         buf = self._buf + chunk if self._buf else chunk
         lines = buf.split(b"\n")
         self._buf = lines.pop()
-        return [Event(None, line) for line in lines if line.strip()]
+        # stripped like the last line at flush: CRLF streams give the same events
+        return [Event(None, data) for line in lines if (data := line.strip())]
 
     def flush(self) -> list[Event]:
         rest, self._buf = self._buf.strip(), b""

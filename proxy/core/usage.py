@@ -2,23 +2,30 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any, Mapping
 
+#: more than any request can use (context windows are millions at most): a larger
+#: count from an upstream is a bug of its own, and must not wreck a budget
+MAX_TOKENS = 10**9
+
 
 def token_count(value: Any) -> int:
-    """A count an upstream reported, or 0 when it is not one: a string or a negative
-    number never becomes a ValueError mid-request, or a negative cost."""
-    if type(value) is int:
-        return value if value > 0 else 0
-    if type(value) is float and value.is_integer() and value > 0:
-        return int(value)  # 12.0 from a lenient server
+    """A token count from an upstream, as an int in [0, MAX_TOKENS]; 0 for anything
+    that is not a number (upstream JSON is untrusted: strings, null, NaN, 1e300): a
+    string never becomes a ValueError mid-request, a negative never a credit."""
+    if type(value) is int:  # the common case, first
+        return value if 0 <= value <= MAX_TOKENS else (0 if value < 0 else MAX_TOKENS)
+    if isinstance(value, float) and math.isfinite(value):
+        return min(max(int(value), 0), MAX_TOKENS)
     return 0
 
 
 @dataclass(slots=True)
 class Usage:
-    """Token usage as OpenAI reports it; what the upstream bills."""
+    """Token usage as OpenAI reports it; what the upstream bills. Counts read from an
+    upstream go through `token_count` first."""
 
     prompt_tokens: int = 0
     completion_tokens: int = 0
@@ -38,15 +45,24 @@ class Usage:
     def from_openai(cls, usage: Mapping[str, Any] | None) -> "Usage | None":
         if not isinstance(usage, dict):
             return None
+        prompt = usage.get("prompt_tokens")
+        completion = usage.get("completion_tokens")
         prompt_details = usage.get("prompt_tokens_details")
         completion_details = usage.get("completion_tokens_details")
+        cached = prompt_details.get("cached_tokens") \
+            if prompt_details.__class__ is dict else None
+        reasoning = completion_details.get("reasoning_tokens") \
+            if completion_details.__class__ is dict else None
+        # On every response: plain in-range ints (all there ever are) skip the call.
         return cls(
-            prompt_tokens=token_count(usage.get("prompt_tokens")),
-            completion_tokens=token_count(usage.get("completion_tokens")),
-            cached_tokens=token_count(prompt_details.get("cached_tokens")
-                                      if isinstance(prompt_details, dict) else None),
-            reasoning_tokens=token_count(completion_details.get("reasoning_tokens")
-                                         if isinstance(completion_details, dict) else None),
+            prompt_tokens=prompt if prompt.__class__ is int and 0 <= prompt <= MAX_TOKENS
+            else token_count(prompt),
+            completion_tokens=completion if completion.__class__ is int
+            and 0 <= completion <= MAX_TOKENS else token_count(completion),
+            cached_tokens=cached if cached.__class__ is int and 0 <= cached <= MAX_TOKENS
+            else token_count(cached),
+            reasoning_tokens=reasoning if reasoning.__class__ is int
+            and 0 <= reasoning <= MAX_TOKENS else token_count(reasoning),
         )
 
     def to_openai(self) -> dict[str, Any]:

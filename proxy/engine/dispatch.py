@@ -22,6 +22,7 @@ from proxy.engine.breakers import PASS, Breakers
 from proxy.engine.plan import (
     RequestPlan,
     RetryBudget,
+    all_cooling,
     all_open,
     deadline_exceeded,
     not_capable,
@@ -32,7 +33,7 @@ from proxy.config.routing import RoutingConfig
 from proxy.config.types import Timeouts
 from proxy.core.errors import GatewayError, UpstreamError
 from proxy.core.exchange import Attempt, Exchange
-from proxy.core.pricing import cost
+from proxy.engine.billing import bill, total_cost
 from proxy.engine.relay import relay_json
 from proxy.engine.stream_relay import StreamRelay
 from proxy.state.target_stats import MemoryStatsStore
@@ -48,9 +49,11 @@ attempt_log = logging.getLogger("gatewise.attempt")
 
 
 def provider_disabled(model: "ModelConfig", reasons: list[str]) -> GatewayError:
+    """Only the operator can fix this (e.g. set the key and restart): no retry-after,
+    which SDKs would wait out in vain, and no retry at all."""
     return GatewayError(
         503, f"Model '{model.name}' is unavailable: " + "; ".join(reasons) + ".",
-        "server_error", code="provider_unavailable", headers={"retry-after": "60"})
+        "server_error", code="provider_unavailable", headers={"x-should-retry": "false"})
 
 
 # A gate says whether a target may be tried now: None, or seconds until it may
@@ -74,6 +77,7 @@ class _Skips:
 
     disabled: list[str] = field(default_factory=list)
     gated: list[float] = field(default_factory=list)
+    cooling: list[tuple[float, str | None]] = field(default_factory=list)  # (wait, class)
     open: list[float] = field(default_factory=list)
     missing: set[str] = field(default_factory=set)
     deadline: bool = False
@@ -155,9 +159,10 @@ class Dispatcher:
         retry = self.routing.retry
         clock = asyncio.get_running_loop().time
         self.budget.request()
+        allowed = _allowed_fallbacks(ex)
         names = request_fallbacks(ex.body, self.models, lambda n: _key_allows(ex, n))
         if names is None:
-            names = list(ex.model.fallbacks)
+            names = [n for n in ex.model.fallbacks if allowed(n)]
         chain = [ex.model] + [self.models[n] for n in dict.fromkeys(names) if n != ex.model.name]
         # The context-window check chooses among alternatives on an estimate. With one
         # target and nothing to fall back on, the upstream itself says whether the prompt
@@ -175,22 +180,26 @@ class Dispatcher:
             return targets
 
         plan = RequestPlan(retry, chain, order, self.models, clock, clock() + self.deadline,
-                           self.rng)
+                           self.rng, allowed)
         try:
             await self._run(ex, plan, skips)
         except GatewayError as err:
+            if isinstance(err, UpstreamError) and (
+                    not err.error_class.retryable or plan.attempts > 1):
+                # A retry cannot fix it, or the gateway has retried already: an SDK
+                # retrying on top would multiply upstream calls (3 × 3 for the
+                # OpenAI SDK's default of 2 retries and attempts: 2 here).
+                err.headers["x-should-retry"] = "false"
             err.headers.setdefault("x-gatewise-attempts", str(len(ex.attempts)))
             if ex.attempts:
                 err.headers.setdefault("x-gatewise-target", ex.attempts[-1].target.label)
             raise
         finally:
-            # What the upstream billed, at the target's price: the x-gatewise-cost header,
-            # logs and metrics read it (a budget policy settles the same figure). An
-            # unpriced model leaves it unknown rather than claiming it was free.
-            target = ex.target or (ex.attempts[-1].target if ex.attempts else None)
-            if ex.usage is not None and ex.cost is None and target is not None \
-                    and target.info.priced:
-                ex.cost = cost(ex.usage, target)
+            # What the upstreams billed, every attempt at its target's price: the
+            # x-gatewise-cost header, logs and metrics read it (a budget policy settles
+            # the same figure). An unpriced model leaves it unknown, not free.
+            if ex.cost is None:
+                ex.cost = total_cost(ex.attempts)
 
     async def _run(self, ex: Exchange, plan: RequestPlan, skips: _Skips) -> None:
         last: UpstreamError | None = None
@@ -215,6 +224,13 @@ class Dispatcher:
             if type(ticket) is float:
                 skips.open.append(ticket)
                 continue
+            cooling = self.stats.cooling(target.label) if not step.tries else 0.0
+            if cooling > self.routing.retry.retry_after_cap:
+                # Its upstream asked to be left alone for longer than the gateway would
+                # ever wait (a long Retry-After, an exhausted quota, a refused key).
+                self.breakers.record(target.label, ticket, None, settled=False)
+                skips.cooling.append((cooling, self.stats.get(target.label).last_error_class))
+                continue
             if plan.attempts and not self.budget.acquire():
                 self.breakers.record(target.label, ticket, None, settled=False)
                 break
@@ -226,7 +242,8 @@ class Dispatcher:
             plan.attempts += 1
             try:
                 await self.attempt(ex, provider, target, model=step.model, ticket=ticket,
-                                   deadline=remaining)
+                                   deadline=remaining,
+                                   last=plan.is_last(step) if ex.stream else True)
                 return
             except UpstreamError as err:
                 last = err
@@ -243,6 +260,8 @@ class Dispatcher:
             return deadline_exceeded(self.deadline, plan.attempts)
         if skips.open:
             return all_open(ex.model, min(skips.open))
+        if skips.cooling:
+            return all_cooling(ex.model, *min(skips.cooling, key=lambda c: c[0]))
         if skips.gated:
             return no_target_room(ex.model, min(skips.gated))
         if skips.missing and not skips.disabled:
@@ -260,7 +279,9 @@ class Dispatcher:
 
     async def attempt(self, ex: Exchange, provider: "ProviderConfig", target: "TargetConfig",
                       *, model: "ModelConfig | None" = None, ticket: int = PASS,
-                      deadline: float | None = None) -> None:
+                      deadline: float | None = None, last: bool = True) -> None:
+        """`last`: no other candidate is left, so a stream's first token may take
+        `timeouts.first_token_last`."""
         model = model or ex.model
         label = target.label
         try:
@@ -274,16 +295,17 @@ class Dispatcher:
         except BaseException:
             self.breakers.record(label, ticket, None, settled=False)
             raise
-        attempt = Attempt(target, time.perf_counter_ns())
+        attempt = Attempt(target, time.perf_counter_ns(), model=model.name)
         ex.attempts.append(attempt)
         ex.served_model = model.name
+        ex.usage = None  # from here on, this attempt's
         transport = self._transports[provider.name]
         budget = deadline if deadline is not None else self.deadline
         settled = False
         self.stats.started(label)
         try:
             if ex.stream:
-                first_token = min(provider.timeouts.first_token, budget)
+                first_token = min(provider.timeouts.first_token_for(last), budget)
                 await StreamRelay(ex, attempt, translator, provider).run(
                     transport, request, first_token)
             else:
@@ -291,11 +313,13 @@ class Dispatcher:
             settled = True
         except UpstreamError as err:
             attempt.error_class = err.error_class
-            attempt.status = err.upstream_status or err.status
+            if err.upstream_status is not None:  # (None: no answer came at all)
+                attempt.status = err.upstream_status
             settled = True
             raise
         finally:
             attempt.ended_ns = time.perf_counter_ns()
+            bill(ex, attempt, translator)
             self._settle(ex, attempt, model, ticket, settled)
             for observe in self.observers:
                 observe(ex, attempt)
@@ -327,3 +351,12 @@ class Dispatcher:
 def _key_allows(ex: Exchange, model: str) -> bool:
     """The caller's key allow-list (policies/auth.py) decides; no key: any model."""
     return ex.key is None or ex.key.allows(model)
+
+
+def _allowed_fallbacks(ex: Exchange) -> Callable[[str], bool]:
+    """Which configured fallback models may serve this caller: those its key may ask
+    for by name, or any with the key's explicit `any_fallback: true`."""
+    key = ex.key
+    if key is None or key.any_fallback or not key.models:
+        return lambda name: True
+    return key.allows

@@ -8,8 +8,12 @@ place only when nothing untried is ready: rate-limited and overloaded targets
 wait for their `retry-after` (never longer than `retry_after_cap`; a longer
 ask is not waited for), other failures for an exponential backoff with
 jitter. One deadline covers every attempt and wait, and a gateway-wide retry
-budget caps retries at a share of recent requests. Bad requests, auth
-failures and content filters end the request at once.
+budget caps retries at a share of recent requests. An exhausted quota or a
+refused credential is never retried on the same target: the target cools down
+for everyone for a long while (`quota_cooldown`, `auth_cooldown`) and the
+request fails over. Bad requests and content filters end the request at once.
+Fallback models (configured, or for a context overflow) are only those the
+caller's key may use, unless the key says `any_fallback`.
 """
 
 from __future__ import annotations
@@ -111,9 +115,11 @@ class RequestPlan:
     def __init__(self, config: RetryConfig, chain: list["ModelConfig"],
                  order: Callable[["ModelConfig", "RequestPlan"], list["TargetConfig"]],
                  models: Any, clock: Callable[[], float], deadline: float,
-                 rng: random.Random | None = None) -> None:
+                 rng: random.Random | None = None,
+                 allowed: Callable[[str], bool] = lambda name: True) -> None:
         self.config = config
         self.models = models
+        self.allowed = allowed  # which context-window fallbacks the caller may use
         self.clock = clock
         self.deadline = deadline  # clock time
         self.rng = rng or random.Random()
@@ -153,6 +159,17 @@ class RequestPlan:
             self.retries += 1
         return best
 
+    def is_last(self, candidate: Candidate) -> bool:
+        """Nothing else is left to try after this candidate (only it, in place). A
+        fallback model not yet expanded counts as something left, even if none of its
+        targets turns out capable."""
+        if self._queue or self._chain:
+            return False
+        if not self._waiting:
+            return True
+        can_retry = self.retries < self.config.attempts
+        return all(c is candidate or (c.tries and not can_retry) for c in self._waiting)
+
     def later(self, candidate: Candidate, wait: float) -> None:
         """Try this candidate again after `wait` seconds, if the plan allows it."""
         candidate.ready_at = self.clock() + wait
@@ -166,6 +183,10 @@ class RequestPlan:
         if cls is ErrorClass.CONTEXT_WINDOW:
             self._context_overflow(candidate)
             return None
+        if cls is ErrorClass.QUOTA:
+            return self.config.quota_cooldown  # never again here: fail over
+        if cls is ErrorClass.AUTH:
+            return self.config.auth_cooldown
         if not cls.retryable:
             raise err
         if cls in (ErrorClass.RATE_LIMITED, ErrorClass.OVERLOADED):
@@ -173,7 +194,7 @@ class RequestPlan:
             if asked is not None:
                 if asked <= self.config.retry_after_cap:
                     self.later(candidate, asked)
-                return asked
+                return min(asked, self.config.quota_cooldown)
             wait = backoff(self.config, candidate.tries - 1, self.rng)
             self.later(candidate, wait)
             return wait
@@ -189,7 +210,8 @@ class RequestPlan:
         self.add_context_fallbacks(failed.model)
 
     def add_context_fallbacks(self, model: "ModelConfig") -> None:
-        names = [n for n in model.context_window_fallbacks if n not in self._seen_models]
+        names = [n for n in model.context_window_fallbacks
+                 if n not in self._seen_models and self.allowed(n)]
         self._seen_models.update(names)
         self._chain.extendleft(self.models[n] for n in reversed(names))
 
@@ -202,6 +224,32 @@ def deadline_exceeded(seconds: float, attempts: int) -> GatewayError:
         ErrorClass.TIMEOUT, 504,
         f"The request's deadline of {seconds:g}s passed after {attempts} upstream "
         f"attempt{'s' if attempts != 1 else ''}.", "server_error", code="upstream_timeout")
+
+
+def all_cooling(model: "ModelConfig", retry_in: float, why: str | None) -> GatewayError:
+    """Every target is cooling down after its upstream refused it (`why`: the error
+    class that cooled the soonest one, when known here): answered at once, without
+    calling an upstream that asked to be left alone."""
+    seconds = max(1, math.ceil(retry_in))
+    headers = {"retry-after": str(seconds)}
+    if seconds > 60 or why in ("auth", "quota_exhausted"):
+        # nothing a client's retry fixes soon (no SDK waits more than a minute)
+        headers["x-should-retry"] = "false"
+    if why == "auth":
+        return GatewayError(
+            502, f"Every target of model '{model.name}' is cooling down: its upstream refused the "
+                 f"gateway's credentials, and it is not tried again for {seconds}s. The operator "
+                 "must check this provider's api_key.", "server_error",
+            code="upstream_cooling_down", headers=headers)
+    if why == "quota_exhausted":
+        return GatewayError(
+            429, f"Every target of model '{model.name}' is cooling down: its upstream account "
+                 f"is out of quota or credit, and it is not tried again for {seconds}s.",
+            "insufficient_quota", code="upstream_cooling_down", headers=headers)
+    return GatewayError(
+        429, f"Every target of model '{model.name}' is cooling down after its upstream asked to "
+             f"be left alone; retry in {seconds}s.", "rate_limit_exceeded",
+        code="upstream_cooling_down", headers=headers)
 
 
 def all_open(model: "ModelConfig", retry_in: float) -> GatewayError:

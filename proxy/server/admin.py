@@ -13,10 +13,10 @@ import orjson
 from aiohttp import web
 
 from policies.budget import period_label
-from proxy.core.errors import GatewayError, bad_request
+from proxy.core.errors import GatewayError, bad_request, ledger_unavailable
 from proxy.engine.health import targets_report
 from proxy.server.gateway import GATEWAY
-from proxy.state.ledger import GROUPS, period_start
+from proxy.state.ledger import GROUPS, LedgerUnavailable, period_start
 
 _PERIODS = ("day", "month", "total")
 
@@ -41,7 +41,10 @@ async def spend(request: web.Request) -> web.Response:
                            "invalid_request_error", code="ledger_disabled")
     now = budget.now()
     since = period_start(period, now)
-    rows = await budget.ledger.report(by, since)
+    try:
+        rows = await budget.ledger.report(by, since)
+    except LedgerUnavailable:  # its writes are being retried: a report would be short
+        raise ledger_unavailable(1.0) from None
     return _json({"object": "list", "by": by, "period": period,
                   "period_label": period_label(period, now), "since": since,
                   "total_cost_usd": round(sum(r["cost_usd"] for r in rows), 10), "data": rows})

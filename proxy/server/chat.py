@@ -9,7 +9,9 @@ from aiohttp import web
 from proxy.core.errors import bad_request
 from proxy.server.endpoint import answer, exchange_for
 from proxy.server.gateway import GATEWAY
+from proxy.config.types import ServerConfig
 from proxy.server.requests import (
+    check_choices,
     check_forbidden,
     check_max_tokens,
     check_model,
@@ -20,9 +22,10 @@ from proxy.server.requests import (
 from translators.functions import functions_adapter
 
 
-def _parse_chat(body: dict[str, Any], max_messages: int) -> bool:
+def _parse_chat(body: dict[str, Any], server: ServerConfig) -> bool:
     """Check what every upstream needs; returns whether the client wants a stream."""
     check_forbidden(body)
+    max_messages = server.max_messages
     check_model(body)
     messages = body.get("messages")
     if messages is None:
@@ -53,6 +56,7 @@ def _parse_chat(body: dict[str, Any], max_messages: int) -> bool:
         value = body.get(name)
         if value is not None:
             check_max_tokens(name, value)
+    check_choices(body, server)
     return bool(stream)
 
 
@@ -60,7 +64,7 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
     gateway = request.app[GATEWAY]
     key = gateway.authenticate(request.headers)  # 401 before anything else
     body = await read_json(request)
-    stream = _parse_chat(body, gateway.config.server.max_messages)
+    stream = _parse_chat(body, gateway.config.server)
     # legacy `functions` (translators/functions.py); None for every other request
     ex = exchange_for(gateway, request, body, stream=stream, key=key,
                       adapter=functions_adapter(body))

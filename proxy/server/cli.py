@@ -9,6 +9,7 @@ import sys
 from typing import Sequence
 
 from proxy import __version__
+from proxy.core.errors import StartupError
 from proxy.server.configure import ConfigError, GatewayConfig, load_config
 
 DEFAULT_CONFIG = os.environ.get("GATEWISE_CONFIG", "proxy.yaml")
@@ -89,37 +90,65 @@ def cmd_serve(args: argparse.Namespace) -> int:
             + ("" if loopback else " — anyone who can reach this address can spend your "
                "provider credit; add `keys:` or bind server.host to 127.0.0.1"))
     runner_kwargs = {"loop": loop_factory()} if loop_factory else {}
-    web.run_app(app, host=host, port=port, access_log=None, print=None,
-                handler_cancellation=True, shutdown_timeout=10, reuse_port=args.reuse_port or None,
-                **runner_kwargs)
+    try:
+        web.run_app(app, host=host, port=port, access_log=None, print=None,
+                    handler_cancellation=True, shutdown_timeout=10,
+                    reuse_port=args.reuse_port or None, **runner_kwargs)
+    except StartupError as err:  # e.g. a ledger that cannot be opened: one line, no traceback
+        print(f"gatewise: {err}", file=sys.stderr)
+        return 2
     return 0
 
 
 def cmd_spend(args: argparse.Namespace) -> int:
-    """Read the ledger file directly (works while the server runs: WAL readers don't block)."""
+    """Read the ledger directly (a SQLite file works while the server runs: WAL readers
+    don't block; PostgreSQL is read over a connection of its own)."""
     config = _load(args.config)
     if config is None:
         return 2
-    import sqlite3
     import time
 
     from proxy.server.admin import spend_table
-    from proxy.state.ledger import connect, period_start, query_report
+    from proxy.state.ledger import period_start
 
-    path = config.state.ledger
-    if path is None:
-        print("gatewise: state.ledger is not set: spend is not persisted", file=sys.stderr)
-        return 2
+    since = period_start(args.period, time.time())
+    where = config.state.ledger
     try:
-        conn = connect(path, readonly=True)
-        rows = query_report(conn, args.by, period_start(args.period, time.time()))
-        conn.close()
-    except sqlite3.Error as exc:
-        print(f"gatewise: cannot read the ledger {path}: {exc}", file=sys.stderr)
+        if config.state.postgres is not None:
+            import asyncio
+
+            from proxy.state.ledger_pg import PostgresLedger, read_report
+
+            where = PostgresLedger(config.state.postgres).where
+            rows = asyncio.run(read_report(config.state.postgres, args.by, since))
+        elif where is None:
+            print("gatewise: state.ledger is not set: spend is not persisted", file=sys.stderr)
+            return 2
+        else:
+            rows = _sqlite_report(where, args.by, since)
+    except Exception as exc:  # noqa: BLE001 — one line, whatever the database said
+        print(f"gatewise: cannot read the ledger {where}: {exc}", file=sys.stderr)
         return 2
-    print(f"spend by {args.by}, period: {args.period} (UTC), ledger: {path}")
+    print(f"spend by {args.by}, period: {args.period} (UTC), ledger: {where}")
     print(spend_table(rows, args.by))
     return 0
+
+
+def _sqlite_report(path: str, by: str, since: float) -> list[dict]:
+    """A ledger file the server has not created yet holds no spend: an empty table."""
+    from pathlib import Path
+
+    from proxy.state.ledger import connect, query_report
+
+    if not Path(path).exists():
+        print(f"gatewise: no ledger file at {path} yet: nothing has been recorded",
+              file=sys.stderr)
+        return []
+    conn = connect(path, readonly=True)
+    try:
+        return query_report(conn, by, since)
+    finally:
+        conn.close()
 
 
 async def _freeze_heap(app: object) -> None:

@@ -17,7 +17,8 @@ from proxy.core.errors import GatewayError, bad_request
 from proxy.core.pricing import Estimate
 from proxy.server.endpoint import answer, exchange_for, read_checked
 from proxy.server.gateway import GATEWAY
-from proxy.server.requests import check_max_tokens, check_stream_options, is_tokens, json_type
+from proxy.server.requests import (check_choices, check_max_tokens, check_stream_options,
+                                   is_tokens, json_type)
 from translators.completions import LegacyRequest
 
 LEGACY_DEFAULT_MAX_TOKENS = 16  # OpenAI's default on /v1/completions
@@ -30,14 +31,20 @@ _COMPLETION_FIELDS = frozenset(_CARRIED + ("model", "prompt", "suffix", "echo", 
 async def completions(request: web.Request) -> web.StreamResponse:
     gateway = request.app[GATEWAY]
     key, body = await read_checked(gateway, request, _COMPLETION_FIELDS)
+    check_choices(body, gateway.config.server)
     legacy = legacy_request(body)
     stream = bool(body.get("stream"))
     cap = legacy.chat.get("max_tokens")
     n = body.get("n") if isinstance(body.get("n"), int) else 1
+    best_of = body.get("best_of")  # generated (and billed) server-side, n of them returned
+    n = max(n, best_of) if isinstance(best_of, int) and not isinstance(best_of, bool) else n
+    prompts = len(body["prompt"]) if isinstance(body.get("prompt"), list) and not is_tokens(
+        body["prompt"]) else 1
     ex = exchange_for(gateway, request, body, stream=stream, key=key, adapter=legacy.translator,
                       endpoint="completions")
     ex.estimate = Estimate(_prompt_tokens(body.get("prompt")) + 7,
-                           cap * max(1, n) if isinstance(cap, int) and cap > 0 else None)
+                           cap if isinstance(cap, int) and cap > 0 else None,
+                           max(1, n) * max(1, prompts))  # a choice per prompt, n each
     await gateway.pipeline(ex)
     return answer(ex)
 

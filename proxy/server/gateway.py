@@ -34,7 +34,8 @@ from proxy.engine.mock_upstream import MockTransport
 from proxy.engine.transport import HttpTransport, new_session
 from proxy.server.alerts import AlertHub
 from proxy.server.watch import Watch
-from proxy.state.ledger import SqliteLedger
+from proxy.core.errors import StartupError
+from proxy.state.ledger import LedgerStore, SqliteLedger
 from proxy.state.ledger_watch import WatchedLedger
 from proxy.state.responses_store import ResponseStore, SqliteResponses
 from proxy.state.sessions import MemorySessions
@@ -136,15 +137,35 @@ class Gateway:
         self.budget: Budget | None = None
         if (config.state.ledger is not None or config.state.postgres is not None
                 or config.budgets.any or any(k.budget is not None for k in config.keys)):
-            ledger = (shared.ledger() if shared else None) \
-                or SqliteLedger(config.state.ledger or ":memory:")
-            self.budget = Budget(config, WatchedLedger(ledger, self.alerts.ledger_failed),
+            self.budget = Budget(config, WatchedLedger(self._ledger(), self.alerts.ledger_failed),
                                  store=shared.budget_store() if shared else None, now=now,
                                  alert=self.alerts.budget_alert)
         self.target_limits: TargetRateLimit | None = None
         if TargetRateLimit.needed(t for m in config.models.values() for t in m.targets):
             self.target_limits = TargetRateLimit(shared.target_store() if shared else None)
         return [p for p in (self.auth, self.client_limits, self.budget) if p is not None]
+
+    def _ledger(self) -> LedgerStore:
+        """The ledger `state.ledger` names, whatever the state backend: PostgreSQL,
+        a SQLite file, or (none set) SQLite in memory. Never silently another."""
+        state = self.config.state
+        if state.postgres is not None:
+            try:
+                from proxy.state.ledger_pg import PostgresLedger  # asyncpg is optional
+            except ImportError:
+                raise StartupError("state.ledger is a postgresql:// URL, but asyncpg is not "
+                                   "installed: pip install 'gatewise[postgres]'") from None
+            return PostgresLedger(state.postgres, stale_after=self.config.timeouts.total + 60)
+        if self.shared is not None:
+            log.warning("state.backend is redis but the ledger is not on PostgreSQL: each "
+                        "instance keeps its own ledger, and a Redis that comes back empty can "
+                        "only be rebuilt from this instance's rows")
+        return SqliteLedger(state.ledger or ":memory:")
+
+    async def _shutting_down(self, app: web.Application) -> None:
+        """Requests cancelled from here on were not abandoned by their clients."""
+        if self.budget is not None:
+            self.budget.closing = True
 
     def _dispatch_hooks(self) -> tuple[list[TargetGate], list[AttemptObserver]]:
         """What the dispatcher asks before each attempt (gates) and tells after it
@@ -202,6 +223,18 @@ class Gateway:
                             "its models answer 503 until it is set")
 
     async def lifespan(self, app: web.Application) -> AsyncIterator[None]:
+        try:
+            await self._start(app)
+        except BaseException:
+            await self._stop()
+            raise
+        try:
+            yield
+        finally:
+            await self._stop()
+
+    async def _start(self, app: web.Application) -> None:
+        app.on_shutdown.append(self._shutting_down)
         self.session = new_session()
         for name, provider in self.config.providers.items():
             if PROVIDER_TYPES[provider.type].in_process:
@@ -219,20 +252,20 @@ class Gateway:
                             "so a restart forgets no spend")
             await self.budget.start()
         await self.responses.open()
-        try:
-            yield
-        finally:
-            await self.watch.stop()
-            await self.responses.close()
-            if self.budget is not None:
-                await self.budget.stop()
-            await self.alerts.stop()
-            if self.shared is not None:
-                await self.shared.close()
-            await self.health.stop()
+
+    async def _stop(self) -> None:
+        await self.watch.stop()
+        await self.responses.close()
+        if self.budget is not None:
+            await self.budget.stop()
+        await self.alerts.stop()
+        if self.shared is not None:
+            await self.shared.close()
+        await self.health.stop()
+        if self.session is not None:
             await self.session.close()
-            if self.tracing is not None:
-                self.tracing.shutdown()  # flushes the OTLP batch
+        if self.tracing is not None:
+            self.tracing.shutdown()  # flushes the OTLP batch
 
 
 GATEWAY = web.AppKey("gateway", Gateway)

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import re
 import sys
 import threading
 import time
@@ -20,27 +19,14 @@ from typing import IO, Any
 
 import orjson
 
+from proxy.core.redact import REDACTED, Redactor
+
 _RESERVED = frozenset(logging.LogRecord("", 0, "", 0, "", (), None).__dict__) | {"message"}
-REDACTED = "[redacted]"
 SECRET_FIELDS = frozenset({
     "api_key", "api-key", "x-api-key", "apikey", "authorization", "proxy-authorization",
     "x-goog-api-key", "password", "secret", "client_secret", "token", "access_token",
     "refresh_token", "admin_key", "key_value", "credentials", "cookie", "set-cookie",
 })
-_BEARER = re.compile(r"(?i)(bearer\s+)[A-Za-z0-9._~+/=\-]{8,}")
-
-
-class Redactor:
-    def __init__(self, secrets: Iterable[str]) -> None:
-        self._secrets = sorted({s for s in secrets if s}, key=len, reverse=True)
-
-    def __call__(self, text: str) -> str:
-        for secret in self._secrets:
-            if secret in text:
-                text = text.replace(secret, REDACTED)
-        if "earer" in text or "EARER" in text:
-            text = _BEARER.sub(r"\1" + REDACTED, text)
-        return text
 
 
 def redact_fields(value: Any) -> Any:

@@ -25,7 +25,7 @@ from proxy.core.exchange import Exchange
 from proxy.core.pricing import estimate_body
 from proxy.server.anthropic_api import check_body, client_key, messages_request
 from proxy.server.gateway import GATEWAY, REQUEST_ID
-from proxy.server.requests import read_json
+from proxy.server.requests import check_choices, read_json
 from translators.anthropic import AnthropicTranslator
 from translators.base import UpstreamRequest
 from translators.inbound_messages import translate
@@ -54,6 +54,7 @@ async def create_message(request: web.Request) -> web.StreamResponse:
     if model is None:
         raise model_not_found(body["model"])
     req = messages_request(request, body)
+    check_choices(req.translated.chat, gateway.config.server)  # the cap on tools
     rid = request[REQUEST_ID]
     ex = Exchange(request_id=rid, http=request, body=req.translated.chat, model=model,
                   stream=stream, key=key, key_name=key.name if key is not None else None,

@@ -1,4 +1,10 @@
-"""Reading a client's request body: one parse, and the checks every endpoint shares."""
+"""Reading a client's request body: one parse, and the checks every endpoint shares.
+
+`read_json` is the one place a body is parsed, for every endpoint, and it
+refuses a body nested deeper than `server.max_json_depth`: whatever a request
+holds is then shallow enough for every translator, the cache key and the
+prompt estimate (none of them has to guard against recursion itself).
+"""
 
 from __future__ import annotations
 
@@ -7,7 +13,9 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from proxy.core.errors import bad_request, invalid_json
+from proxy.config.types import ServerConfig
+from proxy.core.errors import GatewayError, bad_request, invalid_json
+from proxy.server.gateway import GATEWAY
 
 # Request-level fields that would let a client choose where gatewise connects
 # or with which credentials. Refused, never ignored (DESIGN.md §8).
@@ -36,13 +44,63 @@ async def read_json(request: web.Request) -> dict[str, Any]:
     raw = await request.read()
     if not raw.strip():
         raise bad_request("The request body is empty; send a JSON object.")
+    limit = request.app[GATEWAY].config.server.max_json_depth
     try:
         body = orjson.loads(raw)
-    except orjson.JSONDecodeError:
+    except orjson.JSONDecodeError as exc:
+        if "depth limit" in str(exc):  # orjson's own limit (1024): valid, but too deep
+            raise _too_deep(limit) from None
         raise invalid_json() from None
     if not isinstance(body, dict):
         raise bad_request("The request body must be a JSON object.")
+    # A body cannot nest deeper than it has brackets: most requests skip the walk.
+    if raw.count(b"{") + raw.count(b"[") > limit and _deeper_than(body, limit - 1):
+        raise _too_deep(limit)
     return body
+
+
+def _too_deep(limit: int) -> GatewayError:
+    return bad_request(f"The request body is nested too deeply: at most {limit} levels of JSON "
+                       "objects and arrays are accepted (server.max_json_depth).",
+                       code="json_too_deep")
+
+
+def _deeper_than(node: dict | list, levels: int) -> bool:
+    """Whether `node` holds containers more than `levels` levels below it (the
+    recursion is bounded by `levels`, which the config keeps small)."""
+    if levels < 0:
+        return True
+    for child in node.values() if type(node) is dict else node:
+        kind = type(child)
+        if (kind is dict or kind is list) and _deeper_than(child, levels - 1):
+            return True
+    return False
+
+
+def check_choices(body: dict[str, Any], server: ServerConfig) -> None:
+    """`n` (each choice is billed) and the number of tools, within the configured caps."""
+    n = body.get("n")
+    if n is not None:
+        if isinstance(n, bool) or not isinstance(n, int):
+            raise bad_request(f"Invalid type for 'n': expected an integer, but got "
+                              f"{json_type(n)} instead.", param="n", code="invalid_type")
+        if n < 1:
+            raise bad_request(f"Invalid 'n': integer below minimum value. Expected a value >= 1, "
+                              f"but got {n} instead.", param="n", code="integer_below_min_value")
+        if n > server.max_n:
+            raise bad_request(f"Invalid 'n': integer above maximum value. Expected a value <= "
+                              f"{server.max_n}, but got {n} instead (server.max_n).", param="n",
+                              code="integer_above_max_value")
+    tools, functions = body.get("tools"), body.get("functions")
+    if tools is None and functions is None:
+        return
+    limit = server.max_tools
+    for name, value in (("tools", tools), ("functions", functions)):
+        if isinstance(value, list) and len(value) > limit:
+            raise bad_request(f"Invalid '{name}': array too long. Expected an array with maximum "
+                              f"length {limit}, but got an array with length {len(value)} "
+                              "instead (server.max_tools).", param=name,
+                              code="array_above_max_length")
 
 
 #: no model writes more; a larger ask is a client bug, and it would size budget

@@ -24,7 +24,7 @@ from proxy.config.types import GatewayConfig, ModelConfig
 from proxy.core.errors import GatewayError, bad_request, model_not_found
 from proxy.core.exchange import Exchange
 from proxy.server.gateway import GATEWAY, REQUEST_ID
-from proxy.server.requests import read_json
+from proxy.server.requests import check_choices, read_json
 from proxy.server.responses_call import ResponsesCall
 from proxy.server.responses_chat import chat_body
 from proxy.server.responses_native import ResponsesAdapter
@@ -72,6 +72,7 @@ async def create_response(request: web.Request) -> web.StreamResponse:
     key = gateway.authenticate(request.headers)  # 401 before anything else
     body = await read_json(request)
     req = parse_request(body, gateway.config.server.max_messages)
+    check_choices(body, gateway.config.server)  # the cap on tools
     model = gateway.config.models.get(req.model)
     if model is None:
         raise model_not_found(req.model)

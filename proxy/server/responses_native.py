@@ -154,8 +154,8 @@ class ResponsesAdapter(OverChat):
             status = {ErrorClass.RATE_LIMITED: 429, ErrorClass.OVERLOADED: 503,
                       ErrorClass.CONTEXT_WINDOW: 400,
                       ErrorClass.BAD_REQUEST: 400}.get(error_class, 500)
-        text = self.redact(str(message)) if message else \
+        text = str(message) if message else \
             f"Upstream provider '{self.provider.name}' failed the response."
-        return UpstreamError(error_class, status, text,
-                             "server_error" if status >= 500 else "invalid_request_error",
-                             code=code, param=param if isinstance(param, str) else None)
+        return self.scrub(UpstreamError(
+            error_class, status, text, "server_error" if status >= 500 else
+            "invalid_request_error", code=code, param=param if isinstance(param, str) else None))

@@ -12,7 +12,7 @@ import time
 from typing import Any
 
 from proxy.core.errors import ErrorClass, GatewayError, UpstreamError
-from proxy.core.usage import Usage
+from proxy.core.usage import Usage, token_count
 from proxy.server.responses_items import new_id, own_reasoning_id
 from proxy.server.responses_request import ResponsesRequest
 
@@ -105,16 +105,14 @@ def usage_from(raw: Any) -> Usage | None:
     """A Responses `usage` object (a native upstream's) as gatewise counts it."""
     if not isinstance(raw, dict):
         return None
-    details = raw.get("input_tokens_details") or {}
-    out_details = raw.get("output_tokens_details") or {}
-    return Usage(prompt_tokens=_int(raw.get("input_tokens")),
-                 completion_tokens=_int(raw.get("output_tokens")),
-                 cached_tokens=_int(details.get("cached_tokens")),
-                 reasoning_tokens=_int(out_details.get("reasoning_tokens")))
-
-
-def _int(value: Any) -> int:
-    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 0
+    details = raw.get("input_tokens_details")
+    out_details = raw.get("output_tokens_details")
+    return Usage(prompt_tokens=token_count(raw.get("input_tokens")),
+                 completion_tokens=token_count(raw.get("output_tokens")),
+                 cached_tokens=token_count(details.get("cached_tokens"))
+                 if isinstance(details, dict) else 0,
+                 reasoning_tokens=token_count(out_details.get("reasoning_tokens"))
+                 if isinstance(out_details, dict) else 0)
 
 
 def text_part(text: str) -> dict[str, Any]:

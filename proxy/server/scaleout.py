@@ -52,17 +52,6 @@ class SharedState:
             hold_ttl_s=self.config.timeouts.total + 60)
         return self.budgets
 
-    def ledger(self) -> Any:
-        dsn = self.config.state.postgres
-        if dsn is None:
-            log.warning("state.backend is redis but the ledger is not on PostgreSQL: each "
-                        "instance keeps its own ledger, and a Redis that comes back empty can "
-                        "only be rebuilt from this instance's rows")
-            return None
-        from proxy.state.ledger_pg import PostgresLedger
-
-        return PostgresLedger(dsn, stale_after=self.config.timeouts.total + 60)
-
     def stats_store(self) -> SharedStatsStore:
         """Target statistics whose cool-downs every instance sees."""
         labels = [t.label for m in self.config.models.values() for t in m.targets]

@@ -1,11 +1,15 @@
 """The spend ledger: one row per request, written before the upstream call and
-finalised after it, durable on commit.
+finalised after it, durable on commit; one more row per earlier attempt of the
+request that consumed tokens (failed over, cut by a timeout), so every token an
+upstream bills is recorded once.
 
 SQLite in WAL mode with `synchronous=FULL`, so every commit is fsynced. Writes
-are group-committed by one writer thread: all rows queued while a commit runs
-go into the next transaction, so under load many requests share one fsync and
-the event loop never blocks on the disk. `LedgerStore` is the interface a
-PostgreSQL ledger would implement. Rows never hold prompt text or keys.
+are group-committed by one writer thread (proxy/state/ledger_writer.py): all
+rows queued while a commit runs go into the next transaction, so under load
+many requests share one fsync and the event loop never blocks on the disk. A
+settle the database refuses (locked past its busy timeout, disk full) is kept
+and retried until it lands. `LedgerStore` is the interface both ledgers
+implement. Rows never hold prompt text or keys.
 """
 
 from __future__ import annotations
@@ -20,30 +24,37 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from proxy.state.ledger_writer import GroupWriter, LedgerUnavailable
+
+__all__ = ["AttemptRow", "LedgerStore", "LedgerUnavailable", "Outcome", "Pending", "SpendRow",
+           "SqliteLedger"]
+
 log = logging.getLogger("gatewise.ledger")
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS spend (
-    id TEXT PRIMARY KEY,            -- gateway-made, unique per exchange
+    id TEXT PRIMARY KEY,            -- gateway-made, unique per exchange (attempts: id.N)
     request_id TEXT NOT NULL,
     key_name TEXT,
     model TEXT NOT NULL,
     provider TEXT,
     target TEXT,
-    state TEXT NOT NULL,            -- pending | done | recovered (settled after a crash)
-    http_status INTEGER,
+    state TEXT NOT NULL,            -- pending | done | interrupted (clean shutdown)
+                                    -- | recovered (settled at its reservation after a crash)
+    http_status INTEGER,            -- what the client got (an attempt row: the upstream's)
     error_class TEXT,
     prompt_tokens INTEGER NOT NULL DEFAULT 0,
     completion_tokens INTEGER NOT NULL DEFAULT 0,
     cached_tokens INTEGER NOT NULL DEFAULT 0,
     cost REAL NOT NULL DEFAULT 0,   -- USD; for a pending row, 0 until settled
     reserved REAL NOT NULL DEFAULT 0,
-    estimated INTEGER NOT NULL DEFAULT 0,  -- cost is the reservation, not real usage
+    estimated INTEGER NOT NULL DEFAULT 0,  -- tokens counted by the gateway, not reported
     latency_ms REAL,
     cache_hit INTEGER NOT NULL DEFAULT 0,
     stream INTEGER NOT NULL DEFAULT 0,
     created_at REAL NOT NULL,       -- seconds since the epoch, UTC
-    finished_at REAL
+    finished_at REAL,
+    parent TEXT                     -- an earlier attempt's row: its request's row id
 );
 CREATE INDEX IF NOT EXISTS spend_created ON spend (created_at);
 CREATE INDEX IF NOT EXISTS spend_pending ON spend (state) WHERE state = 'pending';
@@ -51,16 +62,23 @@ CREATE INDEX IF NOT EXISTS spend_pending ON spend (state) WHERE state = 'pending
 
 _INSERT = ("INSERT INTO spend (id, request_id, key_name, model, state, reserved, stream, "
            "created_at) VALUES (?, ?, ?, ?, 'pending', ?, ?, ?)")
-_FINISH = ("UPDATE spend SET state = 'done', provider = ?, target = ?, http_status = ?, "
+_FINISH = ("UPDATE spend SET state = ?, provider = ?, target = ?, http_status = ?, "
            "error_class = ?, prompt_tokens = ?, completion_tokens = ?, cached_tokens = ?, "
            "cost = ?, estimated = ?, latency_ms = ?, cache_hit = ?, finished_at = ? "
            "WHERE id = ? AND state = 'pending'")
-_INSERT_FULL = ("INSERT INTO spend (id, request_id, key_name, model, provider, target, state, "
-                "http_status, error_class, prompt_tokens, completion_tokens, cached_tokens, "
-                "cost, reserved, estimated, latency_ms, cache_hit, stream, created_at, "
-                "finished_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)")
+_COLUMNS = ("id, request_id, key_name, model, provider, target, state, http_status, "
+            "error_class, prompt_tokens, completion_tokens, cached_tokens, cost, reserved, "
+            "estimated, latency_ms, cache_hit, stream, created_at, finished_at, parent")
+_INSERT_FULL = f"INSERT INTO spend ({_COLUMNS}) VALUES ({', '.join('?' * 21)})"
+_ADD = f"INSERT OR IGNORE INTO spend ({_COLUMNS}) VALUES ({', '.join('?' * 21)})"
 FINISH_GRACE_S = 0.002  # how long a finish alone may wait for company
+BUSY_TIMEOUT_MS = 5000  # how long a write waits for another process's lock
+CLOSE_TIMEOUT_S = 10.0  # how long a clean shutdown keeps retrying unwritten rows
 GROUPS = {"key": "key_name", "model": "model", "provider": "provider"}
+#: a statement's own fault, not the database's: that row fails alone (any other
+#: error, e.g. locked or disk full, fails the batch, which is retried)
+_ROW_ERRORS = (sqlite3.IntegrityError, sqlite3.InterfaceError, sqlite3.ProgrammingError,
+               sqlite3.DataError, OverflowError, ValueError, TypeError)
 #: an in-memory ledger writes its rows to SQLite in batches of at most this many
 _MEMORY_BATCH = 1024
 
@@ -80,7 +98,7 @@ class Pending:
 class Outcome:
     provider: str | None
     target: str | None
-    http_status: int
+    http_status: int | None
     error_class: str | None
     prompt_tokens: int
     completion_tokens: int
@@ -90,6 +108,35 @@ class Outcome:
     latency_ms: float
     cache_hit: bool
     finished_at: float
+    state: str = "done"  # or "interrupted": ended by a clean shutdown
+
+    def values(self) -> tuple:
+        """In `_FINISH`'s order, without the row id."""
+        return (self.state, self.provider, self.target, self.http_status, self.error_class,
+                self.prompt_tokens, self.completion_tokens, self.cached_tokens, self.cost,
+                int(self.estimated), self.latency_ms, int(self.cache_hit), self.finished_at)
+
+
+@dataclass(frozen=True, slots=True)
+class AttemptRow:
+    """An earlier attempt of a request that consumed tokens: its own settled row."""
+
+    id: str  # "<request row id>.<attempt number>"
+    parent: str
+    request_id: str
+    key_name: str | None
+    model: str
+    stream: bool
+    created_at: float
+    outcome: Outcome
+
+    def values(self) -> tuple:
+        """In `_COLUMNS` order."""
+        o = self.outcome
+        return (self.id, self.request_id, self.key_name, self.model, o.provider, o.target,
+                o.state, o.http_status, o.error_class, o.prompt_tokens, o.completion_tokens,
+                o.cached_tokens, o.cost, 0.0, int(o.estimated), o.latency_ms, int(o.cache_hit),
+                int(self.stream), self.created_at, o.finished_at, self.parent)
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,13 +153,19 @@ class LedgerStore(Protocol):
     async def open(self, now: float) -> int:
         """Settle rows a crash left pending at their reservation; returns how many."""
 
-    async def close(self) -> None: ...
+    async def close(self) -> None:
+        """Write what is queued (retrying for a while), then close."""
 
     async def begin(self, row: Pending) -> None:
-        """Durably record a request about to go upstream."""
+        """Durably record a request about to go upstream; LedgerUnavailable when the
+        database cannot write now."""
 
     def finish(self, row_id: str, outcome: Outcome) -> asyncio.Future[None]:
-        """Finalise (idempotently) a pending row; queued at once, durable when awaited."""
+        """Finalise (idempotently) a pending row; queued at once, retried until it
+        lands, durable when the future resolves."""
+
+    def add(self, row: AttemptRow) -> asyncio.Future[None]:
+        """Record an earlier attempt's settled row (idempotently, by its id)."""
 
     async def spend_by_day(self) -> list[SpendRow]: ...
 
@@ -124,17 +177,27 @@ def connect(path: str, readonly: bool = False) -> sqlite3.Connection:
         conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, check_same_thread=False)
     else:
         conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute("PRAGMA synchronous=FULL")
         conn.executescript(SCHEMA)
-    conn.execute("PRAGMA busy_timeout=5000")
+        _migrate(conn)
+    conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
     return conn
+
+
+def _migrate(conn: sqlite3.Connection) -> None:
+    """Bring a ledger file written by an earlier version up to this schema."""
+    columns = {row[1] for row in conn.execute("PRAGMA table_info(spend)")}
+    if "parent" not in columns:
+        conn.execute("ALTER TABLE spend ADD COLUMN parent TEXT")
 
 
 def query_report(conn: sqlite3.Connection, by: str, since: float) -> list[dict[str, Any]]:
     column = GROUPS[by]  # a fixed whitelist, never client text
     cur = conn.execute(
-        f"SELECT {column}, COUNT(*), SUM(prompt_tokens), SUM(completion_tokens), "
+        f"SELECT {column}, SUM(CASE WHEN parent IS NULL THEN 1 ELSE 0 END), "
+        f"SUM(prompt_tokens), SUM(completion_tokens), "
         f"SUM(cached_tokens), SUM(cost), SUM(CASE WHEN state = 'pending' THEN reserved "
         f"ELSE 0 END), SUM(estimated) FROM spend WHERE created_at >= ? "
         f"GROUP BY {column} ORDER BY SUM(cost) DESC, {column}", (since,))
@@ -161,29 +224,31 @@ class SqliteLedger:
         self.path = path
         self._conn: sqlite3.Connection | None = None
         self._executor = ThreadPoolExecutor(1, thread_name_prefix="gatewise-ledger")
-        self._queue: list[tuple[str, tuple, asyncio.Future]] = []
-        self._wake: asyncio.Event | None = None
-        self._writer: asyncio.Task | None = None
-        self._closing = False
+        self.writer = GroupWriter(self._write, "ledger", grace=FINISH_GRACE_S)
+        self._open = False
         # In-memory only: rows begun since the last sync, as full `_INSERT_FULL`
-        # parameter lists (finished in place), and finishes of rows already synced.
+        # parameter lists (finished in place), and writes of rows already synced.
         self._fresh: dict[str, list] = {}
-        self._finishes: list[tuple] = []
+        self._later: list[tuple[str, tuple]] = []
 
     async def _run(self, fn, *args):
         return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
 
     @property
+    def where(self) -> str:
+        return "in memory" if self._inline else f"sqlite:{self.path}"
+
+    @property
     def _inline(self) -> bool:
-        """An in-memory ledger has no disk to wait for: its statements run inline,
-        without the writer thread's round trip."""
+        """An in-memory ledger has no disk to wait for (and no other process to lock
+        it): its statements run inline, without the writer thread's round trip."""
         return self.path == ":memory:"
 
     async def open(self, now: float) -> int:
         self._conn = connect(self.path) if self._inline else await self._run(connect, self.path)
         settled = await self._run(self._recover, now)
-        self._wake = asyncio.Event()
-        self._writer = asyncio.create_task(self._write_loop(), name="gatewise-ledger")
+        self.writer.start()
+        self._open = True
         return settled
 
     def _recover(self, now: float) -> int:
@@ -193,73 +258,57 @@ class SqliteLedger:
         return cur.rowcount
 
     async def close(self) -> None:
-        if self._writer is not None:
-            self._closing = True
-            self._wake.set()
-            await self._writer
-            self._writer = None
+        if self._open:
+            self._open = False
+            if self._inline:
+                self._sync()
+            left = await self.writer.close(CLOSE_TIMEOUT_S)
+            if left:
+                log.error(f"ledger: {left} row write(s) could not be written before shutdown "
+                          f"({self.writer.failing}); their rows stay pending and are settled "
+                          "at their reservation on the next start")
         if self._conn is not None:
             await self._run(self._conn.close)
             self._conn = None
         self._executor.shutdown(wait=True)
 
-    def _enqueue(self, sql: str, params: tuple) -> asyncio.Future:
-        future = asyncio.get_running_loop().create_future()
-        if self._writer is None:
-            future.set_exception(RuntimeError("the ledger is not open"))
-            return future
-        if self._inline:
-            error = self._apply([(sql, params)])[0]
-            if error is None:
-                future.set_result(None)
-            else:
-                future.set_exception(error)
-            return future
-        self._queue.append((sql, params, future))
-        self._wake.set()
-        return future
-
     async def begin(self, row: Pending) -> None:
-        if self._inline and self._writer is not None:
+        if self._inline and self._open:
             # No disk to wait for: the row is kept here and reaches the SQLite
             # connection in a batch, before anything reads it (see `_sync`).
             if row.id in self._fresh:
                 raise sqlite3.IntegrityError("UNIQUE constraint failed: spend.id")
             self._fresh[row.id] = [row.id, row.request_id, row.key_name, row.model, None, None,
                                    "pending", None, None, 0, 0, 0, 0.0, row.reserved, 0, None,
-                                   0, int(row.stream), row.created_at, None]
+                                   0, int(row.stream), row.created_at, None, None]
             if len(self._fresh) >= _MEMORY_BATCH:
                 self._sync()
             return
-        await self._enqueue(_INSERT, (row.id, row.request_id, row.key_name, row.model,
-                                      row.reserved, int(row.stream), row.created_at))
+        await self.writer.submit(_INSERT, (row.id, row.request_id, row.key_name, row.model,
+                                           row.reserved, int(row.stream), row.created_at))
 
     def finish(self, row_id: str, o: Outcome) -> asyncio.Future:
-        if self._inline and self._writer is not None:
-            future = asyncio.get_running_loop().create_future()
+        if self._inline and self._open:
             fresh = self._fresh.get(row_id)
             if fresh is None:  # synced already (or unknown: the UPDATE matches nothing)
-                self._finishes.append((o.provider, o.target, o.http_status, o.error_class,
-                                       o.prompt_tokens, o.completion_tokens, o.cached_tokens,
-                                       o.cost, int(o.estimated), o.latency_ms,
-                                       int(o.cache_hit), o.finished_at, row_id))
+                self._later.append((_FINISH, (*o.values(), row_id)))
             elif fresh[6] == "pending":  # what `_FINISH`'s WHERE state = 'pending' does
-                fresh[4:13] = (o.provider, o.target, "done", o.http_status, o.error_class,
-                               o.prompt_tokens, o.completion_tokens, o.cached_tokens, o.cost)
-                fresh[14:17] = (int(o.estimated), o.latency_ms, int(o.cache_hit))
-                fresh[19] = o.finished_at
-            future.set_result(None)
-            return future
-        return self._enqueue(_FINISH, (o.provider, o.target, o.http_status, o.error_class,
-                                       o.prompt_tokens, o.completion_tokens, o.cached_tokens,
-                                       o.cost, int(o.estimated), o.latency_ms, int(o.cache_hit),
-                                       o.finished_at, row_id))
+                (fresh[6], fresh[4], fresh[5], fresh[7], fresh[8], fresh[9], fresh[10],
+                 fresh[11], fresh[12], fresh[14], fresh[15], fresh[16], fresh[19]) = o.values()
+            return _done()
+        return self.writer.submit(_FINISH, (*o.values(), row_id), key=f"finish:{row_id}")
+
+    def add(self, row: AttemptRow) -> asyncio.Future:
+        if self._inline and self._open:
+            self._later.append((_ADD, row.values()))
+            return _done()
+        return self.writer.submit(_ADD, row.values(), key=f"add:{row.id}")
 
     def _sync(self) -> None:
-        """In-memory ledger: write the buffered rows and finishes in one transaction."""
+        """In-memory ledger: write the buffered rows and updates in one transaction."""
         fresh, self._fresh = self._fresh, {}
-        finishes, self._finishes = self._finishes, []
-        if not (fresh or finishes) or self._conn is None:
+        later, self._later = self._later, []
+        if not (fresh or later) or self._conn is None:
             return
         conn = self._conn
         conn.execute("BEGIN")
@@ -272,53 +321,31 @@ class SqliteLedger:
                         conn.execute(_INSERT_FULL, params)
                     except sqlite3.Error as exc:
                         log.error(f"ledger: a spend row could not be recorded: {exc}")
-            conn.executemany(_FINISH, finishes)
+            for sql, params in later:
+                conn.execute(sql, params)
             conn.execute("COMMIT")
         except BaseException:
             conn.execute("ROLLBACK")
             raise
 
-    async def _write_loop(self) -> None:
-        while True:
-            await self._wake.wait()
-            self._wake.clear()
-            if not self._closing and self._queue and all(
-                    sql is _FINISH for sql, _, _ in self._queue):
-                # Nobody waits on a finish: give it a moment to share the next
-                # request's begin (one fsync instead of two at low concurrency). A
-                # crash in between leaves the row pending: settled at its reservation.
-                try:  # ends at once when anything else is queued
-                    await asyncio.wait_for(self._wake.wait(), FINISH_GRACE_S)
-                except TimeoutError:
-                    pass
-                self._wake.clear()
-            batch, self._queue = self._queue, []
-            if batch:
-                try:
-                    errors = await self._run(self._apply, [(s, p) for s, p, _ in batch])
-                except Exception as exc:  # noqa: BLE001 — the disk failed: every waiter learns it
-                    errors = [exc] * len(batch)
-                for (_, _, future), error in zip(batch, errors):
-                    if not future.done():
-                        if error is None:
-                            future.set_result(None)
-                        else:
-                            future.set_exception(error)
-            if self._closing and not self._queue:
-                return
+    async def _write(self, batch: list[tuple[str, tuple]]) -> list[Exception | None]:
+        return await self._run(self._apply, batch)
 
     def _apply(self, batch: Iterable[tuple[str, tuple]]) -> list[Exception | None]:
+        """One transaction, one fsync. Taking the write lock first (IMMEDIATE) means a
+        locked database fails the batch as a whole, after one busy timeout, rather
+        than statement by statement; an empty batch only probes the lock."""
         errors: list[Exception | None] = []
         conn = self._conn
-        conn.execute("BEGIN")
+        conn.execute("BEGIN IMMEDIATE")
         try:
             for sql, params in batch:
                 try:
                     conn.execute(sql, params)
                     errors.append(None)
-                except sqlite3.Error as exc:  # one bad row must not lose the others
+                except _ROW_ERRORS as exc:  # this row only (a duplicate id, a bad value)
                     errors.append(exc)
-            conn.execute("COMMIT")  # one fsync for the whole batch
+            conn.execute("COMMIT")
         except BaseException:
             conn.execute("ROLLBACK")
             raise
@@ -327,6 +354,7 @@ class SqliteLedger:
     async def spend_by_day(self) -> list[SpendRow]:
         if self._inline:
             self._sync()
+
         def query() -> list[SpendRow]:
             cur = self._conn.execute(
                 "SELECT key_name, provider, CAST(created_at / 86400 AS INTEGER), SUM(cost) "
@@ -338,8 +366,15 @@ class SqliteLedger:
         """Wait until every row queued so far is committed (batches commit in order)."""
         if self._inline:
             self._sync()
-        await self._enqueue("SELECT 1", ())
+            return
+        await self.writer.submit("SELECT 1", ())
 
     async def report(self, by: str, since: float) -> list[dict[str, Any]]:
         await self.flush()
         return await self._run(query_report, self._conn, by, since)
+
+
+def _done() -> asyncio.Future:
+    future = asyncio.get_running_loop().create_future()
+    future.set_result(None)
+    return future

@@ -2,22 +2,30 @@
 
 The same rows as the SQLite ledger (proxy/state/ledger.py) and the same
 `LedgerStore` interface; the schema is created or migrated on open. Writes are
-group-committed by one writer task: rows queued while a transaction runs go
-into the next one. Crash recovery must not touch rows other instances still
-have in flight, so only rows pending for longer than the longest request
-(`stale_after`) are settled at their reservation.
+group-committed by one writer task (proxy/state/ledger_writer.py): rows queued
+while a transaction runs go into the next one, and a settle the server refuses
+(down, unreachable, out of connections) is retried until it lands. Crash
+recovery must not touch rows other instances still have in flight, so only
+rows pending for longer than the longest request (`stale_after`) are settled
+at their reservation.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 
-from proxy.state.ledger import GROUPS, Outcome, Pending, SpendRow
+from proxy.state.ledger import CLOSE_TIMEOUT_S, GROUPS, AttemptRow, Outcome, Pending, SpendRow
+from proxy.state.ledger_writer import GroupWriter
 
-SCHEMA_VERSION = 1
+log = logging.getLogger("gatewise.ledger")
+SCHEMA_VERSION = 2
+#: how long a write waits for a connection or an answer before its batch counts as failed
+TIMEOUT_S = 5.0
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS gatewise_schema (version INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS spend (
@@ -40,20 +48,27 @@ CREATE TABLE IF NOT EXISTS spend (
     cache_hit BOOLEAN NOT NULL DEFAULT FALSE,
     stream BOOLEAN NOT NULL DEFAULT FALSE,
     created_at DOUBLE PRECISION NOT NULL,
-    finished_at DOUBLE PRECISION
+    finished_at DOUBLE PRECISION,
+    parent TEXT
 );
 CREATE INDEX IF NOT EXISTS spend_created ON spend (created_at);
 CREATE INDEX IF NOT EXISTS spend_pending ON spend (state) WHERE state = 'pending';
 """
 # Future migrations: {version: sql}, applied in order inside the schema lock.
-MIGRATIONS: dict[int, str] = {}
+MIGRATIONS: dict[int, str] = {
+    2: "ALTER TABLE spend ADD COLUMN IF NOT EXISTS parent TEXT",  # rows of earlier attempts
+}
 
 _INSERT = ("INSERT INTO spend (id, request_id, key_name, model, state, reserved, stream, "
            "created_at) VALUES ($1, $2, $3, $4, 'pending', $5, $6, $7) ON CONFLICT DO NOTHING")
-_FINISH = ("UPDATE spend SET state = 'done', provider = $1, target = $2, http_status = $3, "
-           "error_class = $4, prompt_tokens = $5, completion_tokens = $6, cached_tokens = $7, "
-           "cost = $8, estimated = $9, latency_ms = $10, cache_hit = $11, finished_at = $12 "
-           "WHERE id = $13 AND state = 'pending'")
+_FINISH = ("UPDATE spend SET state = $1, provider = $2, target = $3, http_status = $4, "
+           "error_class = $5, prompt_tokens = $6, completion_tokens = $7, cached_tokens = $8, "
+           "cost = $9, estimated = $10, latency_ms = $11, cache_hit = $12, finished_at = $13 "
+           "WHERE id = $14 AND state = 'pending'")
+_ADD = ("INSERT INTO spend (id, request_id, key_name, model, provider, target, state, "
+        "http_status, error_class, prompt_tokens, completion_tokens, cached_tokens, cost, "
+        "reserved, estimated, latency_ms, cache_hit, stream, created_at, finished_at, parent) "
+        "VALUES (" + ", ".join(f"${i}" for i in range(1, 22)) + ") ON CONFLICT DO NOTHING")
 
 
 class PostgresLedger:
@@ -61,92 +76,93 @@ class PostgresLedger:
         self.dsn = dsn
         self.stale_after = stale_after
         self._pool: asyncpg.Pool | None = None
-        self._queue: list[tuple[str, tuple, asyncio.Future]] = []
-        self._wake: asyncio.Event | None = None
-        self._writer: asyncio.Task | None = None
-        self._closing = False
+        self.writer = GroupWriter(self._apply, "ledger")
+
+    @property
+    def where(self) -> str:
+        """The URL without its password."""
+        parts = urlsplit(self.dsn)
+        if parts.password:
+            host = parts.netloc.rpartition("@")[2]
+            user = parts.username or ""
+            return urlunsplit(parts._replace(netloc=f"{user}:***@{host}"))
+        return self.dsn
 
     async def open(self, now: float) -> int:
-        self._pool = await asyncpg.create_pool(self.dsn, min_size=1, max_size=4)
-        async with self._pool.acquire() as conn, conn.transaction():
-            await conn.execute("SELECT pg_advisory_xact_lock(7206117)")  # one migrator at a time
-            await migrate(conn)
-            status = await conn.execute(
-                "UPDATE spend SET state = 'recovered', cost = reserved, estimated = TRUE, "
-                "finished_at = $1 WHERE state = 'pending' AND created_at < $2",
-                now, now - self.stale_after)
-        self._wake = asyncio.Event()
-        self._writer = asyncio.create_task(self._write_loop(), name="gatewise-ledger-pg")
+        self._pool = await asyncpg.create_pool(self.dsn, min_size=1, max_size=4,
+                                               timeout=TIMEOUT_S, command_timeout=TIMEOUT_S)
+        try:
+            async with self._pool.acquire() as conn, conn.transaction():
+                await conn.execute("SELECT pg_advisory_xact_lock(7206117)")  # one migrator
+                await migrate(conn)
+                status = await conn.execute(
+                    "UPDATE spend SET state = 'recovered', cost = reserved, estimated = TRUE, "
+                    "finished_at = $1 WHERE state = 'pending' AND created_at < $2",
+                    now, now - self.stale_after)
+        except BaseException:
+            await self._pool.close()
+            self._pool = None
+            raise
+        self.writer.start()
         return int(status.split()[-1])
 
     async def close(self) -> None:
-        if self._writer is not None:
-            self._closing = True
-            self._wake.set()
-            await self._writer
-            self._writer = None
+        left = await self.writer.close(CLOSE_TIMEOUT_S)
+        if left:
+            log.error(f"ledger: {left} row write(s) could not be written before shutdown "
+                      f"({self.writer.failing}); their rows stay pending and are settled at "
+                      "their reservation once they are older than the longest request")
         if self._pool is not None:
             await self._pool.close()
             self._pool = None
 
-    def _enqueue(self, sql: str, params: tuple) -> asyncio.Future:
-        future = asyncio.get_running_loop().create_future()
-        if self._writer is None:
-            future.set_exception(RuntimeError("the ledger is not open"))
-            return future
-        self._queue.append((sql, params, future))
-        self._wake.set()
-        return future
-
     async def begin(self, row: Pending) -> None:
-        await self._enqueue(_INSERT, (row.id, row.request_id, row.key_name, row.model,
-                                      row.reserved, row.stream, row.created_at))
+        await self.writer.submit(_INSERT, (row.id, row.request_id, row.key_name, row.model,
+                                           row.reserved, row.stream, row.created_at))
 
     def finish(self, row_id: str, o: Outcome) -> asyncio.Future:
-        return self._enqueue(_FINISH, (o.provider, o.target, o.http_status, o.error_class,
-                                       o.prompt_tokens, o.completion_tokens, o.cached_tokens,
-                                       o.cost, o.estimated, o.latency_ms, o.cache_hit,
-                                       o.finished_at, row_id))
+        values = list(o.values())
+        values[9] = bool(values[9])  # estimated, cache_hit: booleans here
+        values[11] = bool(values[11])
+        return self.writer.submit(_FINISH, (*values, row_id), key=f"finish:{row_id}")
 
-    async def _write_loop(self) -> None:
-        while True:
-            await self._wake.wait()
-            self._wake.clear()
-            batch, self._queue = self._queue, []
-            if batch:
-                errors = await self._apply([(s, p) for s, p, _ in batch])
-                for (_, _, future), error in zip(batch, errors):
-                    if not future.done():
-                        if error is None:
-                            future.set_result(None)
-                        else:
-                            future.set_exception(error)
-            if self._closing and not self._queue:
-                return
+    def add(self, row: AttemptRow) -> asyncio.Future:
+        values = list(row.values())
+        values[14] = bool(values[14])  # estimated, cache_hit, stream
+        values[16] = bool(values[16])
+        values[17] = bool(values[17])
+        return self.writer.submit(_ADD, tuple(values), key=f"add:{row.id}")
 
     async def _apply(self, batch: list[tuple[str, tuple]]) -> list[Exception | None]:
-        """One transaction (one commit) for the batch; if it fails, row by row, so one
-        bad row cannot lose the others."""
+        """One transaction (one commit) for the batch. A refusal of the server itself
+        (down, unreachable, no connection) fails the whole batch, to be retried; a
+        statement's own error is retried row by row, so one bad row cannot lose the
+        others. An empty batch probes the server."""
         try:
-            async with self._pool.acquire() as conn, conn.transaction():
+            async with self._pool.acquire(timeout=TIMEOUT_S) as conn, conn.transaction():
                 for sql, params in batch:
                     await conn.execute(sql, *params)
+                if not batch:
+                    await conn.execute("SELECT 1")
             return [None] * len(batch)
-        except Exception:  # noqa: BLE001, S110 — retried one by one below
-            pass
+        except asyncpg.PostgresError as exc:
+            if not _statement_error(exc):
+                raise
         errors: list[Exception | None] = []
         for sql, params in batch:
             try:
-                async with self._pool.acquire() as conn:
+                async with self._pool.acquire(timeout=TIMEOUT_S) as conn:
                     await conn.execute(sql, *params)
                 errors.append(None)
-            except Exception as exc:  # noqa: BLE001 — the waiter learns it
+            except asyncpg.PostgresError as exc:
+                if not _statement_error(exc):
+                    raise
                 errors.append(exc)
         return errors
 
     async def flush(self) -> None:
         """Wait until every row queued so far is committed."""
-        await self._enqueue("SELECT 1", ())
+        await self.writer.submit("SELECT 1", ())
 
     async def spend_by_day(self) -> list[SpendRow]:
         await self.flush()
@@ -157,16 +173,31 @@ class PostgresLedger:
 
     async def report(self, by: str, since: float) -> list[dict[str, Any]]:
         await self.flush()
-        column = GROUPS[by]  # a fixed whitelist, never client text
-        rows = await self._pool.fetch(
-            f"SELECT {column}, COUNT(*), SUM(prompt_tokens), SUM(completion_tokens), "
-            f"SUM(cached_tokens), SUM(cost), SUM(CASE WHEN state = 'pending' THEN reserved "
-            f"ELSE 0 END), SUM(CASE WHEN estimated THEN 1 ELSE 0 END) FROM spend "
-            f"WHERE created_at >= $1 GROUP BY {column} ORDER BY SUM(cost) DESC, {column}", since)
-        return [{by: r[0], "requests": r[1], "prompt_tokens": int(r[2] or 0),
-                 "completion_tokens": int(r[3] or 0), "cached_tokens": int(r[4] or 0),
-                 "cost_usd": round(r[5] or 0.0, 10), "pending_usd": round(r[6] or 0.0, 10),
-                 "estimated_rows": int(r[7] or 0)} for r in rows]
+        return await query_report(self._pool, by, since)
+
+
+async def query_report(db: Any, by: str, since: float) -> list[dict[str, Any]]:
+    """Spend grouped `by` key, model or provider since `since` (a pool or connection)."""
+    column = GROUPS[by]  # a fixed whitelist, never client text
+    rows = await db.fetch(
+        f"SELECT {column}, SUM(CASE WHEN parent IS NULL THEN 1 ELSE 0 END), "
+        f"SUM(prompt_tokens), SUM(completion_tokens), SUM(cached_tokens), SUM(cost), "
+        f"SUM(CASE WHEN state = 'pending' THEN reserved ELSE 0 END), "
+        f"SUM(CASE WHEN estimated THEN 1 ELSE 0 END) FROM spend "
+        f"WHERE created_at >= $1 GROUP BY {column} ORDER BY SUM(cost) DESC, {column}", since)
+    return [{by: r[0], "requests": int(r[1] or 0), "prompt_tokens": int(r[2] or 0),
+             "completion_tokens": int(r[3] or 0), "cached_tokens": int(r[4] or 0),
+             "cost_usd": round(r[5] or 0.0, 10), "pending_usd": round(r[6] or 0.0, 10),
+             "estimated_rows": int(r[7] or 0)} for r in rows]
+
+
+async def read_report(dsn: str, by: str, since: float) -> list[dict[str, Any]]:
+    """One report over a connection of its own (`gatewise spend`)."""
+    conn = await asyncpg.connect(dsn, timeout=TIMEOUT_S)
+    try:
+        return await query_report(conn, by, since)
+    finally:
+        await conn.close()
 
 
 async def migrate(conn: asyncpg.Connection) -> int:
@@ -182,3 +213,10 @@ async def migrate(conn: asyncpg.Connection) -> int:
     if found < SCHEMA_VERSION:
         await conn.execute("UPDATE gatewise_schema SET version = $1", SCHEMA_VERSION)
     return found
+
+
+def _statement_error(exc: Exception) -> bool:
+    """An error of the statement itself (bad data, a constraint), not of the server:
+    SQLSTATE classes 22 (data) and 23 (integrity)."""
+    state = getattr(exc, "sqlstate", None) or ""
+    return state[:2] in ("22", "23")

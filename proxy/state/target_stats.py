@@ -81,7 +81,7 @@ class MemoryStatsStore:
     def cooling(self, label: str) -> float:
         """Seconds until a cooling target may be tried again (0 when it may now)."""
         stats = self._stats.get(label)
-        if stats is None:
+        if stats is None or not stats.cooldown_until:  # never cooled: no clock read
             return 0.0
         return max(0.0, stats.cooldown_until - self._clock())
 

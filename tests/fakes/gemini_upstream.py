@@ -21,7 +21,7 @@ import re
 import secrets
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable
 
 import orjson
 from aiohttp import web
@@ -87,6 +87,9 @@ class FakeGemini:
         self.replies: deque[Reply] = deque()
         self.default = Reply()
         self.signatures: set[str] = set()  # every thoughtSignature handed out
+        # Signatures are opaque strings: tests may hand out any shape (base64url, text).
+        self.new_signature: Callable[[], str] = \
+            lambda: base64.b64encode(secrets.token_bytes(48)).decode()
         self.app = web.Application()
         self.app.router.add_route("*", "/v1beta/models/{tail}", self._handle)
 
@@ -130,7 +133,7 @@ class FakeGemini:
                 reply.status, reply.message or "fake upstream error", reply.details)
             return web.Response(status=reply.status, body=orjson.dumps(payload),
                                 content_type="application/json", headers=reply.headers)
-        chunks = _Answer(body, model, reply, self.signatures).chunks()
+        chunks = _Answer(body, model, reply, self.signatures, self.new_signature).chunks()
         if method == "generateContent":
             return web.Response(body=orjson.dumps(merge(chunks)), content_type="application/json",
                                 headers=reply.headers)
@@ -179,8 +182,10 @@ def merge(chunks: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 class _Answer:
-    def __init__(self, body: dict[str, Any], model: str, reply: Reply, signatures: set[str]):
+    def __init__(self, body: dict[str, Any], model: str, reply: Reply, signatures: set[str],
+                 new_signature: Callable[[], str]):
         self.body, self.model, self.reply, self.signatures = body, model, reply, signatures
+        self.new_signature = new_signature
         config = body.get("generationConfig") or {}
         self.config = config
         self.n = config.get("candidateCount", 1)
@@ -220,7 +225,7 @@ class _Answer:
                     fc["id"] = call["id"]
                 part: dict[str, Any] = {"functionCall": fc}
                 if k == 0 and self.thinking_model:  # only the first parallel call is signed
-                    signature = base64.b64encode(secrets.token_bytes(48)).decode()
+                    signature = self.new_signature()
                     self.signatures.add(signature)
                     part["thoughtSignature"] = signature
                 parts.append(part)

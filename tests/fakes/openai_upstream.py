@@ -49,6 +49,7 @@ class Reply:
     pauses: dict[int, float] = field(default_factory=dict)  # stream: {k: wait before chunk k}
     inject: dict[int, bytes] = field(default_factory=dict)  # stream: {k: raw bytes before k}
     usage: dict[str, int] | None = None  # default: counted from the request and reply
+    usage_chunk: bool = True  # stream: False for a server that ignores include_usage
 
 
 @dataclass
@@ -330,9 +331,11 @@ class _Answer:
         self.calls = reply.tool_calls or []
         self.finish = reply.finish_reason or ("tool_calls" if self.calls else "stop")
         options = body.get("stream_options") or {}
-        self.include_usage = bool(options.get("include_usage"))
+        self.include_usage = bool(options.get("include_usage")) and reply.usage_chunk
         prompt = sum(len(str(m.get("content") or "")) for m in body["messages"]) // 4 + 7
-        completion = (len(reply.text) + sum(len(c["arguments"]) for c in self.calls)) // 4 + 1
+        # every choice is generated and billed: OpenAI's completion_tokens sum them
+        completion = ((len(reply.text) + sum(len(c["arguments"]) for c in self.calls)) // 4
+                      + 1) * self.n
         self.usage = reply.usage or {"prompt_tokens": prompt, "completion_tokens": completion,
                                      "total_tokens": prompt + completion}
         self.usage = {**self.usage,
