@@ -341,6 +341,8 @@ class SqliteLedger:
         if self._inline:
             self._sync()
             return
+        if self._direct is not None:  # its queue now; what it hands over, before the probe
+            self._direct.commit()
         await self.writer.submit("SELECT 1", ())
 
     async def report(self, by: str, since: float) -> list[dict[str, Any]]:

@@ -58,6 +58,10 @@ class DirectWriter:
             self._timer = loop.call_later(SETTLE_GRACE_S, self._commit)
         return future
 
+    def commit(self) -> None:
+        """Commit what is queued now (a flush: a report must see every row)."""
+        self._commit()
+
     def _commit(self) -> None:
         self._soon = False
         if self._timer is not None:
