@@ -109,7 +109,8 @@ def start_peers(fmt: str, up: Upstream, cpu: str, workdir: Path, env: dict[str, 
             targets.append(Target("portkey", "", skipped=why))
         else:
             port = free_port()
-            t = _start("portkey", ["node", str(entry), f"--port={port}", "--headless"], port, cpu, workdir, env)
+            t = _start("portkey", ["node", str(entry), f"--port={port}", "--headless"], port,
+                       cpu, workdir, env)
             t.extra["headers"] = lambda sc: {  # Portkey routes by request headers
                 "x-portkey-provider": sc.fmt,
                 "x-portkey-custom-host": f"{up.url}/{sc.location}/v1"}

@@ -336,3 +336,21 @@ async def test_process_durability_commits_a_turn_of_the_loop_together(tmp_path):
     with pytest.raises(sqlite3.IntegrityError):  # a duplicate id fails alone, as before
         await ledger.begin(Pending("id0", "r0", "k", "m", 0.5, False, 1.0))
     await ledger.close()
+
+
+async def test_process_durability_hands_a_failing_commit_to_the_writer(tmp_path):
+    """The loop's own connection failing (here: closed under it) loses nothing: the
+    batch goes to the group-commit writer, which writes it."""
+    db = tmp_path / "l.db"
+    ledger = SqliteLedger(str(db), durability="process")
+    await ledger.open(1.0)
+    broken = sqlite3.connect(str(db))
+    broken.close()
+    ledger._direct._conn = broken
+    await ledger.begin(Pending("id0", "r0", "k", "m", 0.5, False, 1.0))
+    await ledger.finish("id0", outcome())
+    with sqlite3.connect(db) as conn:
+        rows = conn.execute("SELECT id, state, cost FROM spend").fetchall()
+    assert rows == [("id0", "done", 0.5)]
+    ledger._direct = None  # its connection is gone already
+    await ledger.close()

@@ -75,7 +75,7 @@ class DirectWriter:
         errors: list[Exception | None] = []
         try:
             conn.execute("BEGIN IMMEDIATE")
-        except sqlite3.OperationalError:  # locked by another connection: the writer waits
+        except sqlite3.Error:  # locked by another connection (or worse): the writer waits
             self._hand_over(batch)
             return
         try:
@@ -87,8 +87,11 @@ class DirectWriter:
                     errors.append(exc)
             conn.execute("COMMIT")
         except sqlite3.Error:  # disk full, I/O error: the writer keeps and retries
-            if conn.in_transaction:
-                conn.execute("ROLLBACK")
+            try:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+            except sqlite3.Error:
+                pass  # the writer's own connection decides what landed
             self._hand_over(batch)
             return
         for (_, _, _, future), error in zip(batch, errors):
