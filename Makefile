@@ -33,7 +33,7 @@ define bench_deps
 	fi
 endef
 
-.PHONY: bench bench-soak bench-workers
+.PHONY: bench bench-soak bench-workers bench-peers
 bench: $(STAMP)
 	$(bench_deps)
 	PATH="$$PATH:/usr/sbin" $(VENV)/bin/python bench/run.py $(BENCH_ARGS)
@@ -42,6 +42,10 @@ bench-soak: $(STAMP)
 	$(bench_deps)
 	PATH="$$PATH:/usr/sbin" $(VENV)/bin/python bench/run.py --soak --soak-seconds $${SOAK_SECONDS:-600}
 	PATH="$$PATH:/usr/sbin" $(VENV)/bin/python bench/run.py --stream-scale $(BENCH_ARGS)
+bench-peers: $(STAMP)  # + LiteLLM (own venv, PyPI) and Portkey (npm), bench/README.md "Peers"
+	$(bench_deps)
+	PATH="$$PATH:/usr/sbin" $(VENV)/bin/python bench/run.py --peers $(BENCH_ARGS)
+
 bench-workers: $(STAMP)  # --workers 1 vs 2 on Redis (bench/README.md, "Multi-worker")
 	PATH="$$PATH:/usr/sbin" $(VENV)/bin/python bench/run.py --workers-scale $(BENCH_ARGS)
 

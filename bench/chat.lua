@@ -15,6 +15,11 @@ wrk.body = slurp(os.getenv("BENCH_BODY"))
 wrk.headers["Content-Type"] = "application/json"
 local key = os.getenv("BENCH_KEY")
 if key and key ~= "" then wrk.headers["Authorization"] = "Bearer " .. key end
+-- BENCH_HEADERS (optional): more headers, one "Name: value" a line (a peer's routing)
+for line in (os.getenv("BENCH_HEADERS") or ""):gmatch("[^\n]+") do
+  local name, value = line:match("^([^:]+):%s*(.*)$")
+  if name then wrk.headers[name] = value end
+end
 
 local second = os.getenv("BENCH_BODY2")
 if second and second ~= "" then

@@ -13,10 +13,11 @@ LUA = Path(__file__).resolve().parent / "chat.lua"
 
 
 def run_wrk(url: str, conns: int, seconds: int, body: Path, cpu: str, key: str = "",
-            body2: Path | None = None) -> dict:
+            body2: Path | None = None, headers: dict[str, str] | None = None) -> dict:
     """One wrk run on `cpu`; returns its summary plus `rps`. Raises if wrk printed none."""
     env = {**os.environ, "BENCH_BODY": str(body), "BENCH_KEY": key,
-           "BENCH_BODY2": str(body2) if body2 else ""}
+           "BENCH_BODY2": str(body2) if body2 else "",
+           "BENCH_HEADERS": "\n".join(f"{k}: {v}" for k, v in (headers or {}).items())}
     cmd = ["taskset", "-c", cpu, "wrk", "-t1", f"-c{conns}", f"-d{seconds}s", "--timeout", "10s",
            "-s", str(LUA), url]
     out = subprocess.run(cmd, env=env, check=False, capture_output=True, text=True,
@@ -31,9 +32,10 @@ def run_wrk(url: str, conns: int, seconds: int, body: Path, cpu: str, key: str =
     return data
 
 
-def sanity(url: str, body: Path, key: str, stream: bool, fmt_out: str) -> str | None:
+def sanity(url: str, body: Path, key: str, stream: bool, fmt_out: str,
+           extra: dict[str, str] | None = None) -> str | None:
     """None if one request gets a 200 in the expected shape, else why not."""
-    headers = {"content-type": "application/json"}
+    headers = {"content-type": "application/json", **(extra or {})}
     if key:
         headers["authorization"] = f"Bearer {key}"
     req = urllib.request.Request(url, data=body.read_bytes(), headers=headers, method="POST")

@@ -5,6 +5,7 @@
   .venv/bin/python bench/run.py --soak [--soak-seconds 600]           # RSS over time
   .venv/bin/python bench/run.py --stream-scale [--quick]              # many long streams
   .venv/bin/python bench/run.py --workers-scale                       # --workers 1 vs 2 on Redis
+  .venv/bin/python bench/run.py --peers [--quick]                     # + LiteLLM and Portkey
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from pathlib import Path
 import loadgen
 import modes
 import multiworker
+import peers
 import procs
 import report
 import uipoll
@@ -89,6 +91,11 @@ def start_targets(fmt: str, up: Upstream, workdir: Path, wanted: set[str] | None
     return targets
 
 
+def peer_headers(target: Target, sc: Scenario) -> dict[str, str] | None:
+    make = target.extra.get("headers")
+    return make(sc) if make else None
+
+
 def target_url(target: Target, sc: Scenario) -> str:
     if target.name in ("direct", "floor"):
         return target.url + sc.upstream_path
@@ -109,11 +116,13 @@ def run_scenario(sc: Scenario, targets: list[Target], args, workdir: Path) -> di
         reason = t.skipped
         if reason is None:
             fmt_out = sc.fmt if t.name in ("direct", "floor") else "openai"
-            reason = loadgen.sanity(target_url(t, sc), body, KEY, sc.stream, fmt_out)
+            reason = loadgen.sanity(target_url(t, sc), body, KEY, sc.stream, fmt_out,
+                                    peer_headers(t, sc))
         result["targets"][t.name] = {"skipped": reason}
         if reason is None:
             live.append(t)
-            loadgen.run_wrk(target_url(t, sc), 32, 1, body, LOAD_CPU, KEY)  # warm-up
+            loadgen.run_wrk(target_url(t, sc), 32, 1, body, LOAD_CPU, KEY,  # warm-up
+                            headers=peer_headers(t, sc))
         print(f"  {sc.name} {t.name}: {'ok' if reason is None else 'skipped: ' + reason}",
               flush=True)
     metrics_before = {t.name: procs.overhead_samples(procs.fetch_metrics(t)) for t in live}
@@ -130,7 +139,7 @@ def run_scenario(sc: Scenario, targets: list[Target], args, workdir: Path) -> di
                 cpu0 = procs.cpu_seconds(t.pid) if t.pid else None
                 try:
                     run = loadgen.run_wrk(target_url(t, sc), conns, args.duration, body,
-                                          LOAD_CPU, KEY)
+                                          LOAD_CPU, KEY, headers=peer_headers(t, sc))
                 except RuntimeError as exc:
                     run = None
                     dead[t.name] = str(exc)[:200]
@@ -173,6 +182,9 @@ def bench(args) -> dict:
             if not scenarios:
                 continue
             targets = start_targets(fmt, up, workdir, wanted_t)
+            if args.peers:  # started after gatewise: their installs must not skew its warm-up
+                targets += peers.start_peers(fmt, up, PROXY_CPU, workdir,
+                                             gateway_env(up, workdir), wanted_t)
             try:
                 for sc in scenarios:
                     if sc.latency_ms and not upstream.has_echo_module():
@@ -212,6 +224,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--soak", action="store_true", help="steady load, RSS over time")
     parser.add_argument("--soak-seconds", type=int, default=600)
     parser.add_argument("--stream-scale", action="store_true", help="many concurrent long streams")
+    parser.add_argument("--peers", action="store_true",
+                        help="also LiteLLM's proxy and Portkey's gateway (installed on first use)")
     parser.add_argument("--workers-scale", action="store_true",
                         help="full pipeline on Redis: --workers 1 vs 2, and the memory backend")
     args = parser.parse_args(argv)

@@ -270,3 +270,12 @@ models: {{m: {{targets: [{{provider: p, model: "{model}"}}]}}}}
 """, {})
     assert any(p.startswith(field + ":") and message in p for p in info.value.problems), \
         info.value.problems
+
+
+def test_state_durability_defaults_to_process_and_takes_only_its_two_values():
+    base = "providers: {x: {type: mock}}\n" + OK_MODELS
+    assert parse_config(base, {}).state.durability == "process"
+    power = parse_config(base + "state: {ledger: 'sqlite:l.db', durability: power}\n", {})
+    assert power.state.durability == "power"
+    found = problems(base + "state: {ledger: 'sqlite:l.db', durability: disk}\n")
+    assert any("state.durability" in p for p in found), found

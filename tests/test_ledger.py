@@ -39,13 +39,16 @@ def outcome(**changes) -> Outcome:
     return Outcome(**values)
 
 
-async def test_pending_then_finished_once_and_recovered(tmp_path):
+@pytest.mark.parametrize(("durability", "synchronous"), [("power", 2), ("process", 1)])
+async def test_pending_then_finished_once_and_recovered(tmp_path, durability, synchronous):
     db = str(tmp_path / "l.db")
-    ledger = SqliteLedger(db)
+    ledger = SqliteLedger(db, durability=durability)
     assert await ledger.open(1.0) == 0
     conn = sqlite3.connect(db)
     assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
-    assert ledger._conn.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL
+    assert ledger._conn.execute("PRAGMA synchronous").fetchone()[0] == synchronous  # FULL/NORMAL
+    # process: rows are written on the event loop's thread, never through the writer
+    assert (ledger._direct is not None) == (durability == "process")
     for i in range(3):
         await ledger.begin(Pending(f"id{i}", f"r{i}", "k", "m", 0.75, False, 1.0))
     assert conn.execute("SELECT COUNT(*) FROM spend WHERE state='pending'").fetchone()[0] == 3
@@ -74,7 +77,8 @@ async def test_group_commit_keeps_every_row(tmp_path):
     await ledger.close()
 
 
-def _config(db: Path, latency_ms: int = 0, chunk_delay_ms: int = 0) -> str:
+def _config(db: Path, latency_ms: int = 0, chunk_delay_ms: int = 0,
+            durability: str = "process") -> str:
     return textwrap.dedent(f"""
         admin: {{key: {ADMIN}}}
         providers:
@@ -83,7 +87,7 @@ def _config(db: Path, latency_ms: int = 0, chunk_delay_ms: int = 0) -> str:
           echo: {{targets: [{{provider: offline, model: echo, price: {{input: 1000, output: 1000}}}}]}}
         keys:
           - {{name: app, key: {KEY}, budget: {{usd: 5, per: month}}}}
-        state: {{ledger: "sqlite:{db}"}}
+        state: {{ledger: "sqlite:{db}", durability: {durability}}}
         telemetry: {{log_format: text, log_level: warning}}
     """)
 
@@ -136,12 +140,13 @@ async def _key_spent(url: str) -> float:
     return (await _admin(url, "/admin/keys"))["data"][0]["budget"]["spent_usd"]
 
 
-async def test_kill_9_mid_request_then_restart_forgets_nothing(tmp_path):
+@pytest.mark.parametrize("durability", ["process", "power"])
+async def test_kill_9_mid_request_then_restart_forgets_nothing(tmp_path, durability):
     db = tmp_path / "ledger.db"
     slow = tmp_path / "slow.yaml"
-    slow.write_text(_config(db, latency_ms=30_000))
+    slow.write_text(_config(db, latency_ms=30_000, durability=durability))
     fast = tmp_path / "fast.yaml"
-    fast.write_text(_config(db))
+    fast.write_text(_config(db, durability=durability))
 
     server = await Server(slow).ready()
     try:
@@ -186,6 +191,37 @@ async def test_kill_9_mid_request_then_restart_forgets_nothing(tmp_path):
         assert await _key_spent(server.url) == pytest.approx(RESERVE_5 + REAL_COST)
     finally:
         server.stop(signal.SIGINT)
+
+
+async def test_kill_9_right_after_a_request_keeps_its_settled_row(tmp_path):
+    """`durability: process`: a finished row written without fsync is in the operating
+    system the moment another connection can read it, and a kill -9 cannot take it back."""
+    db = tmp_path / "ledger.db"
+    cfg = tmp_path / "fast.yaml"
+    cfg.write_text(_config(db))
+    server = await Server(cfg).ready()
+    try:
+        async with aiohttp.ClientSession() as http, http.post(
+                server.url + "/v1/chat/completions", json=CHAT, headers=AUTH) as resp:
+            assert resp.status == 200
+        for _ in range(200):
+            with sqlite3.connect(db) as conn:
+                if conn.execute("SELECT COUNT(*) FROM spend WHERE state = 'done'").fetchone()[0]:
+                    break
+            await asyncio.sleep(0.01)
+        else:
+            raise AssertionError("the finished row never reached the ledger file")
+        os.kill(server.proc.pid, signal.SIGKILL)
+    finally:
+        server.stop(signal.SIGKILL)
+    server = await Server(cfg).ready()
+    try:
+        assert await _key_spent(server.url) == pytest.approx(REAL_COST)
+    finally:
+        server.stop(signal.SIGINT)
+    with sqlite3.connect(db) as conn:
+        rows = conn.execute("SELECT state, cost, estimated FROM spend").fetchall()
+    assert rows == [("done", pytest.approx(REAL_COST), 0)]
 
 
 @pytest.fixture
@@ -264,3 +300,57 @@ async def test_an_error_answer_is_recorded_with_its_status(tmp_path):
         row = sqlite3.connect(tmp_path / "l.db").execute(
             "SELECT state, http_status, error_class, cost FROM spend").fetchall()
     assert row == [("done", 503, "provider_unavailable", 0.0)]  # not a 499 "cancel"
+
+
+async def test_process_durability_checkpoints_off_the_event_loop(tmp_path, monkeypatch):
+    """Direct writes never checkpoint themselves; every CHECKPOINT_EVERY commits the
+    writer's thread moves the WAL's pages into the database file."""
+    import proxy.state.ledger_direct as ledger_direct
+    monkeypatch.setattr(ledger_direct, "CHECKPOINT_EVERY", 2)
+    db = tmp_path / "l.db"
+    ledger = SqliteLedger(str(db), durability="process")
+    await ledger.open(1.0)
+    for i in range(4):
+        await ledger.begin(Pending(f"id{i}", f"r{i}", "k", "m", 0.5, False, 1.0))
+    await ledger.flush()  # the writer's thread ran the queued checkpoints first
+    copy = tmp_path / "copy.db"
+    copy.write_bytes(db.read_bytes())  # the database file alone, without its WAL
+    with sqlite3.connect(copy) as conn:
+        assert conn.execute("SELECT COUNT(*) FROM spend").fetchone()[0] == 4
+    await ledger.close()
+
+
+async def test_process_durability_commits_a_turn_of_the_loop_together(tmp_path):
+    """Fifty requests beginning at once share one commit, and each begin returns only
+    once its row can be read by another connection (it is in the operating system)."""
+    db = tmp_path / "l.db"
+    ledger = SqliteLedger(str(db), durability="process")
+    await ledger.open(1.0)
+    before = ledger._direct._commits
+    await asyncio.gather(*(ledger.begin(Pending(f"id{i}", f"r{i}", "k", "m", 0.5, False, 1.0))
+                           for i in range(50)))
+    assert ledger._direct._commits - before == 1
+    with sqlite3.connect(db) as conn:
+        pending = conn.execute("SELECT COUNT(*) FROM spend WHERE state = 'pending'").fetchone()
+    assert pending[0] == 50
+    with pytest.raises(sqlite3.IntegrityError):  # a duplicate id fails alone, as before
+        await ledger.begin(Pending("id0", "r0", "k", "m", 0.5, False, 1.0))
+    await ledger.close()
+
+
+async def test_process_durability_hands_a_failing_commit_to_the_writer(tmp_path):
+    """The loop's own connection failing (here: closed under it) loses nothing: the
+    batch goes to the group-commit writer, which writes it."""
+    db = tmp_path / "l.db"
+    ledger = SqliteLedger(str(db), durability="process")
+    await ledger.open(1.0)
+    broken = sqlite3.connect(str(db))
+    broken.close()
+    ledger._direct._conn = broken
+    await ledger.begin(Pending("id0", "r0", "k", "m", 0.5, False, 1.0))
+    await ledger.finish("id0", outcome())
+    with sqlite3.connect(db) as conn:
+        rows = conn.execute("SELECT id, state, cost FROM spend").fetchall()
+    assert rows == [("id0", "done", 0.5)]
+    ledger._direct = None  # its connection is gone already
+    await ledger.close()

@@ -19,6 +19,7 @@ import asyncpg
 import pytest
 
 import proxy.state.ledger as sqlite_ledger
+import proxy.state.ledger_schema as ledger_schema
 import proxy.state.ledger_pg as pg_ledger
 from proxy.server.app import build_app
 from proxy.server.configure import parse_config
@@ -78,7 +79,7 @@ async def until(check, timeout: float = 10.0) -> None:
 
 @pytest.fixture
 def short_busy(monkeypatch):
-    monkeypatch.setattr(sqlite_ledger, "BUSY_TIMEOUT_MS", 100)
+    monkeypatch.setattr(ledger_schema, "BUSY_TIMEOUT_MS", 100)
     monkeypatch.setattr(sqlite_ledger, "CLOSE_TIMEOUT_S", 0.5)
 
 

@@ -75,6 +75,7 @@ class StateConfig:
     budgets_on_outage: str = "fail_closed"  # fail_closed | fail_open while Redis is down
     instances: int = 1  # gatewise processes sharing the state: outage limits are ÷ this
     postgres: str | None = field(default=None, repr=False)  # postgresql://… shared ledger
+    durability: str = "process"  # process (survives kill -9) | power (fsync per commit)
 
 
 def hash_key(key: str) -> bytes:
@@ -224,6 +225,7 @@ def parse_state(raw: Any, problems: Problems) -> StateConfig:
     outage = s.section("on_outage")
     on_budgets = outage.str("budgets", "fail_closed", choices=("fail_closed", "fail_open"))
     outage.finish()
+    durability = s.str("durability", "process", choices=("process", "power"))
     ledger_raw = s.raw_value("ledger")
     ledger: str | None = None
     postgres: str | None = None
@@ -240,4 +242,5 @@ def parse_state(raw: Any, problems: Problems) -> StateConfig:
     s.finish()
     return StateConfig(backend=backend or "memory", ledger=ledger, url=url,
                        prefix=prefix or "gatewise:", budgets_on_outage=on_budgets or "fail_closed",
-                       instances=int(instances or 1), postgres=postgres)
+                       instances=int(instances or 1), postgres=postgres,
+                       durability=durability or "process")

@@ -160,7 +160,7 @@ class Gateway:
             log.warning("state.backend is redis but the ledger is not on PostgreSQL: each "
                         "instance keeps its own ledger, and a Redis that comes back empty can "
                         "only be rebuilt from this instance's rows")
-        return SqliteLedger(state.ledger or ":memory:")
+        return SqliteLedger(state.ledger or ":memory:", durability=state.durability)
 
     async def _shutting_down(self, app: web.Application) -> None:
         """Requests cancelled from here on were not abandoned by their clients."""

@@ -3,13 +3,17 @@ finalised after it, durable on commit; one more row per earlier attempt of the
 request that consumed tokens (failed over, cut by a timeout), so every token an
 upstream bills is recorded once.
 
-SQLite in WAL mode with `synchronous=FULL`, so every commit is fsynced. Writes
-are group-committed by one writer thread (proxy/state/ledger_writer.py): all
-rows queued while a commit runs go into the next transaction, so under load
-many requests share one fsync and the event loop never blocks on the disk. A
-settle the database refuses (locked past its busy timeout, disk full) is kept
-and retried until it lands. `LedgerStore` is the interface both ledgers
-implement. Rows never hold prompt text or keys.
+SQLite in WAL mode. `durability="power"`: `synchronous=FULL`, every commit is
+fsynced, and writes are group-committed by one writer thread
+(proxy/state/ledger_writer.py): all rows queued while a commit runs go into the
+next transaction, so under load many requests share one fsync and the event
+loop never blocks on the disk. `durability="process"` (the default) survives a
+crash of gatewise, not of the machine: `synchronous=NORMAL`, no fsync, and rows
+are committed on the event loop's thread, grouped per turn of the loop
+(proxy/state/ledger_direct.py); only writes that find the database locked or
+failing go through the writer. A settle the database refuses (locked past its
+busy timeout, disk full) is kept and retried until it lands. `LedgerStore` is
+the interface both ledgers implement. Rows never hold prompt text or keys.
 """
 
 from __future__ import annotations
@@ -24,41 +28,15 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from proxy.state.ledger_direct import DirectWriter
+from proxy.state.ledger_schema import BUSY_TIMEOUT_MS, SCHEMA, connect
 from proxy.state.ledger_writer import GroupWriter, LedgerUnavailable
 
-__all__ = ["AttemptRow", "LedgerStore", "LedgerUnavailable", "Outcome", "Pending", "SpendRow",
+__all__ = ["BUSY_TIMEOUT_MS", "SCHEMA", "AttemptRow", "LedgerStore", "LedgerUnavailable",
+           "Outcome", "Pending", "SpendRow", "connect",
            "SqliteLedger"]
 
 log = logging.getLogger("gatewise.ledger")
-
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS spend (
-    id TEXT PRIMARY KEY,            -- gateway-made, unique per exchange (attempts: id.N)
-    request_id TEXT NOT NULL,
-    key_name TEXT,
-    model TEXT NOT NULL,
-    provider TEXT,
-    target TEXT,
-    state TEXT NOT NULL,            -- pending | done | interrupted (clean shutdown)
-                                    -- | recovered (settled at its reservation after a crash)
-    http_status INTEGER,            -- what the client got (an attempt row: the upstream's)
-    error_class TEXT,
-    prompt_tokens INTEGER NOT NULL DEFAULT 0,
-    completion_tokens INTEGER NOT NULL DEFAULT 0,
-    cached_tokens INTEGER NOT NULL DEFAULT 0,
-    cost REAL NOT NULL DEFAULT 0,   -- USD; for a pending row, 0 until settled
-    reserved REAL NOT NULL DEFAULT 0,
-    estimated INTEGER NOT NULL DEFAULT 0,  -- tokens counted by the gateway, not reported
-    latency_ms REAL,
-    cache_hit INTEGER NOT NULL DEFAULT 0,
-    stream INTEGER NOT NULL DEFAULT 0,
-    created_at REAL NOT NULL,       -- seconds since the epoch, UTC
-    finished_at REAL,
-    parent TEXT                     -- an earlier attempt's row: its request's row id
-);
-CREATE INDEX IF NOT EXISTS spend_created ON spend (created_at);
-CREATE INDEX IF NOT EXISTS spend_pending ON spend (state) WHERE state = 'pending';
-"""
 
 _INSERT = ("INSERT INTO spend (id, request_id, key_name, model, state, reserved, stream, "
            "created_at) VALUES (?, ?, ?, ?, 'pending', ?, ?, ?)")
@@ -72,7 +50,6 @@ _COLUMNS = ("id, request_id, key_name, model, provider, target, state, http_stat
 _INSERT_FULL = f"INSERT INTO spend ({_COLUMNS}) VALUES ({', '.join('?' * 21)})"
 _ADD = f"INSERT OR IGNORE INTO spend ({_COLUMNS}) VALUES ({', '.join('?' * 21)})"
 FINISH_GRACE_S = 0.002  # how long a finish alone may wait for company
-BUSY_TIMEOUT_MS = 5000  # how long a write waits for another process's lock
 CLOSE_TIMEOUT_S = 10.0  # how long a clean shutdown keeps retrying unwritten rows
 GROUPS = {"key": "key_name", "model": "model", "provider": "provider"}
 #: a statement's own fault, not the database's: that row fails alone (any other
@@ -172,27 +149,6 @@ class LedgerStore(Protocol):
     async def report(self, by: str, since: float) -> list[dict[str, Any]]: ...
 
 
-def connect(path: str, readonly: bool = False) -> sqlite3.Connection:
-    if readonly:
-        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, check_same_thread=False)
-    else:
-        conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
-        conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
-        conn.execute("PRAGMA journal_mode=WAL")
-        conn.execute("PRAGMA synchronous=FULL")
-        conn.executescript(SCHEMA)
-        _migrate(conn)
-    conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
-    return conn
-
-
-def _migrate(conn: sqlite3.Connection) -> None:
-    """Bring a ledger file written by an earlier version up to this schema."""
-    columns = {row[1] for row in conn.execute("PRAGMA table_info(spend)")}
-    if "parent" not in columns:
-        conn.execute("ALTER TABLE spend ADD COLUMN parent TEXT")
-
-
 def query_report(conn: sqlite3.Connection, by: str, since: float) -> list[dict[str, Any]]:
     column = GROUPS[by]  # a fixed whitelist, never client text
     cur = conn.execute(
@@ -220,8 +176,10 @@ def period_start(period: str, now: float) -> float:
 class SqliteLedger:
     """`path` may be ":memory:" for a ledger that lives as long as the process."""
 
-    def __init__(self, path: str) -> None:
+    def __init__(self, path: str, durability: str = "process") -> None:
         self.path = path
+        self.durability = durability  # process | power (see the module's docstring)
+        self._direct: DirectWriter | None = None
         self._conn: sqlite3.Connection | None = None
         self._executor = ThreadPoolExecutor(1, thread_name_prefix="gatewise-ledger")
         self.writer = GroupWriter(self._write, "ledger", grace=FINISH_GRACE_S)
@@ -245,8 +203,13 @@ class SqliteLedger:
         return self.path == ":memory:"
 
     async def open(self, now: float) -> int:
-        self._conn = connect(self.path) if self._inline else await self._run(connect, self.path)
+        sync = "FULL" if self.durability == "power" else "NORMAL"
+        self._conn = connect(self.path) if self._inline else \
+            await self._run(connect, self.path, False, sync)
         settled = await self._run(self._recover, now)
+        if not self._inline and self.durability == "process":
+            self._direct = DirectWriter(self.path, self.writer.submit, self._checkpoint,
+                                        _ROW_ERRORS)
         self.writer.start()
         self._open = True
         return settled
@@ -262,6 +225,9 @@ class SqliteLedger:
             self._open = False
             if self._inline:
                 self._sync()
+            if self._direct is not None:  # what it still queues goes to the writer
+                self._direct.close()
+                self._direct = None
             left = await self.writer.close(CLOSE_TIMEOUT_S)
             if left:
                 log.error(f"ledger: {left} row write(s) could not be written before shutdown "
@@ -284,8 +250,9 @@ class SqliteLedger:
             if len(self._fresh) >= _MEMORY_BATCH:
                 self._sync()
             return
-        await self.writer.submit(_INSERT, (row.id, row.request_id, row.key_name, row.model,
-                                           row.reserved, int(row.stream), row.created_at))
+        params = (row.id, row.request_id, row.key_name, row.model, row.reserved,
+                  int(row.stream), row.created_at)
+        await (self._direct or self.writer).submit(_INSERT, params)
 
     def finish(self, row_id: str, o: Outcome) -> asyncio.Future:
         if self._inline and self._open:
@@ -296,13 +263,20 @@ class SqliteLedger:
                 (fresh[6], fresh[4], fresh[5], fresh[7], fresh[8], fresh[9], fresh[10],
                  fresh[11], fresh[12], fresh[14], fresh[15], fresh[16], fresh[19]) = o.values()
             return _done()
-        return self.writer.submit(_FINISH, (*o.values(), row_id), key=f"finish:{row_id}")
+        return (self._direct or self.writer).submit(_FINISH, (*o.values(), row_id),
+                                                    f"finish:{row_id}")
 
     def add(self, row: AttemptRow) -> asyncio.Future:
         if self._inline and self._open:
             self._later.append((_ADD, row.values()))
             return _done()
-        return self.writer.submit(_ADD, row.values(), key=f"add:{row.id}")
+        return (self._direct or self.writer).submit(_ADD, row.values(), f"add:{row.id}")
+
+    def _checkpoint(self) -> None:
+        """Direct writes never checkpoint (a checkpoint fsyncs): the writer's thread does."""
+        if self._conn is not None:
+            asyncio.get_running_loop().run_in_executor(
+                self._executor, _checkpoint, self._conn).add_done_callback(_checkpointed)
 
     def _sync(self) -> None:
         """In-memory ledger: write the buffered rows and updates in one transaction."""
@@ -367,11 +341,22 @@ class SqliteLedger:
         if self._inline:
             self._sync()
             return
+        if self._direct is not None:  # its queue now; what it hands over, before the probe
+            self._direct.commit()
         await self.writer.submit("SELECT 1", ())
 
     async def report(self, by: str, since: float) -> list[dict[str, Any]]:
         await self.flush()
         return await self._run(query_report, self._conn, by, since)
+
+
+def _checkpoint(conn: sqlite3.Connection) -> None:
+    conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()  # fetched: no statement left open
+
+
+def _checkpointed(future: asyncio.Future) -> None:
+    if not future.cancelled() and future.exception() is not None:  # the next one retries
+        log.warning(f"ledger: a checkpoint did not run: {future.exception()}")
 
 
 def _done() -> asyncio.Future:
