@@ -1,0 +1,161 @@
+"""Session affinity: consistent hashing with bounded loads.
+
+A session (the request's `user`, a header such as `x-session-id`, or the
+client key) hashes to a point on a ring where each target owns points in
+proportion to its weight; the session goes to the first target clockwise from
+its point. So it sticks to one target (an upstream's prompt cache keeps
+working), and when a target leaves only the sessions it owned move: to the
+next target on the ring, and back once it returns.
+
+Bounded loads (Mirrokni, Thorup, Zadimoghaddam, 2018): a target takes at most
+`load_factor` (c) × its fair share of the requests in flight, counted on this
+instance: ⌈c × (in flight + 1) × weight ÷ total weight⌉. A session whose
+target is full goes on clockwise to the first with room, only for as long as
+it is full. Targets that are open, failing their health check or cooling down
+count for neither the load nor the shares, and go last.
+
+The ring is built once per model; a pick is one hash of the session key, one
+binary search, and a walk over the model's targets in a precomputed order.
+"""
+
+from __future__ import annotations
+
+import math
+from bisect import bisect_left
+from hashlib import blake2b
+from typing import TYPE_CHECKING, Any, Sequence
+
+from proxy.config.routing import AffinityConfig
+
+if TYPE_CHECKING:
+    from proxy.config.types import TargetConfig
+    from proxy.core.exchange import Exchange
+
+#: points per target of average weight: the spread of a target's share of sessions
+#: around its fair share shrinks as 1/sqrt(points); 160 keeps it within a few percent
+POINTS = 160
+#: a session key longer than this is hashed by its first KEY_CHARS characters and its
+#: length: equally sticky, and a megabyte `user` costs no more than a short one
+KEY_CHARS = 1024
+_MASK = (1 << 64) - 1
+
+
+def point(value: str) -> int:
+    """A stable 64-bit point for a string: the same in every instance and process."""
+    if len(value) > KEY_CHARS:
+        value = f"{value[:KEY_CHARS]}\x00{len(value)}"
+    return int.from_bytes(blake2b(value.encode("utf-8", "surrogatepass"),
+                                  digest_size=8).digest(), "big")
+
+
+class Ring:
+    """Points owned by a model's targets, and for each point the model's targets in the
+    order a walk clockwise from it meets them (targets of weight 0 own no point and
+    come last)."""
+
+    __slots__ = ("points", "walks")
+
+    def __init__(self, targets: Sequence["TargetConfig"]) -> None:
+        weighted = [i for i, t in enumerate(targets) if t.weight > 0]
+        total = sum(targets[i].weight for i in weighted)
+        owned: list[tuple[int, int]] = []
+        seen: dict[str, int] = {}
+        for i in weighted:
+            target = targets[i]
+            n = seen[target.label] = seen.get(target.label, 0) + 1  # the same label twice
+            count = max(1, round(POINTS * len(weighted) * target.weight / total))
+            owned += [(point(f"{target.label}#{n}#{v}"), i) for v in range(count)]
+        owned.sort()
+        self.points = [p for p, _ in owned]
+        owners = [i for _, i in owned]
+        rest = tuple(i for i, t in enumerate(targets) if t.weight <= 0)
+        self.walks = _walks(owners, weighted, rest) if owners else [tuple(range(len(targets)))]
+
+    def walk(self, at: int) -> tuple[int, ...]:
+        """Target indexes in ring order from the point `at`."""
+        if len(self.points) <= 1:
+            return self.walks[0]
+        return self.walks[bisect_left(self.points, at) % len(self.points)]
+
+
+def _walks(owners: list[int], weighted: list[int], rest: tuple[int, ...]) -> list[tuple]:
+    """For each point, the targets sorted by how far clockwise their next point is."""
+    n = len(owners)
+    distance: dict[int, list[int]] = {}
+    for target in weighted:
+        dist = [0] * n
+        nearest = 0
+        for q in range(2 * n - 1, -1, -1):  # backwards twice round: wrapping is found
+            if owners[q % n] == target:
+                nearest = q
+            if q < n:
+                dist[q] = nearest - q
+        distance[target] = dist
+    interned: dict[tuple, tuple] = {}
+    walks = []
+    for p in range(n):
+        walk = tuple(sorted(weighted, key=lambda t: distance[t][p])) + rest
+        walks.append(interned.setdefault(walk, walk))
+    return walks
+
+
+def session_key(ex: "Exchange", config: AffinityConfig) -> str | None:
+    """The session's key, or None when the request carries none."""
+    if config.source == "user":
+        user = ex.body.get("user")
+        return user if isinstance(user, str) and user else None
+    if config.source == "key":
+        return ex.key.name if ex.key is not None else None
+    if ex.http is None:
+        return None
+    value = ex.http.headers.get(config.header)
+    return value or None
+
+
+class Affinity:
+    """Orders a model's capable targets for a session; one ring per model, built once."""
+
+    def __init__(self, models: Any, view: Any) -> None:
+        """`view`: the router's View (stats, health, rng), read on every pick."""
+        self.view = view
+        self.rings: dict[str, Ring] = {}
+        self.models = models
+
+    def ring(self, model: str) -> Ring:
+        ring = self.rings.get(model)
+        if ring is None:
+            ring = self.rings[model] = Ring(self.models[model].targets)
+        return ring
+
+    def order(self, model: str, targets: Sequence["TargetConfig"], ex: "Exchange | None",
+              config: AffinityConfig, notes: dict | None = None) -> list:
+        everything = self.models[model].targets
+        if not targets:
+            return []
+        key = session_key(ex, config) if ex is not None else None
+        at = point(key) if key is not None else self.view.rng.getrandbits(64)
+        walk = self.ring(model).walk(at)
+        if len(targets) == len(everything):
+            ordered = [everything[i] for i in walk]
+        else:
+            wanted = {id(t) for t in targets}
+            ordered = [t for i in walk if id(t := everything[i]) in wanted]
+        stats, health, cooling = self.view.stats, self.view.health, self.view.stats.cooling
+        usable = [t for t in ordered if health(t.label) > 0 and cooling(t.label) <= 0]
+        loads = [stats.get(t.label).in_flight for t in usable]
+        weight = sum(t.weight for t in usable if t.weight > 0)
+        chosen = None
+        room = config.load_factor * (sum(loads) + 1) / weight if weight > 0 else 0.0
+        for target, load in zip(usable, loads):
+            if target.weight > 0 and load < math.ceil(room * target.weight):
+                chosen = target
+                break
+        if notes is not None:
+            notes.update(session=None if key is None else f"{at:016x}",
+                         key_from=config.key_from, load_factor=config.load_factor,
+                         loads={t.label: [load, math.ceil(room * t.weight)]
+                                for t, load in zip(usable, loads)})
+        if chosen is None or chosen is ordered[0]:
+            return ordered
+        ordered.remove(chosen)
+        return [chosen, *ordered]
