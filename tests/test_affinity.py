@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from proxy.config.routing import AffinityConfig
 from proxy.config.types import TargetConfig
 from proxy.core.exchange import Exchange
-from proxy.engine.affinity import KEY_CHARS, Affinity, Ring, point
+from proxy.engine.affinity import KEY_CHARS, WALK, Affinity, Ring, point
 from proxy.engine.routing import View
 from proxy.server.app import build_app
 from proxy.server.configure import parse_config

@@ -48,10 +48,14 @@ def point(value: str) -> int:
                                   digest_size=8).digest(), "big")
 
 
+#: how many targets of a walk follow the ring; any further ones follow in config order
+#: (they are only tried after this many have failed or been passed over)
+WALK = 8
+
+
 class Ring:
-    """Points owned by a model's targets, and for each point the model's targets in the
-    order a walk clockwise from it meets them (targets of weight 0 own no point and
-    come last)."""
+    """Points owned by a model's targets, and for each point the first `WALK` targets a
+    walk clockwise from it meets (targets of weight 0 own no point)."""
 
     __slots__ = ("points", "walks")
 
@@ -67,34 +71,30 @@ class Ring:
             owned += [(point(f"{target.label}#{n}#{v}"), i) for v in range(count)]
         owned.sort()
         self.points = [p for p, _ in owned]
-        owners = [i for _, i in owned]
-        rest = tuple(i for i, t in enumerate(targets) if t.weight <= 0)
-        self.walks = _walks(owners, weighted, rest) if owners else [tuple(range(len(targets)))]
+        self.walks = _walks([i for _, i in owned], min(WALK, len(weighted)))
 
     def walk(self, at: int) -> tuple[int, ...]:
-        """Target indexes in ring order from the point `at`."""
-        if len(self.points) <= 1:
-            return self.walks[0]
-        return self.walks[bisect_left(self.points, at) % len(self.points)]
+        """The first target indexes in ring order from the point `at` (empty: no point)."""
+        points = self.points
+        if not points:
+            return ()
+        return self.walks[bisect_left(points, at) % len(points)]
 
 
-def _walks(owners: list[int], weighted: list[int], rest: tuple[int, ...]) -> list[tuple]:
-    """For each point, the targets sorted by how far clockwise their next point is."""
+def _walks(owners: list[int], length: int) -> list[tuple[int, ...]]:
+    """For each point, the first `length` distinct owners clockwise from it."""
     n = len(owners)
-    distance: dict[int, list[int]] = {}
-    for target in weighted:
-        dist = [0] * n
-        nearest = 0
-        for q in range(2 * n - 1, -1, -1):  # backwards twice round: wrapping is found
-            if owners[q % n] == target:
-                nearest = q
-            if q < n:
-                dist[q] = nearest - q
-        distance[target] = dist
     interned: dict[tuple, tuple] = {}
     walks = []
     for p in range(n):
-        walk = tuple(sorted(weighted, key=lambda t: distance[t][p])) + rest
+        found: list[int] = []
+        j = p
+        while len(found) < length:
+            owner = owners[j]
+            if owner not in found:
+                found.append(owner)
+            j = j + 1 if j + 1 < n else 0
+        walk = tuple(found)
         walks.append(interned.setdefault(walk, walk))
     return walks
 
@@ -135,11 +135,12 @@ class Affinity:
         key = session_key(ex, config) if ex is not None else None
         at = point(key) if key is not None else self.view.rng.getrandbits(64)
         walk = self.ring(model).walk(at)
-        if len(targets) == len(everything):
-            ordered = [everything[i] for i in walk]
-        else:
+        ordered = [everything[i] for i in walk]
+        if len(walk) < len(everything):  # weight 0, or beyond WALK: config order
+            ordered += [t for i, t in enumerate(everything) if i not in walk]
+        if len(targets) < len(everything):
             wanted = {id(t) for t in targets}
-            ordered = [t for i in walk if id(t := everything[i]) in wanted]
+            ordered = [t for t in ordered if id(t) in wanted]
         stats, health, cooling = self.view.stats, self.view.health, self.view.stats.cooling
         usable = [t for t in ordered if health(t.label) > 0 and cooling(t.label) <= 0]
         loads = [stats.get(t.label).in_flight for t in usable]
