@@ -205,3 +205,17 @@ def test_session_key_sources(key_from, where):
     notes: dict = {}
     affinity.order("m", list(FOUR), ex, config, notes)
     assert notes["session"] == f"{point('alice'):016x}" and notes["key_from"] == key_from
+
+
+async def test_huge_and_unicode_users_stick_end_to_end(start_gateway):
+    gw = await start_gateway(CONFIG.replace('key_from: "header:x-session-id"', "key_from: user"))
+    users = ["ü" * 1_000_000, "\u202e\U0001f600 سلام", "a\x00b", "x" * 1025, "x" * 1024 + "y"]
+    async with aiohttp.ClientSession() as http:
+        async def served(user: str) -> str:
+            async with http.post(gw.url + "/v1/chat/completions", json={
+                    "model": "chat", "user": user,
+                    "messages": [{"role": "user", "content": "hi"}]}) as resp:
+                assert resp.status == 200
+                return resp.headers["x-gatewise-target"]
+        first_pass = [await served(u) for u in users]
+        assert [await served(u) for u in users] == first_pass

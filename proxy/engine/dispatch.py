@@ -326,12 +326,12 @@ class Dispatcher:
         transport = self._transports[provider.name]
         budget = deadline if deadline is not None else self.deadline
         settled = False
-        self.stats.started(label)
         tokens = 0
         if self.tokens is not None:  # least_tokens: the estimate is kept on the exchange
             estimate = ex.estimated()
             tokens = estimate.prompt_tokens + estimate.output_for(target)
             self.tokens.add(label, tokens)
+        self.stats.started(label)
         try:
             if ex.stream:
                 first_token = min(provider.timeouts.first_token_for(last), budget)
