@@ -219,3 +219,47 @@ async def test_huge_and_unicode_users_stick_end_to_end(start_gateway):
                 return resp.headers["x-gatewise-target"]
         first_pass = [await served(u) for u in users]
         assert [await served(u) for u in users] == first_pass
+
+
+async def test_routed_requests_leave_no_garbage_for_the_cyclic_gc():
+    import gc
+
+    from policies.routes import Routes
+
+    config = parse_config(CONFIG + """
+  other: {targets: [{provider: p0, model: echo}], strategy: least_tokens}
+admin: {key: "admin-key-0123456789"}
+routes:
+  - {name: r1, match: {user: [nobody]}, model: other}
+  - {name: r2, match: {tools: false}, strategy: {name: affinity, key_from: user}}
+""", {})
+    app = build_app(config)
+    gateway = app[GATEWAY]
+    lifespan = gateway.lifespan(app).__aiter__()
+    await lifespan.__anext__()
+    assert isinstance(gateway.routes, Routes)
+
+    async def one(i: int) -> None:
+        ex = Exchange(request_id="r", http=None, model=config.models["chat"], body={
+            "model": "chat", "user": f"u{i}", "messages": [{"role": "user", "content": "hi"}]})
+        await gateway.pipeline(ex)
+        assert ex.status == 200 and ex.route_rule.name == "r2" and ex.strategy == "affinity"
+
+    await one(0)
+    gc.collect()
+    gc.disable()
+    try:
+        for i in range(50):
+            await one(i)
+        gc.set_debug(gc.DEBUG_SAVEALL)
+        gc.collect()
+        leaked = [o for o in gc.garbage if isinstance(o, Exchange)]
+    finally:
+        gc.set_debug(0)
+        gc.garbage.clear()
+        gc.enable()
+        try:
+            await lifespan.__anext__()
+        except StopAsyncIteration:
+            pass
+    assert leaked == []

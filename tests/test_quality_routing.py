@@ -248,6 +248,7 @@ def test_least_tokens_orders_by_tokens_in_flight():
 
 async def test_least_tokens_sends_small_requests_past_a_big_one(start_gateway):
     gw = await start_gateway("""
+admin: {key: "admin-key-0123456789"}
 providers: {a: {type: mock, latency_ms: 400}, b: {type: mock, latency_ms: 400}}
 models:
   m:
@@ -270,6 +271,11 @@ models:
     await asyncio.sleep(0.05)
     tokens = gw.app[GATEWAY].dispatcher.tokens
     assert tokens.get("a/echo") > 8000 and 0 < tokens.get("b/echo") < 100
+    async with aiohttp.ClientSession() as http:
+        async with http.get(gw.url + "/admin/targets", headers={
+                "authorization": "Bearer admin-key-0123456789"}) as resp:
+            rows = {r["target"]: r for r in (await resp.json())["data"]}
+    assert rows["a/echo"]["tokens_in_flight"] == tokens.get("a/echo")
     assert await big == "a/echo"
     assert [await s for s in small] == ["b/echo"] * 3  # least_busy would have sent one to a
     assert tokens.get("a/echo") == tokens.get("b/echo") == 0
