@@ -112,6 +112,12 @@ def session_key(ex: "Exchange", config: AffinityConfig) -> str | None:
     return value or None
 
 
+#: session keys up to this long have their points remembered (at most POINT_CACHE of
+#: them, forgotten all at once when full): a returning session costs one dict lookup
+CACHED_KEY_CHARS = 256
+POINT_CACHE = 8192
+
+
 class Affinity:
     """Orders a model's capable targets for a session; one ring per model, built once."""
 
@@ -120,6 +126,7 @@ class Affinity:
         self.view = view
         self.rings: dict[str, Ring] = {}
         self.models = models
+        self._points: dict[str, int] = {}
 
     def ring(self, model: str) -> Ring:
         ring = self.rings.get(model)
@@ -127,13 +134,23 @@ class Affinity:
             ring = self.rings[model] = Ring(self.models[model].targets)
         return ring
 
+    def point(self, key: str) -> int:
+        at = self._points.get(key)
+        if at is None:
+            at = point(key)
+            if len(key) <= CACHED_KEY_CHARS:
+                if len(self._points) >= POINT_CACHE:
+                    self._points.clear()
+                self._points[key] = at
+        return at
+
     def order(self, model: str, targets: Sequence["TargetConfig"], ex: "Exchange | None",
               config: AffinityConfig, notes: dict | None = None) -> list:
         everything = self.models[model].targets
         if not targets:
             return []
         key = session_key(ex, config) if ex is not None else None
-        at = point(key) if key is not None else self.view.rng.getrandbits(64)
+        at = self.point(key) if key is not None else self.view.rng.getrandbits(64)
         walk = self.ring(model).walk(at)
         ordered = [everything[i] for i in walk]
         if len(walk) < len(everything):  # weight 0, or beyond WALK: config order
@@ -141,22 +158,44 @@ class Affinity:
         if len(targets) < len(everything):
             wanted = {id(t) for t in targets}
             ordered = [t for t in ordered if id(t) in wanted]
-        stats, health, cooling = self.view.stats, self.view.health, self.view.stats.cooling
-        usable = [t for t in ordered if health(t.label) > 0 and cooling(t.label) <= 0]
-        loads = [stats.get(t.label).in_flight for t in usable]
-        weight = sum(t.weight for t in usable if t.weight > 0)
-        chosen = None
-        room = config.load_factor * (sum(loads) + 1) / weight if weight > 0 else 0.0
-        for target, load in zip(usable, loads):
-            if target.weight > 0 and load < math.ceil(room * target.weight):
-                chosen = target
-                break
+        # First as if every candidate were up, asking only the one chosen whether it is;
+        # when one with room is not, again over those that are (a rare, slower path).
+        counted = ordered
+        chosen, room = self._bounded(ordered, True, config.load_factor)
+        if chosen is None:
+            counted = [t for t in ordered if self._usable(t)]
+            chosen, room = self._bounded(counted, False, config.load_factor)
         if notes is not None:
+            get = self.view.stats.get
             notes.update(session=None if key is None else f"{at:016x}",
                          key_from=config.key_from, load_factor=config.load_factor,
-                         loads={t.label: [load, math.ceil(room * t.weight)]
-                                for t, load in zip(usable, loads)})
+                         loads={t.label: [get(t.label).in_flight, math.ceil(room * t.weight)]
+                                for t in counted})
         if chosen is None or chosen is ordered[0]:
             return ordered
         ordered.remove(chosen)
         return [chosen, *ordered]
+
+    def _usable(self, target: "TargetConfig") -> bool:
+        """Not open, failing its health check or cooling down."""
+        label = target.label
+        return self.view.health(label) > 0 and self.view.stats.cooling(label) <= 0
+
+    def _bounded(self, targets: Sequence["TargetConfig"], check: bool,
+                 load_factor: float) -> tuple["TargetConfig | None", float]:
+        """The first target in ring order below its cap, ⌈c × (in flight + 1) × weight ÷
+        total weight⌉ (and, with `check`, usable), and the room per unit of weight. None
+        when the first with room is not usable (`check`), or none has room."""
+        get = self.view.stats.get
+        loads = [get(t.label).in_flight for t in targets]
+        weight = 0.0
+        for t in targets:
+            if t.weight > 0:
+                weight += t.weight
+        room = load_factor * (sum(loads) + 1) / weight if weight > 0 else 0.0
+        for target, load in zip(targets, loads):
+            if target.weight > 0 and load < math.ceil(room * target.weight):
+                if check and not self._usable(target):
+                    return None, room
+                return target, room
+        return None, room

@@ -101,8 +101,9 @@ def _header_in(name: str, values: frozenset[str]) -> Check:
     def check(ex: "Exchange") -> bool:
         if ex.http is None:
             return False
-        found = ex.http.headers.getall(name, ())
-        return len(found) == 1 and found[0] in values
+        headers = ex.http.headers
+        value = headers.get(name)
+        return value is not None and value in values and len(headers.getall(name)) == 1
     return check
 
 
