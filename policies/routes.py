@@ -47,7 +47,9 @@ class Routes:
     async def __call__(self, ex: Exchange, call_next: CallNext) -> None:
         headers = ex.http.headers if ex.http is not None else _NO_HEADERS
         if self.tasks:
-            self._task(ex, headers)
+            value = headers.get(TASK_HEADER)
+            if value is not None or "metadata" in ex.body:
+                self._task(ex, value)
         if self.admin is not None and headers.get(EXPLAIN_HEADER) == "1" \
                 and self._is_admin(ex, headers):
             ex.explain = Explanation()
@@ -68,8 +70,7 @@ class Routes:
         digest = hashlib.sha256(token.encode("utf-8", "surrogatepass")).digest()
         return hmac.compare_digest(digest, self.admin.digest)
 
-    def _task(self, ex: Exchange, headers: Mapping[str, str]) -> None:
-        value: Any = headers.get(TASK_HEADER)
+    def _task(self, ex: Exchange, value: Any) -> None:
         param = TASK_HEADER
         if value is None:
             metadata = ex.body.get("metadata")

@@ -94,19 +94,29 @@ def test_removing_a_target_moves_only_its_sessions_and_recovery_moves_them_back(
 
 
 def test_an_open_target_sends_its_sessions_to_the_next_on_the_ring_and_back():
-    sick: set[str] = set()
-    affinity, _ = router_for(FOUR, health=lambda label: 0.0 if label in sick else 1.0)
+    affinity, _ = router_for(FOUR)
     before = {s: affinity.order("m", list(FOUR), ex_for(s), C) for s in SESSIONS}
-    sick.add("p1/m")
+    down = {id(FOUR[1])}  # what the dispatcher passes for an open, unhealthy or cooling one
     for s in SESSIONS:
-        now = affinity.order("m", list(FOUR), ex_for(s), C)
+        now = affinity.order("m", list(FOUR), ex_for(s), C, down=down)
+        now = [t for t in now if id(t) not in down]  # the dispatcher moves it last
         if before[s][0].label == "p1/m":
             assert now[0] is before[s][1]  # the next target on its ring
         else:
             assert now[0] is before[s][0]  # untouched
-    sick.clear()
     assert {s: affinity.order("m", list(FOUR), ex_for(s), C)[0] for s in SESSIONS} == \
         {s: o[0] for s, o in before.items()}
+
+
+def test_the_bound_counts_only_the_targets_that_are_up():
+    affinity, view = router_for(FOUR)
+    down = {id(FOUR[0])}
+    for i in range(400):
+        label = affinity.order("m", list(FOUR), ex_for(f"s{i}"), C, down=down)[0].label
+        assert label != "p0/m"
+        view.stats.started(label)
+        loads = [view.stats.get(t.label).in_flight for t in FOUR[1:]]
+        assert max(loads) <= math.ceil(1.25 * (i + 1) / 3), loads
 
 
 def test_weights_set_the_shares():

@@ -134,37 +134,33 @@ class Affinity:
             ring = self.rings[model] = Ring(self.models[model].targets)
         return ring
 
-    def point(self, key: str) -> int:
-        at = self._points.get(key)
-        if at is None:
-            at = point(key)
-            if len(key) <= CACHED_KEY_CHARS:
-                if len(self._points) >= POINT_CACHE:
-                    self._points.clear()
-                self._points[key] = at
-        return at
-
     def order(self, model: str, targets: Sequence["TargetConfig"], ex: "Exchange | None",
-              config: AffinityConfig, notes: dict | None = None) -> list:
-        everything = self.models[model].targets
+              config: AffinityConfig, notes: dict | None = None,
+              down: "set[int] | None" = None) -> list:
+        """The candidates in the session's ring order, the one it goes to first. `down`:
+        ids of targets that are open, unhealthy or cooling down; they count for neither
+        the loads nor the shares (the dispatcher moves them last)."""
         if not targets:
             return []
+        everything = self.models[model].targets
         key = session_key(ex, config) if ex is not None else None
-        at = self.point(key) if key is not None else self.view.rng.getrandbits(64)
-        walk = self.ring(model).walk(at)
+        if key is None:
+            at = self.view.rng.getrandbits(64)
+        else:
+            at = self._points.get(key)
+            if at is None:
+                at = self._remember(key)
+        ring = self.rings.get(model) or self.ring(model)
+        points = ring.points
+        walk = ring.walks[bisect_left(points, at) % len(points)] if points else ()
         ordered = [everything[i] for i in walk]
         if len(walk) < len(everything):  # weight 0, or beyond WALK: config order
             ordered += [t for i, t in enumerate(everything) if i not in walk]
         if len(targets) < len(everything):
             wanted = {id(t) for t in targets}
             ordered = [t for t in ordered if id(t) in wanted]
-        # First as if every candidate were up, asking only the one chosen whether it is;
-        # when one with room is not, again over those that are (a rare, slower path).
-        counted = ordered
-        chosen, room = self._bounded(ordered, True, config.load_factor)
-        if chosen is None:
-            counted = [t for t in ordered if self._usable(t)]
-            chosen, room = self._bounded(counted, False, config.load_factor)
+        counted = ordered if down is None else [t for t in ordered if id(t) not in down]
+        chosen, room = self._bounded(counted, config.load_factor)
         if notes is not None:
             get = self.view.stats.get
             notes.update(session=None if key is None else f"{at:016x}",
@@ -176,26 +172,28 @@ class Affinity:
         ordered.remove(chosen)
         return [chosen, *ordered]
 
-    def _usable(self, target: "TargetConfig") -> bool:
-        """Not open, failing its health check or cooling down."""
-        label = target.label
-        return self.view.health(label) > 0 and self.view.stats.cooling(label) <= 0
+    def _remember(self, key: str) -> int:
+        at = point(key)
+        if len(key) <= CACHED_KEY_CHARS:
+            if len(self._points) >= POINT_CACHE:
+                self._points.clear()
+            self._points[key] = at
+        return at
 
-    def _bounded(self, targets: Sequence["TargetConfig"], check: bool,
+    def _bounded(self, targets: Sequence["TargetConfig"],
                  load_factor: float) -> tuple["TargetConfig | None", float]:
         """The first target in ring order below its cap, ⌈c × (in flight + 1) × weight ÷
-        total weight⌉ (and, with `check`, usable), and the room per unit of weight. None
-        when the first with room is not usable (`check`), or none has room."""
+        total weight⌉, and the room per unit of weight (None: no target has weight)."""
         get = self.view.stats.get
         loads = [get(t.label).in_flight for t in targets]
         weight = 0.0
         for t in targets:
             if t.weight > 0:
                 weight += t.weight
-        room = load_factor * (sum(loads) + 1) / weight if weight > 0 else 0.0
+        if weight <= 0:
+            return None, 0.0
+        room = load_factor * (sum(loads) + 1) / weight
         for target, load in zip(targets, loads):
             if target.weight > 0 and load < math.ceil(room * target.weight):
-                if check and not self._usable(target):
-                    return None, room
                 return target, room
         return None, room

@@ -151,20 +151,23 @@ class Dispatcher:
                     capable.append(target)
                 elif skips is not None:
                     skips.missing.add(missing)
-        notes = {} if ex.explain is not None else None
-        ordered = self.router.order(model.name, strategy, capable, ex.routing_hint, ex=ex,
-                                    spec=spec, notes=notes)
-        ex.strategy = "cheapest" if ex.routing_hint in ("cheaper", "free_only") else strategy
         slo = self.routing.slo.get(model.name) if self.routing.slo else None
-        if len(ordered) > 1:
+        down = None  # cooling, open, unhealthy, SLO-breaking: they go last
+        if len(capable) > 1:
             cooling = self.stats.cooling
             health = self.health_score
             last = [cooling(label) > 0 or health(label) == 0
                     or (slo is not None and slo_broken(self.stats.get(label), slo))
-                    for label in [t.label for t in ordered]]
-            if any(last):  # a stable sort on these keys: only needed when one is True
-                ordered = [t for t, k in zip(ordered, last) if not k] + \
-                          [t for t, k in zip(ordered, last) if k]
+                    for label in [t.label for t in capable]]
+            if any(last):
+                down = {id(t) for t, k in zip(capable, last) if k}
+        notes = {} if ex.explain is not None else None
+        ordered = self.router.order(model.name, strategy, capable, ex.routing_hint, ex=ex,
+                                    spec=spec, notes=notes, down=down)
+        ex.strategy = "cheapest" if ex.routing_hint in ("cheaper", "free_only") else strategy
+        if down is not None:  # a stable sort on this key: only needed when one is down
+            ordered = [t for t in ordered if id(t) not in down] + \
+                      [t for t in ordered if id(t) in down]
         if ex.explain is not None:
             explain_order(ex, model, targets, ordered, needs, spec, notes, self.router,
                           lambda label: demotion(self, label, slo))

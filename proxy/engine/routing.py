@@ -257,9 +257,11 @@ class Router:
 
     def order(self, model_name: str, strategy: str, targets: Targets,
               hint: str | None = None, *, ex: "Exchange | None" = None,
-              spec: StrategySpec | None = None, notes: dict | None = None) -> list:
+              spec: StrategySpec | None = None, notes: dict | None = None,
+              down: "set[int] | None" = None) -> list:
         """`spec`: a route rule's strategy options (else the model's); `notes`: filled
-        with what affinity decided, for an explanation."""
+        with what affinity decided, for an explanation; `down`: ids of targets the
+        dispatcher will move last (affinity leaves them out of its loads)."""
         if hint == "free_only":
             targets = [t for t in targets if is_free(t)]
         if hint in ("cheaper", "free_only"):
@@ -272,7 +274,7 @@ class Router:
         if strategy == "affinity":
             config = spec.affinity if spec is not None else \
                 self.affinity_config.get(model_name, _DEFAULT_AFFINITY)
-            return self.affinity.order(model_name, targets, ex, config, notes)
+            return self.affinity.order(model_name, targets, ex, config, notes, down)
         return STRATEGIES[strategy](targets, self.view, model_name)
 
 

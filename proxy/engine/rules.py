@@ -1,22 +1,24 @@
-"""Route rules, compiled once: each rule becomes a tuple of checks, cheapest first.
+"""Route rules, compiled once into one matching function.
 
-Matching a request walks the rules in order and stops at the first whose checks
-all pass; a check is one closure call reading the exchange (a set lookup for
-names, one header read, the estimate the exchange already keeps). The walk over
-the messages for images runs last, and only for rules that got that far.
+At start the rules become the source of a single function, one `if` per rule in
+order, each condition a chain of `and`s with its cheapest tests first (names
+and headers, then the token estimate the exchange keeps, the walk over the
+messages for images last), and it is compiled with `compile()`. Matching a
+request is then one call that reads the exchange's fields once and stops at
+the first rule that holds, with no call per condition. Only constants the
+config's parser produced enter the function, by name from its namespace, never
+as text: no config value is ever pasted into the source.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Callable, Iterable
+from typing import TYPE_CHECKING, Any, Callable, Iterable
 
 from proxy.config.routes import RouteMatch, RouteRule
 from proxy.engine.routing import _has_image
 
 if TYPE_CHECKING:
     from proxy.core.exchange import Exchange
-
-Check = Callable[["Exchange"], bool]
 
 #: request path → what `match.endpoint` calls it
 ENDPOINT_OF = {"/v1/chat/completions": "chat", "/chat/completions": "chat",
@@ -28,99 +30,70 @@ class RuleTable:
     """The config's `routes:` in order; `match(ex)` gives the first matching rule."""
 
     def __init__(self, rules: Iterable[RouteRule]) -> None:
-        self.rules = tuple((rule, tuple(compile_rule(rule))) for rule in rules)
-
-    def match(self, ex: "Exchange") -> RouteRule | None:
-        for rule, checks in self.rules:
-            for check in checks:
-                if not check(ex):
-                    break
-            else:
-                return rule
-        return None
+        self.rules = tuple(rules)
+        self.source, namespace = compile_rules(self.rules)
+        exec(compile(self.source, "<gatewise routes>", "exec"), namespace)  # noqa: S102
+        self.match: Callable[["Exchange"], RouteRule | None] = namespace["match"]
 
 
-def compile_rule(rule: RouteRule) -> list[Check]:
-    """The rule's checks, cheapest first. A rule with a `targets:` subset and no `model`
-    also needs the requested model to have targets in that subset."""
+def compile_rules(rules: tuple[RouteRule, ...]) -> tuple[str, dict[str, Any]]:
+    """The matching function's source, and the namespace holding every constant it reads."""
+    namespace: dict[str, Any] = {"ENDPOINT_OF": ENDPOINT_OF, "has_image": _has_image,
+                                 "isinstance": isinstance, "len": len, "bool": bool,
+                                 "str": str, "__builtins__": {}}
+    lines = ["def match(ex):", "    model = ex.model.name", "    key = ex.key",
+             "    http = ex.http", "    body = ex.body"]
+    for i, rule in enumerate(rules):
+        namespace[f"R{i}"] = rule
+        tests = _tests(i, rule, namespace)
+        lines.append(f"    if {' and '.join(tests) if tests else 'True'}:")
+        lines.append(f"        return R{i}")
+    lines.append("    return None")
+    return "\n".join(lines) + "\n", namespace
+
+
+def _tests(i: int, rule: RouteRule, ns: dict[str, Any]) -> list[str]:
+    """One rule's conditions as expressions over `model`, `key`, `http`, `body`, `ex`."""
     m: RouteMatch = rule.match
-    checks: list[Check] = []
-    if rule.subsets is not None and rule.model is None:
-        checks.append(_model_in(frozenset(rule.subsets)))
+    tests: list[str] = []
+
+    def const(kind: str, value: Any) -> str:
+        name = f"{kind}{i}_{len(ns)}"
+        ns[name] = value
+        return name
+
+    if rule.subsets is not None and rule.model is None:  # the requested model has targets
+        tests.append(f"model in {const('S', frozenset(rule.subsets))}")
     if m.models is not None:
-        checks.append(_model_in(m.models))
+        tests.append(f"model in {const('M', m.models)}")
     if m.keys is not None:
-        checks.append(_key_in(m.keys))
+        tests.append(f"key is not None and key.name in {const('K', m.keys)}")
     for name, values in m.metadata:
-        checks.append(_metadata_in(name, values))
+        field, allowed = const("F", name), const("V", values)
+        tests.append(f"key is not None and key.metadata.get({field}) in {allowed}")
     if m.tasks is not None:
-        checks.append(_task_in(m.tasks))
+        tests.append(f"ex.task in {const('T', m.tasks)}")
     if m.endpoints is not None:
-        checks.append(_endpoint_in(m.endpoints))
-    for name, header_values in m.headers:
-        checks.append(_header_present(name) if header_values is None
-                      else _header_in(name, header_values))
+        tests.append(f"http is not None and ENDPOINT_OF.get(http.path) in "
+                     f"{const('E', m.endpoints)}")
+    for name, values in m.headers:
+        header = const("H", name)
+        if values is None:
+            tests.append(f"http is not None and {header} in http.headers")
+        else:  # exactly one such header: one sent twice is ambiguous and matches nothing
+            allowed = const("V", values)
+            tests.append(f"http is not None and http.headers.get({header}) in {allowed} "
+                         f"and len(http.headers.getall({header})) == 1")
     if m.users is not None:
-        checks.append(_user_in(m.users))
+        tests.append(f"isinstance(body.get('user'), str) and body['user'] in "
+                     f"{const('U', m.users)}")
     if m.tools is not None:
-        checks.append(_has_tools(m.tools))
+        tests.append(f"bool(body.get('tools') or body.get('functions')) is "
+                     f"{const('B', m.tools)}")
     if m.prompt_tokens is not None:
-        checks.append(_prompt_within(*m.prompt_tokens))
+        low, high = m.prompt_tokens
+        tests.append(f"{const('L', low)} <= ex.estimated().prompt_tokens <= "
+                     f"{const('L', high)}")
     if m.images is not None:
-        checks.append(_has_images(m.images))
-    return checks
-
-
-def _model_in(names: frozenset[str]) -> Check:
-    return lambda ex: ex.model.name in names
-
-
-def _key_in(names: frozenset[str]) -> Check:
-    return lambda ex: ex.key is not None and ex.key.name in names
-
-
-def _metadata_in(name: str, values: frozenset[str]) -> Check:
-    return lambda ex: ex.key is not None and ex.key.metadata.get(name) in values
-
-
-def _task_in(tasks: frozenset[str]) -> Check:
-    return lambda ex: ex.task in tasks
-
-
-def _endpoint_in(endpoints: frozenset[str]) -> Check:
-    return lambda ex: ex.http is not None and ENDPOINT_OF.get(ex.http.path) in endpoints
-
-
-def _header_present(name: str) -> Check:
-    return lambda ex: ex.http is not None and name in ex.http.headers
-
-
-def _header_in(name: str, values: frozenset[str]) -> Check:
-    """Exactly one such header with one of the values: a header sent twice is ambiguous
-    and matches nothing."""
-    def check(ex: "Exchange") -> bool:
-        if ex.http is None:
-            return False
-        headers = ex.http.headers
-        value = headers.get(name)
-        return value is not None and value in values and len(headers.getall(name)) == 1
-    return check
-
-
-def _user_in(users: frozenset[str]) -> Check:
-    def check(ex: "Exchange") -> bool:
-        user = ex.body.get("user")
-        return isinstance(user, str) and user in users
-    return check
-
-
-def _has_tools(want: bool) -> Check:
-    return lambda ex: bool(ex.body.get("tools") or ex.body.get("functions")) is want
-
-
-def _prompt_within(low: int, high: int) -> Check:
-    return lambda ex: low <= ex.estimated().prompt_tokens <= high
-
-
-def _has_images(want: bool) -> Check:
-    return lambda ex: _has_image(ex.body.get("messages")) is want
+        tests.append(f"has_image(body.get('messages')) is {const('B', m.images)}")
+    return [f"({t})" for t in tests]
