@@ -249,3 +249,38 @@ keys: [{name: admin, key: "0123456789abcdef0"}]
         parse_config(text, {})
     assert err.value.problems == ["keys[0].name: 'admin' is the admin key's name on the data "
                                   "plane: choose another"]
+
+
+def test_rule_values_are_data_never_source():
+    from types import SimpleNamespace
+
+    from proxy.engine.rules import RuleTable
+
+    evil = "x') or __import__('os').system('true') or ('"
+    config = parse_config(f"""
+providers: {{a: {{type: mock}}}}
+models: {{m: {{targets: [{{provider: a, model: echo}}]}}}}
+keys: [{{name: "{evil}", key: "0123456789abcdef0", metadata: {{"{evil}": "{evil}"}}}}]
+routes:
+  - name: r1
+    match: {{header: {{x-evil: "{evil}"}}, user: "{evil}", key: "{evil}",
+             metadata: {{"{evil}": "{evil}"}}}}
+    task: coding
+""", {})
+    table = RuleTable(config.routes)
+    assert "__import__" not in table.source and "x-evil" not in table.source
+    key = config.keys[0]
+
+    class Headers(dict):
+        def getall(self, name):
+            return [self[name]] if name in self else []
+
+    def ex(user, header):
+        return SimpleNamespace(model=config.models["m"], key=key, body={"user": user},
+                               http=SimpleNamespace(path="/v1/chat/completions",
+                                                    headers=Headers({"x-evil": header})),
+                               task=None)
+
+    assert table.match(ex(evil, evil)) is config.routes[0]
+    assert table.match(ex(evil, "x")) is None
+    assert table.match(ex("x", evil)) is None
