@@ -75,3 +75,22 @@ async def test_redis_down_means_local_counts_only(states):
     assert two.get("a/m") == 100
     two.state.up = False
     assert two.get("a/m") == 0
+
+
+def test_the_gateway_shares_tokens_only_when_a_strategy_needs_them():
+    from proxy.server.app import build_app
+    from proxy.server.configure import parse_config
+    from proxy.server.gateway import GATEWAY
+
+    text = """
+providers: {a: {type: mock}, b: {type: mock}}
+models:
+  m: {strategy: STRATEGY, targets: [{provider: a, model: echo}, {provider: b, model: echo}]}
+state: {backend: redis, url: "redis://127.0.0.1:6379/0", prefix: "gwtest-unused:"}
+"""
+    gateway = build_app(parse_config(text.replace("STRATEGY", "least_tokens"), {}))[GATEWAY]
+    tokens = gateway.dispatcher.tokens
+    assert isinstance(tokens, RedisTokenLoad)
+    assert tokens.publish in gateway.shared.redis.on_tick
+    gateway = build_app(parse_config(text.replace("STRATEGY", "least_busy"), {}))[GATEWAY]
+    assert gateway.dispatcher.tokens is None

@@ -284,3 +284,13 @@ routes:
     assert table.match(ex(evil, evil)) is config.routes[0]
     assert table.match(ex(evil, "x")) is None
     assert table.match(ex("x", evil)) is None
+
+
+async def test_streams_carry_the_route_header(gw):
+    async with aiohttp.ClientSession() as http:
+        async with http.post(gw.url + "/v1/chat/completions", json={
+                "model": "chat", "stream": True, "messages": TEXT}, headers={
+                "authorization": f"Bearer {KEYS['DELTA']}", "x-team": "blue"}) as resp:
+            assert resp.status == 200
+            assert resp.headers["x-gatewise-route"] == "rule=header; strategy=priority"
+            assert (await resp.read()).endswith(b"data: [DONE]\n\n")
