@@ -12,7 +12,8 @@ ADMIN = "admin-key-0123456789abcdef"
 KEYS = {"ALPHA": "alpha-key-0123456789abcdef", "BETA": "beta-key-0123456789abcdef",
         "GAMMA": "gamma-key-0123456789abcdef", "DELTA": "delta-key-0123456789abcdef",
         "ADMIN": ADMIN}
-NAMES = ("header", "key", "meta", "user", "endpoint", "tokens", "tools", "images", "task")
+NAMES = ("header", "key", "meta", "user", "endpoint", "tokens", "tools", "images", "task",
+         "messages")
 
 CONFIG = f"""
 admin: {{key: "${{ADMIN}}"}}
@@ -39,6 +40,7 @@ routes:
   - {{name: meta, match: {{metadata: {{team: research}}}}, model: to-meta}}
   - {{name: user, match: {{user: [u-17, "ünï-çødé"]}}, model: to-user}}
   - {{name: endpoint, match: {{endpoint: completions}}, model: to-endpoint}}
+  - {{name: messages, match: {{endpoint: [messages, responses]}}, model: to-messages}}
   - {{name: tokens, match: {{prompt_tokens: {{min: 2000}}}}, model: to-tokens}}
   - {{name: tools, match: {{tools: true}}, model: to-tools}}
   - {{name: images, match: {{images: true}}, model: to-images}}
@@ -86,14 +88,20 @@ def route(headers) -> tuple[str | None, str | None]:
     ("tools", "BETA", {"tools": TOOLS}, {}, None),
     ("images", "BETA", {"messages": IMAGE}, {}, None),
     ("task", "DELTA", {}, {"x-gatewise-task": "creative"}, None),
+    ("messages", "BETA", {"max_tokens": 16}, {}, "/v1/messages"),
+    ("messages", "BETA", {"input": "hello"}, {}, "/v1/responses"),
 ])
 async def test_one_rule_per_match_kind(gw, name, key, body, headers, path):
-    if path == "/v1/completions":
-        body = {"prompt": "hello"}
+    if path is not None:  # another inbound API: its own body
+        body = {"model": "chat", **({"prompt": "hello"} if path == "/v1/completions" else body)}
+        if path == "/v1/messages":
+            body["messages"] = TEXT
         async with aiohttp.ClientSession() as http:
-            async with http.post(gw.url + path, json={"model": "chat", **body}, headers={
-                    "authorization": f"Bearer {KEYS[key]}"}) as resp:
+            async with http.post(gw.url + path, json=body, headers={
+                    "x-api-key" if path == "/v1/messages" else "authorization":
+                    KEYS[key] if path == "/v1/messages" else f"Bearer {KEYS[key]}"}) as resp:
                 status, got = resp.status, resp.headers
+                assert status == 200, await resp.text()
     else:
         status, got, _ = await call(gw, key, body, headers)
     assert status == 200
@@ -214,7 +222,7 @@ models: {m: {targets: [{provider: a, model: echo}]}}
 keys: [{name: k, key: "0123456789abcdef0"}]
 routes:
   - {match: {header: {authorization: x}}, model: m}
-  - {match: {key: nobody, endpoint: responses, prompt_tokens: {min: 5, max: 1}}, model: zz}
+  - {match: {key: nobody, endpoint: batch, prompt_tokens: {min: 5, max: 1}}, model: zz}
   - {match: {model: "gpt-*"}, targets: [b/echo], strategy: {name: affinity, key_from: "x"}}
   - {match: {}}
   - {name: "two words", model: m, task: Coding}
@@ -223,8 +231,8 @@ routes:
         "routes[0].match.header.authorization: carries credentials: match on key or metadata "
         "instead",
         "routes[1].match.key: unknown key 'nobody'",
-        "routes[1].match.endpoint: must be one of chat, completions, embeddings; got "
-        "'responses'",
+        "routes[1].match.endpoint: must be one of chat, completions, embeddings, responses, "
+        "messages; got 'batch'",
         "routes[1].match.prompt_tokens: min (5) is above max (1)",
         "routes[1].model: unknown model 'zz'",
         "routes[2].match.model: 'gpt-*' matches no model",

@@ -31,8 +31,8 @@ from proxy.config.routing import SECRET_HEADERS, StrategySpec, parse_strategy
 from proxy.config.types import ModelConfig, TargetConfig
 from proxy.config.upstreams import STRATEGIES
 
-#: what `match.endpoint` may name
-ENDPOINTS = ("chat", "completions", "embeddings")
+#: what `match.endpoint` may name: the inbound API (`Exchange.endpoint`)
+ENDPOINTS = ("chat", "completions", "embeddings", "responses", "messages")
 #: the name the admin key's requests carry, like a client key's name
 ADMIN_KEY_NAME = "admin"
 _HEADER_NAME = re.compile(r"^[A-Za-z0-9!#$%&'*+.^_`|~-]{1,128}$")

@@ -20,12 +20,6 @@ from proxy.engine.routing import _has_image
 if TYPE_CHECKING:
     from proxy.core.exchange import Exchange
 
-#: request path → what `match.endpoint` calls it
-ENDPOINT_OF = {"/v1/chat/completions": "chat", "/chat/completions": "chat",
-               "/v1/completions": "completions", "/completions": "completions",
-               "/v1/embeddings": "embeddings", "/embeddings": "embeddings"}
-
-
 class RuleTable:
     """The config's `routes:` in order; `match(ex)` gives the first matching rule."""
 
@@ -38,7 +32,7 @@ class RuleTable:
 
 def compile_rules(rules: tuple[RouteRule, ...]) -> tuple[str, dict[str, Any]]:
     """The matching function's source, and the namespace holding every constant it reads."""
-    namespace: dict[str, Any] = {"ENDPOINT_OF": ENDPOINT_OF, "has_image": _has_image,
+    namespace: dict[str, Any] = {"has_image": _has_image,
                                  "isinstance": isinstance, "len": len, "bool": bool,
                                  "str": str, "__builtins__": {}}
     lines = ["def match(ex):", "    model = ex.model.name", "    key = ex.key",
@@ -74,8 +68,7 @@ def _tests(i: int, rule: RouteRule, ns: dict[str, Any]) -> list[str]:
     if m.tasks is not None:
         tests.append(f"ex.task in {const('T', m.tasks)}")
     if m.endpoints is not None:
-        tests.append(f"http is not None and ENDPOINT_OF.get(http.path) in "
-                     f"{const('E', m.endpoints)}")
+        tests.append(f"ex.endpoint in {const('E', m.endpoints)}")
     for name, values in m.headers:
         header = const("H", name)
         if values is None:
