@@ -302,3 +302,15 @@ async def test_streams_carry_the_route_header(gw):
             assert resp.status == 200
             assert resp.headers["x-gatewise-route"] == "rule=header; strategy=priority"
             assert (await resp.read()).endswith(b"data: [DONE]\n\n")
+
+
+def test_a_client_key_may_not_be_the_admin_key():
+    with pytest.raises(ConfigError) as err:
+        parse_config("""
+admin: {key: "admin-key-0123456789"}
+providers: {a: {type: mock}}
+models: {m: {targets: [{provider: a, model: echo}]}}
+keys: [{name: k, key: "admin-key-0123456789"}]
+""", {})
+    assert err.value.problems == ["keys[0]: is the same key as admin.key: a client key must "
+                                  "not open the admin API"]

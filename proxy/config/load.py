@@ -20,7 +20,7 @@ from proxy.config.routing import extract_routing, parse_routing
 from proxy.config.types import (GatewayConfig, ModelConfig, ProviderConfig, ServerConfig,
                                 TargetConfig, TelemetryConfig, Timeouts)
 from proxy.config.observe import extract_slos, parse_alerts
-from proxy.config.policies import parse_budgets, parse_keys, parse_state
+from proxy.config.policies import hash_key, parse_budgets, parse_keys, parse_state
 from proxy.config.responses import parse_responses
 from proxy.config.telemetry import extract_model_cache, parse_cache, parse_telemetry
 from proxy.config.upstreams import (STRATEGIES, ProviderTypes, optional_secret, parse_models, parse_providers,
@@ -97,10 +97,14 @@ def parse_config(text: str, env: Mapping[str, str], source: str = "<memory>", *,
     admin.finish()
     alerts = parse_alerts(root.raw_value("alerts"), problems, budgets.alert_webhook)
     routes = parse_routes(root.raw_value("routes"), problems, models, keys, admin_key is not None)
+    admin_digest = hash_key(admin_key) if admin_key is not None else None
     for i, key in enumerate(keys):
         if admin_key is not None and key.name == ADMIN_KEY_NAME:
             problems.add(f"keys[{i}].name", f"'{ADMIN_KEY_NAME}' is the admin key's name on the "
                                             "data plane: choose another")
+        if admin_digest is not None and key.digest == admin_digest:  # at load: no timing
+            problems.add(f"keys[{i}]", "is the same key as admin.key: a client key must not "
+                                       "open the admin API")
     root.finish()
     if problems:
         raise ConfigError(list(problems))
