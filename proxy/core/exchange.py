@@ -170,8 +170,12 @@ class Exchange:
             headers["x-gatewise-fallback"] = self.served_model
         if self.cost is not None:  # known once the answer is in (never for a stream's headers)
             headers["x-gatewise-cost"] = f"{self.cost:.8f}"
-        if self.strategy is not None:
-            self.route_headers(headers)
+        strategy = self.strategy
+        if strategy is not None:
+            if self.route_rule is None and self.explain is None:  # the common case, inline
+                headers["x-gatewise-route"] = "strategy=" + strategy
+            else:
+                self.route_headers(headers)
         if self.extra_headers:
             headers.update(self.extra_headers)
         return headers

@@ -140,7 +140,10 @@ class Dispatcher:
               skips: _Skips | None = None) -> list["TargetConfig"]:
         """The model's capable targets (of a route rule's subset) in its strategy's (or
         the rule's) order; cooling, open, unhealthy or SLO-breaking targets go last."""
-        targets, spec, strategy = route_for(ex, model)
+        if ex.route_rule is None:
+            targets, spec, strategy = model.targets, None, model.strategy
+        else:
+            targets, spec, strategy = route_for(ex, model)
         if needs is None:
             capable = list(targets)
         else:
