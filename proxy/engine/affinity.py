@@ -73,13 +73,6 @@ class Ring:
         self.points = [p for p, _ in owned]
         self.walks = _walks([i for _, i in owned], min(WALK, len(weighted)))
 
-    def walk(self, at: int) -> tuple[int, ...]:
-        """The first target indexes in ring order from the point `at` (empty: no point)."""
-        points = self.points
-        if not points:
-            return ()
-        return self.walks[bisect_left(points, at) % len(points)]
-
 
 def _walks(owners: list[int], length: int) -> list[tuple[int, ...]]:
     """For each point, the first `length` distinct owners clockwise from it."""

@@ -21,9 +21,6 @@ if TYPE_CHECKING:
 
 #: the header stays well under common 8 KB header-line limits; longer lists are cut
 MAX_HEADER = 6000
-#: why a target was not tried, or tried only after the others
-REASONS = ("rule", "capability", "budget", "rate_limit", "cooling", "breaker_open", "health",
-           "slo", "provider_disabled", "retry_budget", "deadline")
 
 
 def gate_reason(gate: Any) -> str:

@@ -25,7 +25,7 @@ def route_for(ex: "Exchange", model: "ModelConfig"
     """The targets to choose from, the rule's strategy options (None: the model's), and
     the strategy's name."""
     rule = ex.route_rule
-    if rule is None or model is not ex.model:
+    if rule is None or model is not ex.model:  # (the dispatcher tests the first itself)
         return model.targets, None, model.strategy
     spec = rule.strategy
     targets = rule.subsets.get(model.name, ()) if rule.subsets is not None else model.targets
