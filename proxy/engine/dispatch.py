@@ -165,9 +165,9 @@ class Dispatcher:
             if any(last):
                 down = {id(t) for t, k in zip(capable, last) if k}
         notes = {} if ex.explain is not None else None
-        ordered = self.router.order(model.name, strategy, capable, ex.routing_hint, ex=ex,
-                                    spec=spec, notes=notes, down=down)
-        ex.strategy = "cheapest" if ex.routing_hint in ("cheaper", "free_only") else strategy
+        hint = ex.routing_hint
+        ordered = self.router.order(model.name, strategy, capable, hint, ex, spec, notes, down)
+        ex.strategy = strategy if hint is None else "cheapest"  # a budget's hint orders by price
         if down is not None:  # a stable sort on this key: only needed when one is down
             ordered = [t for t in ordered if id(t) not in down] + \
                       [t for t in ordered if id(t) in down]

@@ -256,7 +256,7 @@ class Router:
         self.affinity = Affinity(models or {}, view)
 
     def order(self, model_name: str, strategy: str, targets: Targets,
-              hint: str | None = None, *, ex: "Exchange | None" = None,
+              hint: str | None = None, ex: "Exchange | None" = None,
               spec: StrategySpec | None = None, notes: dict | None = None,
               down: "set[int] | None" = None) -> list:
         """`spec`: a route rule's strategy options (else the model's); `notes`: filled
