@@ -273,3 +273,23 @@ routes:
         except StopAsyncIteration:
             pass
     assert leaked == []
+
+
+async def test_every_target_open_is_a_503_that_names_the_strategy(start_gateway):
+    gw = await start_gateway(CONFIG)
+    breakers = gw.app[GATEWAY].dispatcher.breakers
+    for i in range(4):
+        breakers.get(f"p{i}/echo").cb.open()
+    async with aiohttp.ClientSession() as http:
+        async with http.post(gw.url + "/v1/chat/completions", json={
+                "model": "chat", "messages": [{"role": "user", "content": "hi"}]},
+                headers={"x-session-id": "s"}) as resp:
+            assert resp.status == 503
+            assert (await resp.json())["error"]["code"] == "circuit_open"
+            assert resp.headers["x-gatewise-route"] == "strategy=affinity"
+            assert int(resp.headers["retry-after"]) >= 1
+        breakers.get("p3/echo").cb.close()
+        async with http.post(gw.url + "/v1/chat/completions", json={
+                "model": "chat", "messages": [{"role": "user", "content": "hi"}]},
+                headers={"x-session-id": "s"}) as resp:
+            assert resp.status == 200 and resp.headers["x-gatewise-target"] == "p3/echo"
