@@ -162,15 +162,13 @@ async def test_adaptive_learns_per_task_kind(start_gateway):
 SKIPS = """
 admin: {key: "${ADMIN}"}
 providers: {t-cap: {type: mock}, t-open: {type: mock}, t-rate: {type: mock},
-            t-slo: {type: mock}, t-sick: {type: mock}, t-ok: {type: mock}}
+            t-sick: {type: mock}, t-ok: {type: mock}}
 models:
   mixed:
-    slo: {latency_ms: 1000}
     targets:
       - {provider: t-cap, model: echo, capabilities: []}
       - {provider: t-open, model: echo}
       - {provider: t-rate, model: echo, rpm: 1}
-      - {provider: t-slo, model: echo}
       - {provider: t-sick, model: echo}
       - {provider: t-ok, model: echo}
 """
@@ -194,7 +192,6 @@ async def test_every_skip_and_demotion_says_why(start_gateway):
     status, headers, _ = await post(gw, body)  # t-rate serves once and uses its rpm
     assert headers["x-gatewise-target"] == "t-open/echo"  # t-cap lacks tools
     dispatcher.breakers.get("t-open/echo").cb.open()
-    dispatcher.stats.finished("t-slo/echo", ok=True, latency_ms=5000.0, error_class=None)
     dispatcher.provider_health = lambda name: False if name == "t-sick" else None
     await post(gw, body, explain=False)  # t-rate takes its one request a minute
     status, headers, _ = await post(gw, body)
@@ -203,7 +200,7 @@ async def test_every_skip_and_demotion_says_why(start_gateway):
     [model] = explain["models"]
     last = {c["target"]: c.get("last") for c in model["candidates"]}
     assert last == {"t-rate/echo": None, "t-ok/echo": None, "t-open/echo": "breaker_open",
-                    "t-slo/echo": "slo", "t-sick/echo": "health"}
+                    "t-sick/echo": "health"}
     assert [c["target"] for c in model["candidates"]][:2] == ["t-rate/echo", "t-ok/echo"]
     assert {"target": "t-cap/echo", "reason": "capability", "detail": "tools"} in \
         explain["skipped"]
@@ -228,6 +225,27 @@ async def test_all_targets_open_explains_the_503(start_gateway):
         {"role": "user", "content": "hi"}]}, explain=False)
     assert status == 503 and "x-gatewise-explain" not in headers
     assert headers["x-gatewise-route"] == "strategy=priority"
+
+
+async def test_a_breached_adaptive_slo_halves_the_score_and_says_so(start_gateway):
+    gw = await start_gateway(CONFIG.replace(
+        "quality: {\"coding\": 0.95, \"creative\": 0.55}, tier: premium}",
+        "quality: {\"coding\": 0.95, \"creative\": 0.55}, tier: premium,\n"
+        "         slo: {availability: 99%, adaptive: true}}"), env=ENV)
+    view = gw.app[GATEWAY].dispatcher.router.view
+    assert any(slo.adaptive and slo.subject == "strong/echo" for slo in
+               gw.app[GATEWAY].config.slos)
+    assert (await ask(gw, "smart", ADMIN, "coding"))["x-gatewise-target"] == "strong/echo"
+    view.penalty = lambda label: 0.5 if label == "strong/echo" else 1.0  # as a breach sets it
+    headers = await ask(gw, "smart", ADMIN, "coding")
+    want = expected("coding", 4)
+    want["strong/echo"] *= 0.5
+    assert headers["x-gatewise-target"] == max(want, key=want.get) != "strong/echo"
+    got = {c["target"]: c for c in
+           json.loads(headers["x-gatewise-explain"])["models"][0]["candidates"]}
+    assert got["strong/echo"]["slo_penalty"] == 0.5
+    assert got["strong/echo"]["score"] == pytest.approx(want["strong/echo"], abs=1e-6)
+    assert "slo_penalty" not in got["artist/echo"]
 
 
 # --- least_tokens ------------------------------------------------------------------------

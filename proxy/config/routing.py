@@ -8,16 +8,15 @@ policies:
   breaker: {failures: 5, reset_after: 30s, half_open_probes: 1}
 models:
   gpt-4o: {strategy: {name: adaptive, weights: {success: 3, latency: 1, cost: 1, health: 2,
-                                                quality: 2}},
-           slo: {latency_ms: 2000, success_rate: 0.9}}
+                                                quality: 2}}}
   chat:   {strategy: {name: affinity, key_from: "header:x-session-id", load_factor: 1.25}}
 providers:
   openai: {health_check: {interval: 30s, timeout: 5s, path: /models}}   # or `true`
 ```
 
 `extract_routing` runs before the provider and model parsers: it takes the
-`health_check` and `slo` keys and `strategy` mappings out of the raw YAML
-(leaving the strategy's name), so those parsers see only what they know.
+`health_check` keys and `strategy` mappings out of the raw YAML (leaving the
+strategy's name), so those parsers see only what they know.
 """
 
 from __future__ import annotations
@@ -106,14 +105,6 @@ class StrategySpec:
 
 
 @dataclass(frozen=True, slots=True)
-class SloConfig:
-    """Targets whose moving averages break these go last, like an open breaker."""
-
-    latency_ms: float | None = None
-    success_rate: float | None = None
-
-
-@dataclass(frozen=True, slots=True)
 class HealthCheck:
     """GET `base_url + path`, or (with `model`) a one-token chat request to that model."""
 
@@ -130,7 +121,6 @@ class RoutingConfig:
     weights: Mapping[str, AdaptiveWeights] = field(default_factory=dict)  # by model name
     health: Mapping[str, HealthCheck] = field(default_factory=dict)  # by provider name
     affinity: Mapping[str, AffinityConfig] = field(default_factory=dict)  # by model name
-    slo: Mapping[str, SloConfig] = field(default_factory=dict)  # by model name
 
 
 class Extracted:
@@ -140,7 +130,6 @@ class Extracted:
         self.weights: dict[str, AdaptiveWeights] = {}
         self.health: dict[str, HealthCheck] = {}
         self.affinity: dict[str, AffinityConfig] = {}
-        self.slo: dict[str, SloConfig] = {}
 
 
 def parse_strategy(value: Any, path: str, problems: Problems) -> StrategySpec | None:
@@ -184,24 +173,8 @@ def _affinity(s: Section, path: str, problems: Problems) -> AffinityConfig:
     return AffinityConfig(key_from, None, float(factor))
 
 
-def _slo(value: Any, path: str, problems: Problems) -> SloConfig | None:
-    s = Section(value, path, problems)
-    latency = s.number("latency_ms", None, minimum=1)
-    rate = s.number("success_rate", None)
-    s.finish()
-    if rate is not None and rate > 1:
-        problems.add(join(path, "success_rate"), f"must be a fraction in [0, 1], got {rate!r}")
-        rate = None
-    if s.ok and latency is None and rate is None:
-        problems.add(path, "needs latency_ms, success_rate or both")
-    if latency is None and rate is None:
-        return None
-    return SloConfig(None if latency is None else float(latency),
-                     None if rate is None else float(rate))
-
-
 def extract_routing(raw: dict, problems: Problems) -> Extracted:
-    """Take `strategy:` mappings, `slo:` and `health_check:` out of raw models/providers."""
+    """Take `strategy:` mappings and `health_check:` out of raw models/providers."""
     found = Extracted()
     models = raw.get("models")
     if isinstance(models, dict):
@@ -209,10 +182,6 @@ def extract_routing(raw: dict, problems: Problems) -> Extracted:
             if not isinstance(model, dict):
                 continue
             path = join("models", str(name))
-            if "slo" in model:
-                slo = _slo(model.pop("slo"), join(path, "slo"), problems)
-                if slo is not None:
-                    found.slo[str(name)] = slo
             if isinstance(model.get("strategy"), dict):
                 spec = parse_strategy(model["strategy"], join(path, "strategy"), problems)
                 if spec is not None:
@@ -300,5 +269,4 @@ def parse_routing(policies: Section, found: Extracted) -> RoutingConfig:
     return RoutingConfig(retry=retry, breaker=breaker,
                          weights=MappingProxyType(found.weights),
                          health=MappingProxyType(found.health),
-                         affinity=MappingProxyType(found.affinity),
-                         slo=MappingProxyType(found.slo))
+                         affinity=MappingProxyType(found.affinity))

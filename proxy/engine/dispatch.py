@@ -30,7 +30,7 @@ from proxy.engine.plan import (
 )
 from proxy.engine.explain import gate_reason
 from proxy.engine.routing import Needs, Router, View, lacks, request_needs
-from proxy.engine.route_hooks import demotion, explain_order, route_for, slo_broken
+from proxy.engine.route_hooks import demotion, explain_order, route_for
 from proxy.config.routing import RoutingConfig
 from proxy.config.types import Timeouts
 from proxy.core.errors import GatewayError, UpstreamError
@@ -139,7 +139,7 @@ class Dispatcher:
     def order(self, ex: Exchange, model: "ModelConfig", needs: Needs | None = None,
               skips: _Skips | None = None) -> list["TargetConfig"]:
         """The model's capable targets (of a route rule's subset) in its strategy's (or
-        the rule's) order; cooling, open, unhealthy or SLO-breaking targets go last."""
+        the rule's) order; cooling, open or unhealthy targets go last."""
         if ex.route_rule is None:
             targets, spec, strategy = model.targets, None, model.strategy
         else:
@@ -154,13 +154,11 @@ class Dispatcher:
                     capable.append(target)
                 elif skips is not None:
                     skips.missing.add(missing)
-        slo = self.routing.slo.get(model.name) if self.routing.slo else None
-        down = None  # cooling, open, unhealthy, SLO-breaking: they go last
+        down = None  # cooling, open, unhealthy: they go last
         if len(capable) > 1:
             cooling = self.stats.cooling
             health = self.health_score
             last = [cooling(label) > 0 or health(label) == 0
-                    or (slo is not None and slo_broken(self.stats.get(label), slo))
                     for label in [t.label for t in capable]]
             if any(last):
                 down = {id(t) for t, k in zip(capable, last) if k}
@@ -173,7 +171,7 @@ class Dispatcher:
                       [t for t in ordered if id(t) in down]
         if ex.explain is not None:
             explain_order(ex, model, targets, ordered, needs, spec, notes, self.router,
-                          lambda label: demotion(self, label, slo))
+                          lambda label: demotion(self, label))
         return ordered
 
     # --- the attempt loop ------------------------------------------------------------

@@ -10,14 +10,13 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, Callable, Sequence
 
-from proxy.config.routing import SloConfig, StrategySpec
+from proxy.config.routing import StrategySpec
 from proxy.engine.explain import numbers
 from proxy.engine.routing import _DEFAULT_WEIGHTS, Needs, Router, lacks
 
 if TYPE_CHECKING:
     from proxy.config.types import ModelConfig, TargetConfig
     from proxy.core.exchange import Exchange
-    from proxy.state.target_stats import TargetStats
 
 
 def route_for(ex: "Exchange", model: "ModelConfig"
@@ -32,15 +31,7 @@ def route_for(ex: "Exchange", model: "ModelConfig"
     return targets, spec, spec.name if spec is not None else model.strategy
 
 
-def slo_broken(stats: "TargetStats", slo: SloConfig) -> bool:
-    """The target's moving averages break the model's SLO (no sample yet: not broken)."""
-    latency = stats.latency_ms
-    if slo.latency_ms is not None and latency is not None and latency > slo.latency_ms:
-        return True
-    return slo.success_rate is not None and stats.success_rate < slo.success_rate
-
-
-def demotion(dispatcher: Any, label: str, slo: SloConfig | None) -> str | None:
+def demotion(dispatcher: Any, label: str) -> str | None:
     """Why the dispatcher moves a target last, or None."""
     if dispatcher.stats.cooling(label) > 0:
         return "cooling"
@@ -48,8 +39,6 @@ def demotion(dispatcher: Any, label: str, slo: SloConfig | None) -> str | None:
         return "breaker_open"
     if dispatcher.health_score(label) == 0:
         return "health"
-    if slo is not None and slo_broken(dispatcher.stats.get(label), slo):
-        return "slo"
     return None
 
 
