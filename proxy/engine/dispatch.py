@@ -30,7 +30,7 @@ from proxy.engine.plan import (
 )
 from proxy.engine.explain import gate_reason
 from proxy.engine.routing import Needs, Router, View, lacks, request_needs
-from proxy.engine.route_hooks import demotion, explain_order, route_for
+from proxy.engine.route_hooks import note, order_targets
 from proxy.config.routing import RoutingConfig
 from proxy.config.types import Timeouts
 from proxy.core.errors import GatewayError, UpstreamError
@@ -138,41 +138,8 @@ class Dispatcher:
 
     def order(self, ex: Exchange, model: "ModelConfig", needs: Needs | None = None,
               skips: _Skips | None = None) -> list["TargetConfig"]:
-        """The model's capable targets (of a route rule's subset) in its strategy's (or
-        the rule's) order; cooling, open or unhealthy targets go last."""
-        if ex.route_rule is None:
-            targets, spec, strategy = model.targets, None, model.strategy
-        else:
-            targets, spec, strategy = route_for(ex, model)
-        if needs is None:
-            capable = list(targets)
-        else:
-            capable = []
-            for target in targets:
-                missing = lacks(target, needs)
-                if missing is None:
-                    capable.append(target)
-                elif skips is not None:
-                    skips.missing.add(missing)
-        down = None  # cooling, open, unhealthy: they go last
-        if len(capable) > 1:
-            cooling = self.stats.cooling
-            health = self.health_score
-            last = [cooling(label) > 0 or health(label) == 0
-                    for label in [t.label for t in capable]]
-            if any(last):
-                down = {id(t) for t, k in zip(capable, last) if k}
-        notes = {} if ex.explain is not None else None
-        hint = ex.routing_hint
-        ordered = self.router.order(model.name, strategy, capable, hint, ex, spec, notes, down)
-        ex.strategy = strategy if hint is None else "cheapest"  # a budget's hint orders by price
-        if down is not None:  # a stable sort on this key: only needed when one is down
-            ordered = [t for t in ordered if id(t) not in down] + \
-                      [t for t in ordered if id(t) in down]
-        if ex.explain is not None:
-            explain_order(ex, model, targets, ordered, needs, spec, notes, self.router,
-                          lambda label: demotion(self, label))
-        return ordered
+        """The model's capable targets in routing order (proxy/engine/route_hooks.py)."""
+        return order_targets(self, ex, model, needs, skips)
 
     # --- the attempt loop ------------------------------------------------------------
 
@@ -236,7 +203,7 @@ class Dispatcher:
             target = step.target
             provider = self._providers[target.provider]
             if not provider.enabled:
-                _note(ex, target.label, "provider_disabled")
+                note(ex, target.label, "provider_disabled")
                 skips.disabled.append(f"provider '{provider.name}' is disabled because "
                                       f"{provider.disabled_reason}")
                 continue
@@ -246,7 +213,7 @@ class Dispatcher:
                 continue
             ticket = self.breakers.admit(target.label)
             if type(ticket) is float:
-                _note(ex, target.label, "breaker_open", ticket)
+                note(ex, target.label, "breaker_open", ticket)
                 skips.open.append(ticket)
                 continue
             cooling = self.stats.cooling(target.label) if not step.tries else 0.0
@@ -254,16 +221,17 @@ class Dispatcher:
                 # Its upstream asked to be left alone for longer than the gateway would
                 # ever wait (a long Retry-After, an exhausted quota, a refused key).
                 self.breakers.record(target.label, ticket, None, settled=False)
+                note(ex, target.label, "cooling", cooling)
                 skips.cooling.append((cooling, self.stats.get(target.label).last_error_class))
                 continue
             if plan.attempts and not self.budget.acquire():
                 self.breakers.record(target.label, ticket, None, settled=False)
-                _note(ex, target.label, "retry_budget")
+                note(ex, target.label, "retry_budget")
                 break
             remaining = plan.remaining()
             if remaining <= 0:
                 self.breakers.record(target.label, ticket, None, settled=False)
-                _note(ex, target.label, "deadline")
+                note(ex, target.label, "deadline")
                 skips.deadline = True
                 break
             plan.attempts += 1
@@ -299,7 +267,7 @@ class Dispatcher:
         for gate in self.gates:
             wait = gate(ex, target)
             if wait is not None:
-                _note(ex, target.label, gate_reason(gate), wait)
+                note(ex, target.label, gate_reason(gate), wait)
                 return wait
         return None
 
@@ -383,12 +351,6 @@ class Dispatcher:
                 "error_class": cls.value if cls is not None else None,
                 "probe": ticket != PASS,
                 "ms": round((attempt.ended_ns - attempt.started_ns) / 1e6, 3)}})
-
-
-def _note(ex: Exchange, label: str, reason: str, wait: float | None = None) -> None:
-    """Tell the explanation (if the admin asked for one) why a target was skipped."""
-    if ex.explain is not None:
-        ex.explain.skip(label, reason, None if wait is None else round(wait, 3))
 
 
 def _key_allows(ex: Exchange, model: str) -> bool:

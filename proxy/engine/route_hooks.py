@@ -1,9 +1,10 @@
-"""What the dispatcher asks of a request's route before ordering a model's targets,
-and what it tells an explanation afterwards.
+"""How the dispatcher orders a model's targets for one request, and what it tells an
+explanation.
 
 A route rule (policies/routes.py matched it) applies to the model it routed
 to: its `targets:` subset and its strategy replace the model's own. Fallback
-models keep theirs.
+models keep theirs. Then the capability filter, the strategy, and targets that
+are cooling down, open or unhealthy moved last.
 """
 
 from __future__ import annotations
@@ -17,6 +18,51 @@ from proxy.engine.routing import _DEFAULT_WEIGHTS, Needs, Router, lacks
 if TYPE_CHECKING:
     from proxy.config.types import ModelConfig, TargetConfig
     from proxy.core.exchange import Exchange
+
+
+def order_targets(d: Any, ex: "Exchange", model: "ModelConfig", needs: Needs | None,
+                  skips: Any) -> list["TargetConfig"]:
+    """The model's capable targets (of a route rule's subset) in its strategy's (or the
+    rule's) order; cooling, open or unhealthy targets go last. `d`: the dispatcher."""
+    if ex.route_rule is None:
+        targets, spec, strategy = model.targets, None, model.strategy
+    else:
+        targets, spec, strategy = route_for(ex, model)
+    if needs is None:
+        capable = list(targets)
+    else:
+        capable = []
+        for target in targets:
+            missing = lacks(target, needs)
+            if missing is None:
+                capable.append(target)
+            elif skips is not None:
+                skips.missing.add(missing)
+    down = None  # cooling, open, unhealthy: they go last
+    if len(capable) > 1:
+        cooling = d.stats.cooling
+        health = d.health_score
+        last = [cooling(label) > 0 or health(label) == 0
+                for label in [t.label for t in capable]]
+        if any(last):
+            down = {id(t) for t, k in zip(capable, last) if k}
+    notes = {} if ex.explain is not None else None
+    hint = ex.routing_hint
+    ordered = d.router.order(model.name, strategy, capable, hint, ex, spec, notes, down)
+    ex.strategy = strategy if hint is None else "cheapest"  # a budget's hint orders by price
+    if down is not None:  # a stable sort on this key: only needed when one is down
+        ordered = [t for t in ordered if id(t) not in down] + \
+                  [t for t in ordered if id(t) in down]
+    if ex.explain is not None:
+        explain_order(ex, model, targets, ordered, needs, spec, notes, d.router,
+                      lambda label: demotion(d, label))
+    return ordered
+
+
+def note(ex: "Exchange", label: str, reason: str, wait: float | None = None) -> None:
+    """Tell the explanation (if the admin asked for one) why a target was skipped."""
+    if ex.explain is not None:
+        ex.explain.skip(label, reason, None if wait is None else round(wait, 3))
 
 
 def route_for(ex: "Exchange", model: "ModelConfig"
