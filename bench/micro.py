@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 import orjson
+from multidict import CIMultiDict, CIMultiDictProxy
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 from proxy.server.app import build_app
@@ -29,6 +30,11 @@ class Opened:
     async def __aexit__(self, *a): pass
 class Transport:
     def open(self, req, timeouts): return Opened()
+class Http:  # what the pipeline reads of an aiohttp request: its headers and path
+    path = "/v1/chat/completions"
+    headers = CIMultiDictProxy(CIMultiDict({
+        "authorization": "Bearer bench-key-0123456789abcdef", "content-type": "application/json",
+        "user-agent": "wrk", "host": "127.0.0.1:4000"}))
 
 async def main(cfg, n):
     os.environ.setdefault("BENCH_UPSTREAM", "http://127.0.0.1:1")
@@ -44,8 +50,8 @@ async def main(cfg, n):
     async def one():
         body = orjson.loads(orjson.dumps({**REQ, "model": "bench-json"}))
         stream = _parse_chat(body, config.server)
-        key = gw.authenticate({"authorization": "Bearer bench-key-0123456789abcdef"})
-        ex = Exchange(request_id="r", http=None, body=body, model=model, stream=stream, key=key,
+        key = gw.authenticate(Http.headers)
+        ex = Exchange(request_id="r", http=Http, body=body, model=model, stream=stream, key=key,
                       key_name=key.name if key else None)
         await gw.pipeline(ex)
         ex.gateway_headers()

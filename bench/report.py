@@ -88,6 +88,14 @@ def checks(results: dict) -> list[str]:
                 lines.append(f"{sc['name']} {name} at c=1: added latency over floor's "
                              f"p50 {e50:+.2f} ms (≤ +0.3), p99 {e99:+.2f} ms (≤ +1) — "
                              f"{'met' if ok else 'MISSED'}")
+        for conns, level in sorted(sc["levels"].items(), key=lambda kv: int(kv[0])):
+            base, routed = (level.get(n, {}).get("median", {}).get("cpu_us_per_req")
+                            for n in ("gatewise-full", "gatewise-full+routes"))
+            if base and routed:
+                extra = 100 * (routed / base - 1)
+                lines.append(f"{sc['name']} c={conns} gatewise-full+routes: CPU {routed:.0f} µs "
+                             f"per request vs {base:.0f} ({extra:+.1f} %, target ≤ +5 %) — "
+                             f"{'met' if extra <= 5 else 'MISSED'}")
     return lines or ["no scenario had both floor and gatewise measured"]
 
 

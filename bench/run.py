@@ -75,6 +75,7 @@ def start_targets(fmt: str, up: Upstream, workdir: Path, wanted: set[str] | None
         # the page's cost: served but closed (+admin), and open, polled every 2 s (+ui)
         specs.append(("gatewise-full+admin", uipoll.ui_config(workdir, fmt)))
         specs.append(("gatewise-full+ui", uipoll.ui_config(workdir, fmt)))
+        specs.append(("gatewise-full+routes", BENCH / "configs" / "full-routes-openai.yaml"))
     targets = []
     for name, config in specs:
         if wanted and name not in wanted:

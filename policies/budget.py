@@ -69,6 +69,8 @@ def budget_exceeded(who: str, budget: BudgetConfig, spent: float) -> GatewayErro
 class Budget:
     """Policy (reserve / settle / ledger) + dispatcher gate and observer (provider budgets)."""
 
+    skip_reason = "budget"  # what an explanation says of a target this gate held back
+
     def __init__(self, config: GatewayConfig, ledger: LedgerStore | None = None,
                  store: BudgetStore | None = None, now: Clock = wall_clock,
                  alert: Alert | None = None) -> None:

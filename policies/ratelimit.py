@@ -165,6 +165,8 @@ class ClientRateLimit:
 class TargetRateLimit:
     """Dispatcher gate + observer: per-target rpm/tpm from the config."""
 
+    skip_reason = "rate_limit"  # what an explanation says of a target this gate held back
+
     def __init__(self, rates: RateStore | None = None) -> None:
         self.rates = rates or MemoryRateStore()
         self._names: dict[str, tuple[str, str]] = {}  # target label: its store names

@@ -61,7 +61,7 @@ def test_wrong_types():
              "models.m.targets[0].weight: must be a number >= 0, got 'heavy'",
              "models.m.targets[0].rpm: must be an integer >= 1, got 1.5",
              "models.m.strategy: must be one of priority, round_robin, weighted, least_busy, "
-             "lowest_latency, cheapest, adaptive; got 'fastest'"]
+             "least_tokens, lowest_latency, cheapest, adaptive, affinity; got 'fastest'"]
 
 
 def test_port_range():

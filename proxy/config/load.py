@@ -15,11 +15,12 @@ from typing import Mapping
 import yaml
 
 from proxy.config.reader import MAX_DEPTH, Problems, Section, TooLarge, interpolate, join
+from proxy.config.routes import ADMIN_KEY_NAME, known_tasks, parse_routes
 from proxy.config.routing import extract_routing, parse_routing
 from proxy.config.types import (GatewayConfig, ModelConfig, ProviderConfig, ServerConfig,
                                 TargetConfig, TelemetryConfig, Timeouts)
 from proxy.config.observe import extract_slos, parse_alerts
-from proxy.config.policies import parse_budgets, parse_keys, parse_state
+from proxy.config.policies import hash_key, parse_budgets, parse_keys, parse_state
 from proxy.config.responses import parse_responses
 from proxy.config.telemetry import extract_model_cache, parse_cache, parse_telemetry
 from proxy.config.upstreams import (STRATEGIES, ProviderTypes, optional_secret, parse_models, parse_providers,
@@ -77,8 +78,7 @@ def parse_config(text: str, env: Mapping[str, str], source: str = "<memory>", *,
     server = _server(root.section("server"))
     timeouts = parse_timeouts(root.section("policies").raw.get("timeouts"), "policies.timeouts",
                                problems, Timeouts())
-    adaptive_weights, health_checks = extract_routing(root.raw, problems)
-    routing = parse_routing(root.section("policies"), adaptive_weights, health_checks)
+    routing = parse_routing(root.section("policies"), extract_routing(root.raw, problems))
     policies = root.section("policies")
     _policies(policies)
     providers = parse_providers(root.section("providers"), timeouts, provider_types)
@@ -96,6 +96,15 @@ def parse_config(text: str, env: Mapping[str, str], source: str = "<memory>", *,
     ui = admin.bool("ui", True)
     admin.finish()
     alerts = parse_alerts(root.raw_value("alerts"), problems, budgets.alert_webhook)
+    routes = parse_routes(root.raw_value("routes"), problems, models, keys, admin_key is not None)
+    admin_digest = hash_key(admin_key) if admin_key is not None else None
+    for i, key in enumerate(keys):
+        if admin_key is not None and key.name == ADMIN_KEY_NAME:
+            problems.add(f"keys[{i}].name", f"'{ADMIN_KEY_NAME}' is the admin key's name on the "
+                                            "data plane: choose another")
+        if admin_digest is not None and key.digest == admin_digest:  # at load: no timing
+            problems.add(f"keys[{i}]", "is the same key as admin.key: a client key must not "
+                                       "open the admin API")
     root.finish()
     if problems:
         raise ConfigError(list(problems))
@@ -103,7 +112,8 @@ def parse_config(text: str, env: Mapping[str, str], source: str = "<memory>", *,
                          models=MappingProxyType(models), timeouts=timeouts,
                          telemetry=telemetry, cache=cache, admin_key=admin_key, source=source,
                          routing=routing, keys=keys, budgets=budgets, state=state,
-                         responses=responses, slos=slos, alerts=alerts, ui=ui)
+                         responses=responses, slos=slos, alerts=alerts, ui=ui,
+                         routes=routes, tasks=known_tasks(models, keys, routes))
 
 
 def _server(s: Section) -> ServerConfig:

@@ -18,6 +18,9 @@ from typing import Any
 
 from proxy.config.reader import MissingEnv, Problems, Section, join
 
+#: a task kind (`coding`, `creative`…): what quality scores, keys and rules name
+TASK_NAME = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,63}$")
+
 PERIODS = ("day", "month", "total")
 DEFAULT_THRESHOLDS = (0.5, 0.8, 0.95)
 _HEX64 = re.compile(r"^[0-9a-fA-F]{64}$")
@@ -45,6 +48,10 @@ class KeyConfig:
     max_concurrent: int | None = None
     budget: BudgetConfig | None = None
     any_fallback: bool = False  # configured fallbacks may serve it outside `models`
+    #: the operator's labels for the key (team, plan…): route rules match on them; values
+    #: are strings (numbers and booleans as YAML writes them, e.g. "1", "true")
+    metadata: Mapping[str, str] = field(default_factory=dict, compare=False)
+    tasks: tuple[str, ...] = ()  # task kinds the client may name; empty: any
 
     @property
     def limited(self) -> bool:
@@ -107,6 +114,12 @@ def parse_keys(raw: Any, problems: Problems) -> tuple[KeyConfig, ...]:
         concurrent = k.number("max_concurrent", None, minimum=1, integer=True)
         budget = parse_budget(k.raw_value("budget"), join(path, "budget"), problems)
         any_fallback = k.bool("any_fallback", False)
+        metadata = parse_metadata(k.section("metadata"))
+        tasks = tuple(k.list("tasks"))
+        for j, task in enumerate(tasks):
+            if not isinstance(task, str) or not TASK_NAME.match(task):
+                problems.add(join(join(path, "tasks"), j), "must be a task kind (lower-case "
+                                                           "letters, digits, '_', '-', '.')")
         k.finish()
         if name in names:
             problems.add(join(path, "name"), f"duplicate key name '{name}'")
@@ -120,8 +133,34 @@ def parse_keys(raw: Any, problems: Problems) -> tuple[KeyConfig, ...]:
         keys.append(KeyConfig(name=name, digest=digest,
                               models=tuple(m for m in models if isinstance(m, str) and m),
                               rpm=rpm, tpm=tpm, max_concurrent=concurrent, budget=budget,
-                              any_fallback=any_fallback))
+                              any_fallback=any_fallback,
+                              metadata=MappingProxyType(metadata),
+                              tasks=tuple(t for t in tasks if isinstance(t, str))))
     return tuple(keys)
+
+
+def metadata_value(value: Any) -> str | None:
+    """A metadata value as rules compare it: strings as they are, numbers and booleans as
+    YAML writes them; None for anything else."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (str, int, float)):
+        return str(value)
+    return None
+
+
+def parse_metadata(m: Section) -> dict[str, str]:
+    metadata: dict[str, str] = {}
+    for name, value in m.raw.items():
+        m.raw_value(name)
+        text = metadata_value(value)
+        if isinstance(value, MissingEnv):
+            m.problems.add(join(m.path, str(name)), f"environment variable {value.var} is not set")
+        elif text is None:
+            m.problems.add(join(m.path, str(name)), "must be a string, number or boolean")
+        else:
+            metadata[str(name)] = text
+    return metadata
 
 
 def _digest(k: Section) -> bytes | None:

@@ -1,4 +1,5 @@
-"""Parsing the routing side of the config: retries, breakers, adaptive weights, health checks.
+"""Parsing the routing side of the config: retries, breakers, strategy options, SLOs,
+health checks.
 
 ```yaml
 policies:
@@ -6,7 +7,9 @@ policies:
             deadline: 600s, budget: {ratio: 0.2, min_retries: 10, window: 10s}}
   breaker: {failures: 5, reset_after: 30s, half_open_probes: 1}
 models:
-  gpt-4o: {strategy: {name: adaptive, weights: {success: 3, latency: 1, cost: 1, health: 2}}}
+  gpt-4o: {strategy: {name: adaptive, weights: {success: 3, latency: 1, cost: 1, health: 2,
+                                                quality: 2}}}
+  chat:   {strategy: {name: affinity, key_from: "header:x-session-id", load_factor: 1.25}}
 providers:
   openai: {health_check: {interval: 30s, timeout: 5s, path: /models}}   # or `true`
 ```
@@ -18,6 +21,7 @@ strategy's name), so those parsers see only what they know.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, Mapping
@@ -58,10 +62,46 @@ class BreakerConfig:
 
 @dataclass(frozen=True, slots=True)
 class AdaptiveWeights:
+    """The composite of `adaptive`: reliability (success, health), latency, cost and the
+    targets' quality score for the request's task kind."""
+
     success: float = 1.0
     latency: float = 1.0
     cost: float = 1.0
     health: float = 1.0
+    quality: float = 1.0
+
+
+#: the `c` of consistent hashing with bounded loads: a target takes at most c x its
+#: fair share of the requests in flight
+DEFAULT_LOAD_FACTOR = 1.25
+_HEADER_NAME = re.compile(r"^[A-Za-z0-9!#$%&'*+.^_`|~-]{1,128}$")
+#: headers no rule or session key may read: they carry credentials
+SECRET_HEADERS = frozenset({"authorization", "proxy-authorization", "api-key", "x-api-key",
+                            "cookie"})
+
+
+@dataclass(frozen=True, slots=True)
+class AffinityConfig:
+    """Where a session's key comes from: `user` (the request's `user` field), `key` (the
+    client key's name) or `header` (then `header` names it)."""
+
+    source: str = "user"
+    header: str | None = None
+    load_factor: float = DEFAULT_LOAD_FACTOR
+
+    @property
+    def key_from(self) -> str:
+        return f"header:{self.header}" if self.source == "header" else self.source
+
+
+@dataclass(frozen=True, slots=True)
+class StrategySpec:
+    """A strategy and its options, as a model or a route rule names it."""
+
+    name: str
+    weights: AdaptiveWeights = AdaptiveWeights()
+    affinity: AffinityConfig = AffinityConfig()
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,33 +120,75 @@ class RoutingConfig:
     breaker: BreakerConfig = BreakerConfig()
     weights: Mapping[str, AdaptiveWeights] = field(default_factory=dict)  # by model name
     health: Mapping[str, HealthCheck] = field(default_factory=dict)  # by provider name
+    affinity: Mapping[str, AffinityConfig] = field(default_factory=dict)  # by model name
 
 
-def extract_routing(raw: dict, problems: Problems) -> tuple[Mapping[str, AdaptiveWeights],
-                                                            Mapping[str, HealthCheck]]:
+class Extracted:
+    """What `extract_routing` took out of the raw models and providers."""
+
+    def __init__(self) -> None:
+        self.weights: dict[str, AdaptiveWeights] = {}
+        self.health: dict[str, HealthCheck] = {}
+        self.affinity: dict[str, AffinityConfig] = {}
+
+
+def parse_strategy(value: Any, path: str, problems: Problems) -> StrategySpec | None:
+    """`name` or `{name, weights}` (adaptive) or `{name, key_from, load_factor}` (affinity).
+    The name itself is checked by whoever knows the strategies."""
+    if isinstance(value, str):
+        return StrategySpec(value) if value else None
+    s = Section(value, path, problems)
+    if not s.ok:
+        return None
+    name = s.str("name", required=True)
+    w = s.section("weights")
+    d = AdaptiveWeights()
+    weights = AdaptiveWeights(*(float(w.number(k, getattr(d, k)))
+                                for k in ("success", "latency", "cost", "health", "quality")))
+    w.finish()
+    if w.raw and name != "adaptive":
+        problems.add(join(path, "weights"), "only applies to strategy 'adaptive'")
+    affinity = AffinityConfig()
+    if s.has("key_from") or s.has("load_factor"):
+        if name != "affinity":
+            problems.add(path, "key_from and load_factor only apply to strategy 'affinity'")
+        affinity = _affinity(s, path, problems)
+    s.finish()
+    return StrategySpec(name, weights, affinity) if name else None
+
+
+def _affinity(s: Section, path: str, problems: Problems) -> AffinityConfig:
+    key_from = s.str("key_from", "user")
+    factor = s.number("load_factor", DEFAULT_LOAD_FACTOR, minimum=1)
+    source, _, header = key_from.partition(":")
+    if source == "header" and _HEADER_NAME.match(header):
+        if header.lower() in SECRET_HEADERS:
+            problems.add(join(path, "key_from"), f"'{header}' carries credentials: use key_from: "
+                                                 "key to keep sessions per client key")
+        return AffinityConfig("header", header.lower(), float(factor))
+    if key_from not in ("user", "key"):
+        problems.add(join(path, "key_from"), "must be user, key or header:NAME (a header "
+                                             f"name), got {key_from!r}")
+        return AffinityConfig(load_factor=float(factor))
+    return AffinityConfig(key_from, None, float(factor))
+
+
+def extract_routing(raw: dict, problems: Problems) -> Extracted:
     """Take `strategy:` mappings and `health_check:` out of raw models/providers."""
-    weights: dict[str, AdaptiveWeights] = {}
-    health: dict[str, HealthCheck] = {}
+    found = Extracted()
     models = raw.get("models")
     if isinstance(models, dict):
         for name, model in models.items():
-            if isinstance(model, dict) and isinstance(model.get("strategy"), dict):
-                path = join(join("models", str(name)), "strategy")
-                s = Section(model["strategy"], path, problems)
-                strategy = s.str("name", required=True)
-                w = s.section("weights")
-                d = AdaptiveWeights()
-                parsed = AdaptiveWeights(
-                    success=float(w.number("success", d.success)),
-                    latency=float(w.number("latency", d.latency)),
-                    cost=float(w.number("cost", d.cost)),
-                    health=float(w.number("health", d.health)))
-                w.finish()
-                s.finish()
-                if w.raw and strategy != "adaptive":
-                    problems.add(join(path, "weights"), "only applies to strategy 'adaptive'")
-                weights[str(name)] = parsed
-                model["strategy"] = strategy  # the model parser checks the name
+            if not isinstance(model, dict):
+                continue
+            path = join("models", str(name))
+            if isinstance(model.get("strategy"), dict):
+                spec = parse_strategy(model["strategy"], join(path, "strategy"), problems)
+                if spec is not None:
+                    found.weights[str(name)] = spec.weights
+                    found.affinity[str(name)] = spec.affinity
+                # the model parser checks the name
+                model["strategy"] = spec.name if spec is not None else None
     providers = raw.get("providers")
     if isinstance(providers, dict):
         for name, provider in providers.items():
@@ -116,8 +198,8 @@ def extract_routing(raw: dict, problems: Problems) -> tuple[Mapping[str, Adaptiv
             path = join(join("providers", str(name)), "health_check")
             check = _health_check(value, path, problems)
             if check is not None:
-                health[str(name)] = check
-    return MappingProxyType(weights), MappingProxyType(health)
+                found.health[str(name)] = check
+    return found
 
 
 def _health_check(value: Any, path: str, problems: Problems) -> HealthCheck | None:
@@ -180,9 +262,11 @@ def parse_breaker(s: Section) -> BreakerConfig:
     return config
 
 
-def parse_routing(policies: Section, weights: Mapping[str, AdaptiveWeights],
-                  health: Mapping[str, HealthCheck]) -> RoutingConfig:
+def parse_routing(policies: Section, found: Extracted) -> RoutingConfig:
     """`policies.retry` and `policies.breaker`, joined with what `extract_routing` found."""
     retry = parse_retry(policies.section("retry"))
     breaker = parse_breaker(policies.section("breaker"))
-    return RoutingConfig(retry=retry, breaker=breaker, weights=weights, health=health)
+    return RoutingConfig(retry=retry, breaker=breaker,
+                         weights=MappingProxyType(found.weights),
+                         health=MappingProxyType(found.health),
+                         affinity=MappingProxyType(found.affinity))

@@ -65,6 +65,9 @@ class TargetConfig:
     rpm: int | None = None
     tpm: int | None = None
     info: ModelInfo = ModelInfo()  # the model table's entry with this target's overrides
+    #: quality score in [0, 1] per task kind (`default`: for any other task)
+    quality: Mapping[str, float] = field(default_factory=dict, compare=False)
+    tier: str | None = None  # a name route rules can select targets by (`tier:NAME`)
     #: "provider/model": the key of breakers, stats, limits and metrics, read many times
     #: a request, so built once
     label: str = field(init=False, compare=False)
@@ -116,6 +119,8 @@ class GatewayConfig:
     slos: tuple[SloConfig, ...] = ()  # models.NAME.slo and targets' slo
     alerts: AlertsConfig = AlertsConfig()
     ui: bool = True  # admin.ui: the /ui page, served whenever admin.key is set
+    routes: tuple = ()  # proxy.config.routes.RouteRule, in order: the first match wins
+    tasks: frozenset[str] = frozenset()  # every task kind the config names
 
     def __post_init__(self) -> None:
         """Hand every provider the config's secrets: its translators scrub them from

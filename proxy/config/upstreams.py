@@ -8,6 +8,7 @@ from typing import Any, Mapping, Protocol
 from urllib.parse import urlsplit
 
 from proxy.config.catalog import CAPABILITIES, lookup
+from proxy.config.policies import TASK_NAME
 from proxy.config.reader import MissingEnv, Problems, Section, join
 from proxy.config.responses import parse_mode
 from proxy.config.types import ModelConfig, ProviderConfig, TargetConfig, Timeouts
@@ -24,8 +25,8 @@ class ProviderSchema(Protocol):
 
 ProviderTypes = Mapping[str, ProviderSchema]
 
-STRATEGIES = ("priority", "round_robin", "weighted", "least_busy", "lowest_latency",
-              "cheapest", "adaptive")
+STRATEGIES = ("priority", "round_robin", "weighted", "least_busy", "least_tokens",
+              "lowest_latency", "cheapest", "adaptive", "affinity")
 
 
 def parse_timeouts(raw: Any, path: str, problems: Problems, base: Timeouts) -> Timeouts:
@@ -196,6 +197,8 @@ def _target(raw: Any, path: str, problems: Problems,
     rpm = t.number("rpm", None, minimum=1, integer=True)
     tpm = t.number("tpm", None, minimum=1, integer=True)
     overrides = _model_info_overrides(t)
+    quality = _quality(t.section("quality"))
+    tier = t.str("tier", None)
     t.finish()
     if provider is not None and provider not in providers:
         if provider not in _declared_names(problems):
@@ -204,7 +207,26 @@ def _target(raw: Any, path: str, problems: Problems,
     if provider is None or model is None:
         return None
     return TargetConfig(provider=provider, model=model, weight=float(weight), rpm=rpm, tpm=tpm,
-                        info=lookup(model).with_overrides(overrides))
+                        info=lookup(model).with_overrides(overrides),
+                        quality=MappingProxyType(quality), tier=tier)
+
+
+def _quality(q: Section) -> dict[str, float]:
+    """Scores in [0, 1] per task kind; `default` for a task the target has no score for."""
+    scores: dict[str, float] = {}
+    for task in list(q.raw):
+        value = q.number(str(task), None)
+        if value is None:
+            continue
+        if value > 1:
+            q.problems.add(join(q.path, str(task)), f"must be a score in [0, 1], got {value!r}")
+        elif task != "default" and not TASK_NAME.match(str(task)):
+            q.problems.add(join(q.path, str(task)), "a task kind is lower-case letters, digits, "
+                                                     "'_', '-' and '.' (at most 64)")
+        else:
+            scores[str(task)] = float(value)
+    q.finish()
+    return scores
 
 
 def _model_info_overrides(t: Section) -> dict[str, Any]:

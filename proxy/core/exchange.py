@@ -98,6 +98,11 @@ class Exchange:
     # The inbound API that received the request: "chat", "completions", "embeddings",
     # "responses", "messages"; a bounded label for metrics, traces and the access log.
     endpoint: str = "chat"
+    # Routing (policies/routes.py writes the first three, the dispatcher `strategy`):
+    task: str | None = None  # the request's task kind, for quality and learning per task
+    route_rule: Any = None  # the route rule that matched (proxy.config.routes.RouteRule)
+    explain: Any = None  # an Explanation being collected for the admin key (engine/explain.py)
+    strategy: str | None = None  # the strategy that ordered the targets last tried
 
     def estimated(self) -> Estimate:
         """The request's prompt size and output cap, estimated once and kept."""
@@ -165,6 +170,20 @@ class Exchange:
             headers["x-gatewise-fallback"] = self.served_model
         if self.cost is not None:  # known once the answer is in (never for a stream's headers)
             headers["x-gatewise-cost"] = f"{self.cost:.8f}"
+        strategy = self.strategy
+        if strategy is not None:
+            if self.route_rule is None and self.explain is None:  # the common case, inline
+                headers["x-gatewise-route"] = "strategy=" + strategy
+            else:
+                self.route_headers(headers)
         if self.extra_headers:
             headers.update(self.extra_headers)
         return headers
+
+    def route_headers(self, headers: dict[str, str]) -> None:
+        """`x-gatewise-route` (the rule and strategy), and the explanation when asked."""
+        rule = self.route_rule
+        headers["x-gatewise-route"] = f"rule={rule.name}; strategy={self.strategy}" \
+            if rule is not None else f"strategy={self.strategy}"
+        if self.explain is not None:
+            headers["x-gatewise-explain"] = self.explain.header(self)

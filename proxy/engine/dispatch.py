@@ -28,7 +28,9 @@ from proxy.engine.plan import (
     not_capable,
     request_fallbacks,
 )
+from proxy.engine.explain import gate_reason
 from proxy.engine.routing import Needs, Router, View, lacks, request_needs
+from proxy.engine.route_hooks import note, order_targets
 from proxy.config.routing import RoutingConfig
 from proxy.config.types import Timeouts
 from proxy.core.errors import GatewayError, UpstreamError
@@ -36,6 +38,7 @@ from proxy.core.exchange import Attempt, Exchange
 from proxy.engine.billing import bill, total_cost
 from proxy.engine.relay import relay_json
 from proxy.engine.stream_relay import StreamRelay
+from proxy.state.route_stats import TokenLoad
 from proxy.state.target_stats import MemoryStatsStore
 
 if TYPE_CHECKING:
@@ -97,11 +100,14 @@ class Dispatcher:
                  observers: Sequence[AttemptObserver] = (),
                  stats: MemoryStatsStore | None = None,
                  breakers: Breakers | None = None,
-                 penalty: Callable[[str], float] | None = None) -> None:
+                 penalty: Callable[[str], float] | None = None,
+                 tokens: TokenLoad | None = None) -> None:
         """Everything the dispatcher consults is handed in here, once: the gates that
         may hold a target back, the observers told of each attempt, the statistics
-        store (shared through Redis when several instances run), the breakers, and a
-        score factor per target for the adaptive strategy (an SLO breach halves it)."""
+        store (shared through Redis when several instances run), the breakers, a
+        score factor per target for the adaptive strategy (an SLO breach halves it),
+        and `tokens`, told of each attempt's estimated tokens when some strategy
+        balances by tokens in flight."""
         self._providers = providers
         self._translators = translators
         self._transports = transports
@@ -115,8 +121,10 @@ class Dispatcher:
         self.budget = RetryBudget(self.routing.retry)
         self.rng = random.Random()  # backoff jitter: one generator, not one seeding a request
         self.provider_health = provider_health or (lambda name: None)
-        self.router = Router(View(self.stats, self.health_score, penalty=penalty),
-                             self.routing.weights)
+        self.tokens = tokens
+        self.router = Router(View(self.stats, self.health_score, penalty=penalty, tokens=tokens),
+                             self.routing.weights, models=self.models,
+                             affinity=self.routing.affinity)
 
     # --- planning ------------------------------------------------------------------
 
@@ -130,28 +138,8 @@ class Dispatcher:
 
     def order(self, ex: Exchange, model: "ModelConfig", needs: Needs | None = None,
               skips: _Skips | None = None) -> list["TargetConfig"]:
-        """The model's capable targets in its strategy's order; cooling, open or
-        unhealthy targets go last."""
-        if needs is None:
-            capable = list(model.targets)
-        else:
-            capable = []
-            for target in model.targets:
-                missing = lacks(target, needs)
-                if missing is None:
-                    capable.append(target)
-                elif skips is not None:
-                    skips.missing.add(missing)
-        ordered = self.router.order(model.name, model.strategy, capable, ex.routing_hint)
-        if len(ordered) > 1:
-            cooling = self.stats.cooling
-            health = self.health_score
-            last = [cooling(label) > 0 or health(label) == 0
-                    for label in [t.label for t in ordered]]
-            if any(last):  # a stable sort on these keys: only needed when one is True
-                ordered = [t for t, k in zip(ordered, last) if not k] + \
-                          [t for t, k in zip(ordered, last) if k]
-        return ordered
+        """The model's capable targets in routing order (proxy/engine/route_hooks.py)."""
+        return order_targets(self, ex, model, needs, skips)
 
     # --- the attempt loop ------------------------------------------------------------
 
@@ -193,6 +181,8 @@ class Dispatcher:
             err.headers.setdefault("x-gatewise-attempts", str(len(ex.attempts)))
             if ex.attempts:
                 err.headers.setdefault("x-gatewise-target", ex.attempts[-1].target.label)
+            if ex.strategy is not None:
+                ex.route_headers(err.headers)
             raise
         finally:
             # What the upstreams billed, every attempt at its target's price: the
@@ -213,6 +203,7 @@ class Dispatcher:
             target = step.target
             provider = self._providers[target.provider]
             if not provider.enabled:
+                note(ex, target.label, "provider_disabled")
                 skips.disabled.append(f"provider '{provider.name}' is disabled because "
                                       f"{provider.disabled_reason}")
                 continue
@@ -222,6 +213,7 @@ class Dispatcher:
                 continue
             ticket = self.breakers.admit(target.label)
             if type(ticket) is float:
+                note(ex, target.label, "breaker_open", ticket)
                 skips.open.append(ticket)
                 continue
             cooling = self.stats.cooling(target.label) if not step.tries else 0.0
@@ -229,14 +221,17 @@ class Dispatcher:
                 # Its upstream asked to be left alone for longer than the gateway would
                 # ever wait (a long Retry-After, an exhausted quota, a refused key).
                 self.breakers.record(target.label, ticket, None, settled=False)
+                note(ex, target.label, "cooling", cooling)
                 skips.cooling.append((cooling, self.stats.get(target.label).last_error_class))
                 continue
             if plan.attempts and not self.budget.acquire():
                 self.breakers.record(target.label, ticket, None, settled=False)
+                note(ex, target.label, "retry_budget")
                 break
             remaining = plan.remaining()
             if remaining <= 0:
                 self.breakers.record(target.label, ticket, None, settled=False)
+                note(ex, target.label, "deadline")
                 skips.deadline = True
                 break
             plan.attempts += 1
@@ -272,6 +267,7 @@ class Dispatcher:
         for gate in self.gates:
             wait = gate(ex, target)
             if wait is not None:
+                note(ex, target.label, gate_reason(gate), wait)
                 return wait
         return None
 
@@ -302,6 +298,11 @@ class Dispatcher:
         transport = self._transports[provider.name]
         budget = deadline if deadline is not None else self.deadline
         settled = False
+        tokens = 0
+        if self.tokens is not None:  # least_tokens: the estimate is kept on the exchange
+            estimate = ex.estimated()
+            tokens = estimate.prompt_tokens + estimate.output_for(target)
+            self.tokens.add(label, tokens)
         self.stats.started(label)
         try:
             if ex.stream:
@@ -320,6 +321,8 @@ class Dispatcher:
         finally:
             attempt.ended_ns = time.perf_counter_ns()
             bill(ex, attempt, translator)
+            if tokens:
+                self.tokens.done(label, tokens)
             self._settle(ex, attempt, model, ticket, settled)
             for observe in self.observers:
                 observe(ex, attempt)
@@ -338,6 +341,8 @@ class Dispatcher:
             ok = False
         self.stats.finished(label, ok=ok, latency_ms=latency,
                             error_class=cls.value if cls is not None else None)
+        if ex.task is not None:  # adaptive learns per task kind too
+            self.router.view.tasks.learn(ex.task, label, ok, latency)
         self.breakers.record(label, ticket, cls, settled=settled)
         if attempt_log.isEnabledFor(logging.INFO):
             attempt_log.info("attempt", extra={"fields": {

@@ -140,5 +140,9 @@ def targets_report(config: "GatewayConfig", dispatcher: Any, health: HealthCheck
                     "provider_healthy": health.status(target.provider),
                     "breaker": dispatcher.breakers.state(target.label),
                     **dispatcher.stats.get(target.label).snapshot()}
+                if target.tier is not None:
+                    row["tier"] = target.tier
+                if dispatcher.tokens is not None:  # least_tokens counts them
+                    row["tokens_in_flight"] = dispatcher.tokens.get(target.label)
             row["models"].append(model.name)
     return {"object": "list", "data": list(rows.values())}

@@ -14,12 +14,15 @@ import random
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 
-from proxy.config.routing import AdaptiveWeights
+from proxy.config.routing import AdaptiveWeights, AffinityConfig, StrategySpec
 from proxy.core.pricing import estimate_body
+from proxy.engine.affinity import Affinity
+from proxy.state.route_stats import TaskStats, TokenLoad
 
 if TYPE_CHECKING:
     from proxy.config.types import TargetConfig
-    from proxy.state.target_stats import MemoryStatsStore
+    from proxy.core.exchange import Exchange
+    from proxy.state.target_stats import MemoryStatsStore, TargetStats
 
 Targets = Sequence["TargetConfig"]
 
@@ -84,16 +87,20 @@ def lacks(target: "TargetConfig", needs: Needs) -> str | None:
 # --- the strategies -----------------------------------------------------------------
 
 class View:
-    """What strategies may read: live stats, breaker health, per-model counters."""
+    """What strategies may read: live stats, breaker health, per-model counters, tokens
+    in flight and what was learned per task kind."""
 
     def __init__(self, stats: "MemoryStatsStore", health: Callable[[str], float] | None = None,
                  rng: random.Random | None = None,
-                 penalty: Callable[[str], float] | None = None) -> None:
+                 penalty: Callable[[str], float] | None = None,
+                 tokens: TokenLoad | None = None, tasks: TaskStats | None = None) -> None:
         self.stats = stats
         self.health = health or (lambda label: 1.0)
         self.penalty = penalty or (lambda label: 1.0)  # adaptive: a breached SLO halves
         self.rng = rng or random.Random()
         self.counters: dict[str, int] = {}
+        self.tokens = tokens if tokens is not None else TokenLoad()
+        self.tasks = tasks if tasks is not None else TaskStats()
 
     def tick(self, key: str) -> int:
         n = self.counters.get(key, 0)
@@ -133,6 +140,13 @@ def least_busy(targets: Targets, view: View, key: str = "") -> list:
     return sorted(targets, key=lambda t: get(t.label).in_flight)
 
 
+def least_tokens(targets: Targets, view: View, key: str = "") -> list:
+    """Fewest estimated tokens in flight (prompt + output cap), every instance's counted
+    when the state is shared; ties keep config order."""
+    get = view.tokens.get
+    return sorted(targets, key=lambda t: get(t.label))
+
+
 def lowest_latency(targets: Targets, view: View, key: str = "") -> list:
     """Fastest time to first token first; a target with no sample yet goes first so
     it gets one."""
@@ -157,35 +171,70 @@ def cheapest(targets: Targets, view: View, key: str = "") -> list:
     return sorted(targets, key=price)
 
 
-def adaptive_score(target: "TargetConfig", view: View, weights: AdaptiveWeights,
-                   slowest: float, dearest: float) -> float:
-    stats = view.stats.get(target.label)
+def quality(target: "TargetConfig", task: str | None) -> float:
+    """The target's score for the task kind, else its `default`, else 0."""
+    scores = target.quality
+    if not scores:
+        return 0.0
+    value = scores.get(task) if task is not None else None
+    return scores.get("default", 0.0) if value is None else value
+
+
+class Scale:
+    """What adaptive scores are relative to, for one pick: the slowest latency and the
+    dearest price among the candidates, each target's statistics (for the task kind
+    where it has been learned, else overall)."""
+
+    __slots__ = ("stats", "slowest", "dearest", "task")
+
+    def __init__(self, targets: Targets, view: View, task: str | None) -> None:
+        learned = view.tasks.of(task) if task is not None else {}
+        get = view.stats.get
+        self.stats: list["TargetStats"] = [learned.get(t.label) or get(t.label) for t in targets]
+        self.slowest = max((s.latency_ms or 0.0) for s in self.stats) if targets else 0.0
+        prices = [price(t) for t in targets]
+        self.dearest = max((p for p in prices if p != float("inf")), default=0.0)
+        self.task = task
+
+
+def adaptive_parts(target: "TargetConfig", stats: "TargetStats", view: View,
+                   scale: Scale) -> tuple[float, float, float, float, float]:
+    """success, speed, thrift, health, quality: each in [0, 1]."""
     latency = stats.latency_ms
-    speed = 1.0 if latency is None or slowest <= 0 else 1.0 - latency / slowest
+    speed = 1.0 if latency is None or scale.slowest <= 0 else 1.0 - latency / scale.slowest
     cost = price(target)
+    dearest = scale.dearest
     thrift = 0.0 if cost == float("inf") else (1.0 if dearest <= 0 else 1.0 - cost / dearest)
-    return (weights.success * stats.success_rate + weights.latency * speed
-            + weights.cost * thrift + weights.health * view.health(target.label)) \
-        * view.penalty(target.label)
+    return (stats.success_rate, speed, thrift, view.health(target.label),
+            quality(target, scale.task))
+
+
+def adaptive_score(parts: tuple[float, float, float, float, float],
+                   weights: AdaptiveWeights, penalty: float = 1.0) -> float:
+    """The weighted sum, times the target's SLO penalty (a breach halves it)."""
+    success, speed, thrift, health, score = parts
+    return (weights.success * success + weights.latency * speed + weights.cost * thrift
+            + weights.health * health + weights.quality * score) * penalty
 
 
 def adaptive(targets: Targets, view: View, key: str = "",
-             weights: AdaptiveWeights = AdaptiveWeights()) -> list:
-    """Highest composite score first: success rate, speed, thrift and health, each in
-    [0, 1] relative to the other targets, weighted from the YAML."""
+             weights: AdaptiveWeights = AdaptiveWeights(), task: str | None = None) -> list:
+    """Highest composite score first: success rate, speed, thrift, health and quality for
+    the task kind, each in [0, 1] relative to the other targets, weighted from the YAML."""
     if len(targets) < 2:
         return list(targets)
-    get = view.stats.get
-    slowest = max((get(t.label).latency_ms or 0.0) for t in targets)
-    prices = [price(t) for t in targets]
-    dearest = max((p for p in prices if p != float("inf")), default=0.0)
-    return sorted(targets, key=lambda t: -adaptive_score(t, view, weights, slowest, dearest))
+    scale = Scale(targets, view, task)
+    penalty = view.penalty
+    scores = [-adaptive_score(adaptive_parts(t, s, view, scale), weights, penalty(t.label))
+              for t, s in zip(targets, scale.stats)]
+    order = sorted(range(len(targets)), key=scores.__getitem__)
+    return [targets[i] for i in order]
 
 
 STRATEGIES: dict[str, Callable[..., list]] = {
     "priority": priority, "round_robin": round_robin, "weighted": weighted,
-    "least_busy": least_busy, "lowest_latency": lowest_latency, "cheapest": cheapest,
-    "adaptive": adaptive,
+    "least_busy": least_busy, "least_tokens": least_tokens, "lowest_latency": lowest_latency,
+    "cheapest": cheapest, "adaptive": adaptive,
 }
 
 
@@ -195,19 +244,39 @@ def is_free(target: "TargetConfig") -> bool:
 
 
 class Router:
-    """Orders a model's capable targets by its strategy (and the budget's hint)."""
+    """Orders a model's capable targets by its strategy (or a route rule's), and the
+    budget's hint."""
 
-    def __init__(self, view: View, weights: Mapping[str, AdaptiveWeights] | None = None) -> None:
+    def __init__(self, view: View, weights: Mapping[str, AdaptiveWeights] | None = None, *,
+                 models: Mapping[str, Any] | None = None,
+                 affinity: Mapping[str, AffinityConfig] | None = None) -> None:
         self.view = view
         self.weights = weights or {}
+        self.affinity_config = affinity or {}
+        self.affinity = Affinity(models or {}, view)
 
     def order(self, model_name: str, strategy: str, targets: Targets,
-              hint: str | None = None) -> list:
+              hint: str | None = None, ex: "Exchange | None" = None,
+              spec: StrategySpec | None = None, notes: dict | None = None,
+              down: "set[int] | None" = None) -> list:
+        """`spec`: a route rule's strategy options (else the model's); `notes`: filled
+        with what affinity decided, for an explanation; `down`: ids of targets the
+        dispatcher will move last (affinity leaves them out of its loads)."""
         if hint == "free_only":
             targets = [t for t in targets if is_free(t)]
         if hint in ("cheaper", "free_only"):
             return cheapest(targets, self.view)
         if strategy == "adaptive":
-            weights = self.weights.get(model_name, AdaptiveWeights())
-            return adaptive(targets, self.view, model_name, weights)
+            weights = spec.weights if spec is not None else \
+                self.weights.get(model_name, _DEFAULT_WEIGHTS)
+            return adaptive(targets, self.view, model_name, weights,
+                            ex.task if ex is not None else None)
+        if strategy == "affinity":
+            config = spec.affinity if spec is not None else \
+                self.affinity_config.get(model_name, _DEFAULT_AFFINITY)
+            return self.affinity.order(model_name, targets, ex, config, notes, down)
         return STRATEGIES[strategy](targets, self.view, model_name)
+
+
+_DEFAULT_WEIGHTS = AdaptiveWeights()
+_DEFAULT_AFFINITY = AffinityConfig()

@@ -49,6 +49,13 @@ def cmd_check(args: argparse.Namespace) -> int:
               f"{', signed' if sink.secret else ''})")
     if config.admin_key and config.ui:
         print("  page: /ui (log in with the admin key)")
+    for rule in config.routes:
+        then = [f"model {rule.model}" if rule.model else "",
+                f"targets {', '.join(sorted({t.label for ts in rule.subsets.values() for t in ts}))}"
+                if rule.subsets is not None else "",
+                f"strategy {rule.strategy.name}" if rule.strategy else "",
+                f"task {rule.task}" if rule.task else ""]
+        print(f"  route {rule.name} -> {'; '.join(t for t in then if t)}")
     return 0
 
 

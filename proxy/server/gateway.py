@@ -22,7 +22,10 @@ from policies.budget import Budget
 from policies.cache import build_cache
 from policies.metrics import Metrics
 from policies.ratelimit import ClientRateLimit, TargetRateLimit
+from policies.routes import Routes
 from policies.tracing import build_tracing
+from proxy.config.policies import KeyConfig, hash_key
+from proxy.config.routes import ADMIN_KEY_NAME
 from proxy.config.types import GatewayConfig
 from proxy.core.pipeline import Pipeline, Policy
 from proxy.engine.breakers import Breakers
@@ -31,6 +34,7 @@ from proxy.engine.health import HealthChecker
 from proxy.engine.live import LiveStats
 from proxy.engine.slo import SloEvaluator
 from proxy.engine.mock_upstream import MockTransport
+from proxy.engine.rules import RuleTable
 from proxy.engine.transport import HttpTransport, new_session
 from proxy.server.alerts import AlertHub
 from proxy.server.watch import Watch
@@ -39,6 +43,7 @@ from proxy.state.ledger import LedgerStore, SqliteLedger
 from proxy.state.ledger_watch import WatchedLedger
 from proxy.state.responses_store import ResponseStore, SqliteResponses
 from proxy.state.sessions import MemorySessions
+from proxy.state.route_stats import TokenLoad
 from proxy.state.stores import Clock, wall_clock
 from proxy.state.target_stats import MemoryStatsStore
 from translators import PROVIDER_TYPES
@@ -100,12 +105,14 @@ class Gateway:
                                      models=config.models, routing=config.routing,
                                      timeouts=config.timeouts, provider_health=self.health.status,
                                      gates=gates, observers=observers, stats=stats,
-                                     breakers=breakers,
+                                     breakers=breakers, tokens=self._token_load(),
                                      penalty=self.slo.penalty if adaptive else None)
         self.sessions = (shared.sessions() if shared else MemorySessions()) \
             if self.ui_enabled else None
         self.watch = Watch(config, self.live, self.slo, self.alerts, self.dispatcher,
                            self.health, self.budget, shared.chart_store() if shared else None)
+        for name in self._affinity_models():  # rings built now, not on a first request
+            self.dispatcher.router.affinity.ring(name)
         self.policies: list[Policy] = self._with_observability(
             (list(policies) if policies is not None else []) + access)
         self.pipeline = Pipeline(self.policies, self.dispatcher)
@@ -126,11 +133,36 @@ class Gateway:
         cache: list[Policy] = [self.cache] if self.cache is not None else []
         return [*outer, *telemetry, *inner, *cache]
 
+    def _strategies(self) -> set[str]:
+        return {m.strategy for m in self.config.models.values()} | {
+            r.strategy.name for r in self.config.routes if r.strategy is not None}
+
+    def _token_load(self) -> TokenLoad | None:
+        """Tokens in flight are counted only when a strategy balances by them."""
+        if "least_tokens" not in self._strategies():
+            return None
+        return self.shared.token_load() if self.shared is not None else TokenLoad()
+
+    def _affinity_models(self) -> list[str]:
+        config = self.config
+        names = {n for n, m in config.models.items() if m.strategy == "affinity"}
+        for rule in config.routes:
+            if rule.strategy is not None and rule.strategy.name == "affinity":
+                names.update([rule.model] if rule.model else
+                             rule.subsets or rule.match.models or config.models)
+        return sorted(names)
+
     def _access_policies(self, now: Clock) -> list[Policy]:
-        """Auth → client rate limit → budget, each only when the config asks for it,
-        so an open gateway pays nothing for them."""
+        """Routes → auth → client rate limit → budget, each only when the config asks for
+        it, so an open gateway pays nothing for them. The admin key, when set, may call
+        the data plane too, as the key named 'admin' (compared like every client key)."""
         config, shared = self.config, self.shared
-        self.auth = Auth(config.keys) if config.keys else None
+        admin = self.admin_identity = (KeyConfig(name=ADMIN_KEY_NAME,
+                                                 digest=hash_key(config.admin_key))
+                                       if config.admin_key else None)
+        self.auth = Auth(config.keys + ((admin,) if admin else ())) if config.keys else None
+        self.routes = (Routes(RuleTable(config.routes), config.models, config.tasks, admin)
+                       if config.routes or config.tasks or admin else None)
         self.admin_auth = AdminAuth(config.admin_key, [k.digest for k in config.keys])
         self.client_limits = (ClientRateLimit(*(shared.client_stores() if shared else ()))
                               if any(k.limited for k in config.keys) else None)
@@ -143,7 +175,8 @@ class Gateway:
         self.target_limits: TargetRateLimit | None = None
         if TargetRateLimit.needed(t for m in config.models.values() for t in m.targets):
             self.target_limits = TargetRateLimit(shared.target_store() if shared else None)
-        return [p for p in (self.auth, self.client_limits, self.budget) if p is not None]
+        return [p for p in (self.routes, self.auth, self.client_limits, self.budget)
+                if p is not None]
 
     def _ledger(self) -> LedgerStore:
         """The ledger `state.ledger` names, whatever the state backend: PostgreSQL,

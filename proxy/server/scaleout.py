@@ -14,6 +14,7 @@ from proxy.core.exchange import Attempt, Exchange
 from proxy.engine.live import CELL_S, CHART_CELLS
 from proxy.state.series_redis import SharedChart
 from proxy.state.sessions import RedisSessions
+from proxy.state.token_load_redis import RedisTokenLoad
 from proxy.state.stores_redis import (
     RedisBudgetStore,
     RedisCacheStore,
@@ -66,6 +67,12 @@ class SharedState:
     def sessions(self) -> RedisSessions:
         """Page sessions every instance and worker knows."""
         return RedisSessions(self.redis)
+
+    def token_load(self) -> RedisTokenLoad:
+        """Tokens in flight: counted locally, every instance's read on each tick."""
+        tokens = RedisTokenLoad(self.redis)
+        self.redis.on_tick.append(tokens.publish)
+        return tokens
 
     def bind(self, stats: SharedStatsStore, budget: Budget | None) -> None:
         """Budget rebuilds when Redis comes back empty; provider budget refresh."""

@@ -203,5 +203,40 @@ end
 return 1
 """
 
+# KEYS[1] one hash for every instance's tokens in flight: field '@ID' = the instance's
+# expiry (ms), 'ID|LABEL' = its tokens on that target. ARGV instance id, ttl ms, then
+# label, tokens pairs. Replaces this instance's fields, drops expired instances', and
+# returns the others' label, tokens pairs.
+TOKENS = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local me = ARGV[1]
+local all = redis.call('HGETALL', KEYS[1])
+local alive = {}
+for i = 1, #all, 2 do
+  if string.sub(all[i], 1, 1) == '@' and tonumber(all[i + 1]) > now then
+    alive[string.sub(all[i], 2)] = true
+  end
+end
+local out = {}
+for i = 1, #all, 2 do
+  local field = all[i]
+  local owner = string.sub(field, 1, 1) == '@' and string.sub(field, 2)
+                or string.match(field, '^([^|]*)|')
+  if owner == me or not alive[owner] then
+    redis.call('HDEL', KEYS[1], field)
+  elseif string.sub(field, 1, 1) ~= '@' then
+    out[#out + 1] = string.sub(field, #owner + 2)
+    out[#out + 1] = all[i + 1]
+  end
+end
+redis.call('HSET', KEYS[1], '@' .. me, now + tonumber(ARGV[2]))
+for i = 3, #ARGV, 2 do
+  redis.call('HSET', KEYS[1], me .. '|' .. ARGV[i], ARGV[i + 1])
+end
+redis.call('PEXPIRE', KEYS[1], tonumber(ARGV[2]) * 4)
+return out
+"""
+
 SCRIPTS = {"gcra": GCRA, "gcra_pair": GCRA_PAIR, "acquire": ACQUIRE, "release": RELEASE, "reserve": RESERVE,
-           "settle": SETTLE, "seed": SEED, "used": USED, "cool": COOL}
+           "settle": SETTLE, "seed": SEED, "used": USED, "cool": COOL, "tokens": TOKENS}
