@@ -11,7 +11,8 @@ from proxy.config.catalog import CAPABILITIES, lookup
 from proxy.config.policies import TASK_NAME
 from proxy.config.reader import MissingEnv, Problems, Section, join
 from proxy.config.responses import parse_mode
-from proxy.config.types import ModelConfig, ProviderConfig, TargetConfig, Timeouts
+from proxy.config.types import (DEFAULT_MAX_CONNECTIONS, ModelConfig, ProviderConfig,
+                                TargetConfig, Timeouts)
 
 class ProviderSchema(Protocol):
     """What the config needs of a provider type (a translator class satisfies it)."""
@@ -37,8 +38,9 @@ def parse_timeouts(raw: Any, path: str, problems: Problems, base: Timeouts) -> T
         idle=s.duration("idle", base.idle),
         total=s.duration("total", base.total),
         first_token_last=s.duration("first_token_last", base.first_token_last),
+        client_write=s.duration("client_write", base.client_write),
     )
-    for name in ("connect", "first_token", "idle", "total", "first_token_last"):
+    for name in ("connect", "first_token", "idle", "total", "first_token_last", "client_write"):
         value = getattr(result, name)
         if s.has(name) and value is not None and value <= 0:  # it would fail every request
             problems.add(join(path, name), "must be longer than 0s")
@@ -89,13 +91,16 @@ def parse_providers(s: Section, timeouts: Timeouts,
         provider_timeouts = parse_timeouts(p.raw_value("timeouts"), join(p.path, "timeouts"),
                                       p.problems, timeouts)
         responses = parse_mode(p, kind)
+        max_connections = p.number("max_connections", DEFAULT_MAX_CONNECTIONS,
+                                   minimum=1, integer=True)
         p.finish()
         if kind:
             providers[str(name)] = ProviderConfig(
                 name=str(name), type=kind, base_url=(base_url or "").rstrip("/"),
                 api_key=api_key, disabled_reason=disabled,
                 headers=MappingProxyType(headers), timeouts=provider_timeouts,
-                options=MappingProxyType(options), responses=responses)
+                options=MappingProxyType(options), responses=responses,
+                max_connections=max_connections)
     return providers
 
 
