@@ -268,12 +268,12 @@ class Gateway:
 
     async def _start(self, app: web.Application) -> None:
         app.on_shutdown.append(self._shutting_down)
-        self.session = new_session()
+        self.session = new_session()  # the gateway's own calls (alert webhooks)
         for name, provider in self.config.providers.items():
             if PROVIDER_TYPES[provider.type].in_process:
                 self.transports[name] = MockTransport(provider)
-            else:
-                self.transports[name] = HttpTransport(self.session, provider)
+            else:  # one pool per provider, `max_connections` at most
+                self.transports[name] = HttpTransport(provider)
         self.health.start()
         self.alerts.start()
         self.watch.start()
@@ -295,6 +295,9 @@ class Gateway:
         if self.shared is not None:
             await self.shared.close()
         await self.health.stop()
+        for transport in self.transports.values():
+            if isinstance(transport, HttpTransport):
+                await transport.close()
         if self.session is not None:
             await self.session.close()
         if self.tracing is not None:
