@@ -33,6 +33,9 @@ OVERHEAD_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 
 TOKEN_BUCKETS = (1, 4, 16, 64, 256, 1024, 4096, 16384, 65536, 262144, 1048576, 4194304,
                  16777216, 67108864)
 BREAKER_STATES = {"closed": 0, "half_open": 1, "half-open": 1, "open": 2}
+#: GenAI semantic conventions' operation names, by gatewise endpoint
+OPERATIONS = {"chat": "chat", "completions": "text_completion", "embeddings": "embeddings",
+              "responses": "chat", "messages": "chat"}
 REJECTIONS = {"gateway_rate_limit": "rate_limit", "budget_exceeded": "budget"}
 
 
@@ -134,8 +137,8 @@ class Metrics:
         render them."""
         self.on_record = on_record
         self.gauges = tuple(gauges)
-        self.requests = Counter("gatewise_requests_total", "Requests by inbound API, model, "
-                                "target, status and error class.",
+        self.requests = Counter("gatewise_requests_total", "Requests by endpoint, model, "
+                                "target, status and error class (refused ones included).",
                                 ("endpoint", "model", "target", "status", "error_class"))
         self.duration = Histogram("gen_ai_client_operation_duration_seconds",
                                   "Whole request duration as the client sees it.",
@@ -196,7 +199,11 @@ class Metrics:
             self.record(ex, err.status, err)
             raise
         except asyncio.CancelledError:
-            self.record(ex, 499, None)
+            interrupt = ex.interrupt if ex.response is None else None
+            self.record(ex, interrupt.status if interrupt else 499, interrupt)
+            raise
+        except ConnectionResetError:  # the client left, or was cut off for not reading
+            self.record(ex, 499, ex.error)
             raise
         except Exception as exc:
             self.record(ex, 500, exc)
@@ -212,15 +219,17 @@ class Metrics:
         target = ex.target.label if ex.target is not None else ""
         error = error_label(err)
         status_label = self._statuses.get(status) or str(status)
-        self.requests.inc((ex.endpoint, model, target, status_label, error))
+        endpoint = ex.endpoint
+        operation = OPERATIONS.get(endpoint, endpoint)
+        self.requests.inc((endpoint, model, target, status_label, error))
         seconds = (now - ex.started_ns) / 1e9
-        self.duration.observe(("chat", model, error), seconds)
+        self.duration.observe((operation, model, error), seconds)
         self.overhead.observe((model,), max(0, now - ex.started_ns - ex.upstream_ns) / 1e9)
         usage = ex.usage
         cache = ex.cache_status
         if usage is not None and cache != "HIT":
-            self.tokens.observe(("chat", model, "input"), usage.prompt_tokens)
-            self.tokens.observe(("chat", model, "output"), usage.completion_tokens)
+            self.tokens.observe((operation, model, "input"), usage.prompt_tokens)
+            self.tokens.observe((operation, model, "output"), usage.completion_tokens)
         if ex.cost:
             self.cost.inc((model, target), ex.cost)
         if cache is not None:
@@ -232,6 +241,17 @@ class Metrics:
             self.rejections.inc((model, REJECTIONS[error]))
         if self.on_record is not None:
             self.on_record(ex, status, error, seconds)
+
+    def outside(self, endpoint: str, status: int, err: GatewayError | None,
+                started_ns: int) -> None:
+        """A request that never reached the pipeline (refused before it, or not a model
+        call): counted, and timed when it was a model call."""
+        error = error_label(err)
+        self.requests.inc((endpoint, "", "", self._statuses.get(status) or str(status), error))
+        operation = OPERATIONS.get(endpoint)
+        if operation is not None:
+            self.duration.observe((operation, "", error),
+                                  (time.perf_counter_ns() - started_ns) / 1e9)
 
     # --- exposition ------------------------------------------------------------------
 

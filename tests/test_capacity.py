@@ -142,3 +142,34 @@ async def test_the_gate_hands_slots_over_in_order_and_survives_cancels():
     with pytest.raises(Exception) as caught:
         await gate.acquire(0.05)
     assert getattr(caught.value, "code", None) == "upstream_connections_busy"
+
+
+async def test_past_max_in_flight_the_gateway_refuses_at_once(fake, start_gateway):
+    fake.default = Reply(text="a b c d e", chunk_delay=0.1)
+    gw = await start_gateway(f"""
+        server: {{max_in_flight: 2}}
+        providers: {{up: {{type: openai, base_url: "{fake.url}/v1", api_key: {API_KEY}}}}}
+        models: {{m: {{targets: [{{provider: up, model: gpt-4o}}]}}}}
+    """)
+    loop = asyncio.get_running_loop()
+    async with aiohttp.ClientSession() as http:
+        busy = [asyncio.ensure_future(stream(http, gw.url)) for _ in range(2)]
+        await asyncio.sleep(0.15)
+        began = loop.time()
+        async with http.post(gw.url + "/v1/chat/completions", json=body(False)) as resp:
+            assert resp.status == 503
+            assert loop.time() - began < 0.1  # refused, not queued
+            assert resp.headers["retry-after"] == "1"
+            assert resp.headers["x-should-retry"] == "true"
+            assert orjson.loads(await resp.read())["error"]["code"] == "server_overloaded"
+        async with http.get(gw.url + "/health/live") as resp:
+            assert resp.status == 200  # probes are never refused
+        assert [status for status, _ in await asyncio.gather(*busy)] == [200, 200]
+        async with http.post(gw.url + "/v1/chat/completions", json=body(False)) as resp:
+            assert resp.status == 200
+        async with http.get(gw.url + "/metrics") as resp:
+            metrics = await resp.text()
+    assert ('gatewise_requests_total{endpoint="chat",model="",target="",status="503",'
+            'error_class="server_overloaded"} 1.0') in metrics
+    assert len(fake.requests) == 3
+    assert gw.app[GATEWAY].in_flight == 0

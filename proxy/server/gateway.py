@@ -9,6 +9,7 @@ nothing is patched in afterwards. Tests build as many as they like side by side.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from typing import Any, AsyncIterator
@@ -27,6 +28,7 @@ from policies.tracing import build_tracing
 from proxy.config.policies import KeyConfig, hash_key
 from proxy.config.routes import ADMIN_KEY_NAME
 from proxy.config.types import GatewayConfig
+from proxy.core.exchange import Exchange
 from proxy.core.pipeline import Pipeline, Policy
 from proxy.engine.breakers import Breakers
 from proxy.engine.dispatch import AttemptObserver, Dispatcher, TargetGate
@@ -51,6 +53,8 @@ from translators import PROVIDER_TYPES
 log = logging.getLogger("gatewise")
 
 REQUEST_ID = web.RequestKey("request_id", str)
+#: set once a request enters the pipeline: its access-log line and metrics are the policies'
+EXCHANGE = web.RequestKey("exchange", Exchange)
 
 
 def _response_store(config: GatewayConfig) -> ResponseStore:
@@ -113,14 +117,49 @@ class Gateway:
                            self.health, self.budget, shared.chart_store() if shared else None)
         for name in self._affinity_models():  # rings built now, not on a first request
             self.dispatcher.router.affinity.ring(name)
-        self.policies: list[Policy] = self._with_observability(
-            (list(policies) if policies is not None else []) + access)
-        self.pipeline = Pipeline(self.policies, self.dispatcher)
+        given = list(policies) if policies is not None else []
+        #: the access log of requests that never reach the pipeline (the policy's own
+        #: when it is in the chain)
+        self.access_log = next((p for p in given if isinstance(p, AccessLog)), AccessLog())
+        self.in_flight = 0  # requests being served, counted by the server's middleware
+        self.policies: list[Policy] = self._with_observability(given + access)
+        self._pipeline = Pipeline(self.policies, self.dispatcher)
+        #: requests inside the pipeline, by the task serving each (a shutdown ends them)
+        self.open: dict[asyncio.Task, Exchange] = {}
         created = int(time.time())
         self.model_entries = {name: {"id": name, "object": "model", "created": created,
                                      "owned_by": "gatewise"} for name in config.models}
         self.models_body = orjson.dumps({"object": "list",
                                          "data": list(self.model_entries.values())})
+
+    async def pipeline(self, ex: Exchange) -> None:
+        """Run the policies and the dispatcher for one request, tracked while it runs so
+        a shutdown can end it with an error the client can read (`ex.interrupt`)."""
+        task = asyncio.current_task()
+        self.open[task] = ex
+        if ex.http is not None:
+            ex.http[EXCHANGE] = ex
+        try:
+            await self._pipeline(ex)
+        except asyncio.CancelledError:
+            if ex.interrupt is None:
+                raise  # the client left
+            task.uncancel()
+            if ex.response is None:
+                raise ex.interrupt from None  # nothing sent yet: a plain 503
+        finally:
+            del self.open[task]
+
+    def interrupt(self, error: Any) -> int:
+        """End every request still in the pipeline: streams get `error` as their last
+        event, the rest answer it. Returns how many were cut."""
+        cut = 0
+        for task, ex in list(self.open.items()):
+            if ex.interrupt is None and not task.done():
+                ex.interrupt = error
+                task.cancel()
+                cut += 1
+        return cut
 
     def _with_observability(self, given: list[Policy]) -> list[Policy]:
         """DESIGN §2 order: the access log outermost, then metrics and the server
