@@ -166,6 +166,7 @@ class Metrics:
         self.in_flight_gauge = Counter("gatewise_requests_in_flight", "Requests being served.",
                                        (), kind="gauge")
         self.in_flight = 0
+        self._breaker_state: Callable[[str], str] | None = None
         self._statuses = {s: str(s) for s in (200, 400, 401, 403, 404, 408, 413, 429, 499,
                                               500, 502, 503, 504)}
         for model in config.models.values():
@@ -178,9 +179,14 @@ class Metrics:
     # --- hooks -----------------------------------------------------------------------
 
     def set_breaker_state(self, target_label: str, state: str | int) -> None:
-        """For the routing helper's breakers: 'closed' | 'half_open' | 'open' (or 0/1/2)."""
+        """The breakers' transition hook: 'closed' | 'half-open' | 'open' (or 0/1/2)."""
         value = state if isinstance(state, int) else BREAKER_STATES[state]
         self.breaker.set((target_label,), value)
+
+    def watch_breakers(self, state: Callable[[str], str]) -> None:
+        """Read each target's breaker at exposition too: an open breaker whose wait is
+        over admits probes (half-open) before any request tells it so."""
+        self._breaker_state = state
 
     def observe_attempt(self, ex: Exchange, attempt: Attempt) -> None:
         """Dispatcher observer: called as each upstream attempt ends."""
@@ -257,6 +263,9 @@ class Metrics:
 
     def render(self) -> bytes:
         self.in_flight_gauge.set((), self.in_flight)
+        if self._breaker_state is not None:
+            for labels in list(self.breaker.values):
+                self.set_breaker_state(labels[0], self._breaker_state(labels[0]))
         out: list[str] = []
         for series in self._series:
             series.render(out)

@@ -99,7 +99,8 @@ class Gateway:
         self.responses = _response_store(config)  # POST /v1/responses with store
         access = self._access_policies(now)
         gates, observers = self._dispatch_hooks()
-        breakers = Breakers(config.routing.breaker)
+        breakers = Breakers(config.routing.breaker, on_change=self.metrics.set_breaker_state)
+        self.metrics.watch_breakers(breakers.state)
         stats = shared.stats_store() if shared else MemoryStatsStore()
         if shared is not None:
             observers.append(shared.open_breaker_observer(breakers, stats))
