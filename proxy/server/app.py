@@ -61,8 +61,10 @@ def _http_error(request: web.Request, exc: web.HTTPException, max_body: int) -> 
 _ENDPOINTS = {"/chat/completions": "chat", "/completions": "completions",
               "/embeddings": "embeddings", "/responses": "responses", "/messages": "messages",
               "/models": "models", "/models/{model}": "models", "/metrics": "metrics"}
-#: never refused for load: a probe or a scrape must answer when the gateway is busiest
-_ALWAYS = frozenset({"health", "metrics"})
+#: never refused for load: a probe, a scrape or an operator must get in when it is busiest
+_ALWAYS = frozenset({"health", "metrics", "admin"})
+#: the admin routes and /metrics on their own listener, when `server.admin_port` is set
+ADMIN_APP = web.AppKey("admin_app", web.Application)
 
 
 def endpoint_of(request: web.Request) -> str:
@@ -155,9 +157,21 @@ def build_app(config: GatewayConfig, now: Callable[[], float] | None = None) -> 
     add_messages_routes(app)
     add_model_routes(app)
     add_responses_routes(app)
+    if config.server.admin_port is None:
+        _add_operator_routes(app, gateway)
+    else:  # a listener of their own (loopback by default): the client port may be public
+        admin = web.Application(middlewares=[_middleware(gateway, max_body)])
+        admin[GATEWAY] = gateway
+        admin.on_response_prepare.append(_stamp_request_id)
+        _add_operator_routes(admin, gateway)
+        app[ADMIN_APP] = admin
+    return app
+
+
+def _add_operator_routes(app: web.Application, gateway: Gateway) -> None:
+    """What an operator uses: the admin API, the dashboard, /metrics."""
     add_admin_routes(app)
     if gateway.ui_enabled:
-        add_ui_routes(app, Ui(config.admin_key, gateway.sessions))
-    if config.telemetry.prometheus:
+        add_ui_routes(app, Ui(gateway.config.admin_key, gateway.sessions))
+    if gateway.config.telemetry.prometheus:
         app.router.add_get("/metrics", gateway.metrics.handle)
-    return app

@@ -289,6 +289,31 @@ class Gateway:
         return [name for name, model in models.items()
                 if name in alive or any(f in alive for f in model.fallbacks)]
 
+    def why_unavailable(self, name: str) -> str:
+        """Why a model cannot answer now: each of its targets' reasons, once."""
+        providers, breakers = self.config.providers, self.dispatcher.breakers
+        reasons: dict[str, None] = {}
+        for target in self.config.models[name].targets:
+            provider = providers[target.provider]
+            if not provider.enabled:
+                reasons[f"provider '{provider.name}' is disabled ({provider.disabled_reason})"] \
+                    = None
+            elif self.health.status(target.provider) is False:
+                reasons[f"provider '{provider.name}' fails its health check"] = None
+            elif breakers.is_open(target.label):
+                reasons[f"target {target.label} is failing (circuit open)"] = None
+        return "; ".join(reasons) or "no target can answer"
+
+    def startup_lines(self) -> list[str]:
+        """Which models can answer, and for the others why not."""
+        usable = self.usable_models()
+        models = self.config.models
+        lines = [f"{len(usable)} of {len(models)} model(s) can answer: "
+                 + (", ".join(usable) or "none")]
+        lines += [f"model '{name}' cannot answer: {self.why_unavailable(name)}"
+                  for name in models if name not in usable]
+        return lines
+
     def warn_disabled(self) -> None:
         for provider in self.config.providers.values():
             if not provider.enabled:
