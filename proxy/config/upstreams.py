@@ -26,6 +26,11 @@ class ProviderSchema(Protocol):
 
 ProviderTypes = Mapping[str, ProviderSchema]
 
+#: provider types that run on the operator's own machines: their targets cost $0
+#: unless the config gives them a price (so `cheapest` and a budget's
+#: `local_only_at` treat them as free)
+LOCAL_TYPES = frozenset({"ollama", "mock"})
+
 STRATEGIES = ("priority", "round_robin", "weighted", "least_busy", "least_tokens",
               "lowest_latency", "cheapest", "adaptive", "affinity")
 
@@ -211,6 +216,10 @@ def _target(raw: Any, path: str, problems: Problems,
         return None
     if provider is None or model is None:
         return None
+    if providers[provider].type in LOCAL_TYPES:
+        # the model table's prices are a cloud's, not this machine's
+        overrides = {"input": 0.0, "output": 0.0, "cached_input": 0.0} \
+            if "input" not in overrides and "output" not in overrides else overrides
     return TargetConfig(provider=provider, model=model, weight=float(weight), rpm=rpm, tpm=tpm,
                         info=lookup(model).with_overrides(overrides),
                         quality=MappingProxyType(quality), tier=tier)
