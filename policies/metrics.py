@@ -54,9 +54,22 @@ class Counter:
     def set(self, labels: tuple, value: float) -> None:
         self.values[labels] = value
 
-    def render(self, out: list[str]) -> None:
+    def merge(self, peers: list[list]) -> dict[tuple, float]:
+        """This series with other workers' (`snapshot` rows): counters and the in-flight
+        gauge add up; the breaker gauge takes the worst state any worker sees."""
+        merged = dict(self.values)
+        worst = self.name == "gatewise_breaker_state"
+        for rows in peers:
+            for labels, value in rows:
+                key = tuple(labels)
+                mine = merged.get(key)
+                merged[key] = value if mine is None else max(mine, value) if worst \
+                    else mine + value
+        return merged
+
+    def render(self, out: list[str], values: dict[tuple, float] | None = None) -> None:
         out.append(f"# HELP {self.name} {self.help}\n# TYPE {self.name} {self.kind}\n")
-        for labels, value in self.values.items():
+        for labels, value in (self.values if values is None else values).items():
             out.append(f"{self.name}{_labels(self.labelnames, labels)} {_num(value)}\n")
 
 
@@ -76,10 +89,20 @@ class Histogram:
         cell[0] += value
         cell[1 + bisect_left(self.bounds, value)] += 1
 
-    def render(self, out: list[str]) -> None:
+    def merge(self, peers: list[list]) -> dict[tuple, list]:
+        """Bucket by bucket, with other workers' cells (same buckets: same code)."""
+        merged = {labels: list(cell) for labels, cell in self.cells.items()}
+        for rows in peers:
+            for labels, cell in rows:
+                key = tuple(labels)
+                mine = merged.get(key)
+                merged[key] = list(cell) if mine is None else [a + b for a, b in zip(mine, cell)]
+        return merged
+
+    def render(self, out: list[str], cells: dict[tuple, list] | None = None) -> None:
         out.append(f"# HELP {self.name} {self.help}\n# TYPE {self.name} histogram\n")
         names = self.labelnames + ("le",)
-        for labels, cell in self.cells.items():
+        for labels, cell in (self.cells if cells is None else cells).items():
             running = 0
             for bound, count in zip(self.bounds, cell[1:]):
                 running += count
@@ -261,14 +284,28 @@ class Metrics:
 
     # --- exposition ------------------------------------------------------------------
 
-    def render(self) -> bytes:
+    def _refresh(self) -> None:
         self.in_flight_gauge.set((), self.in_flight)
         if self._breaker_state is not None:
             for labels in list(self.breaker.values):
                 self.set_breaker_state(labels[0], self._breaker_state(labels[0]))
+
+    def snapshot(self) -> dict[str, list]:
+        """Every series' values, for another worker's /metrics to add up (JSON-able)."""
+        self._refresh()
+        return {series.name: [[list(labels), value] for labels, value in
+                              (series.values if isinstance(series, Counter)
+                               else series.cells).items()] for series in self._series}
+
+    def render(self, peers: list[dict[str, list]] = ()) -> bytes:
+        """The exposition; with `peers` (other workers' snapshots) their sum."""
+        self._refresh()
         out: list[str] = []
         for series in self._series:
-            series.render(out)
+            if peers:
+                series.render(out, series.merge([p.get(series.name, []) for p in peers]))
+            else:
+                series.render(out)
         for family in self.gauges:
             for name, help_, names, samples in family():
                 out.append(f"# HELP {name} {help_}\n# TYPE {name} gauge\n")
@@ -277,5 +314,5 @@ class Metrics:
         return "".join(out).encode()
 
     async def handle(self, request: web.Request) -> web.Response:
-        """GET /metrics"""
+        """GET /metrics (one process; several workers: proxy/server/peers.py)"""
         return web.Response(body=self.render(), headers={"content-type": CONTENT_TYPE})

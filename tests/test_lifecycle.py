@@ -328,3 +328,33 @@ telemetry: {{log_format: text}}
     assert f"admin routes and /metrics on http://127.0.0.1:{admin_port}" in gw.text
     gw.signal(signal.SIGTERM)
     assert await gw.wait() == 0
+
+
+async def test_metrics_under_workers_are_the_sum_over_all_workers(served):
+    from tests.test_redis_stores import require
+
+    require("127.0.0.1", 6379, "Redis")
+    gw = await served(f"""
+providers: {{local: {{type: mock}}}}
+models: {{m: {{targets: [{{provider: local, model: echo}}]}}}}
+state: {{backend: redis, url: "redis://127.0.0.1:6379/0", prefix: "gwmetrics:{os.getpid()}:",
+         instances: 2}}
+telemetry: {{log_format: text}}
+""", "--workers", "2")
+    await two_workers(gw)
+    await asyncio.sleep(0.5)  # both workers listening
+    chat = {"model": "m", "messages": [{"role": "user", "content": "hi"}]}
+    totals = []
+    for _ in range(20):  # a new connection each: the kernel spreads them over the workers
+        async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(force_close=True)) \
+                as http, http.post(gw.url + "/v1/chat/completions", json=chat) as resp:
+            assert resp.status == 200
+    for _ in range(6):
+        async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(force_close=True)) \
+                as http, http.get(gw.url + "/metrics") as resp:
+            text = await resp.text()
+        totals.append(sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+                          if line.startswith('gatewise_requests_total{endpoint="chat"')))
+    assert totals == [20.0] * 6  # never one worker's share, never a counter "reset"
+    gw.signal(signal.SIGTERM)
+    assert await gw.wait() == 0

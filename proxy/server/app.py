@@ -174,4 +174,12 @@ def _add_operator_routes(app: web.Application, gateway: Gateway) -> None:
     if gateway.ui_enabled:
         add_ui_routes(app, Ui(gateway.config.admin_key, gateway.sessions))
     if gateway.config.telemetry.prometheus:
-        app.router.add_get("/metrics", gateway.metrics.handle)
+        app.router.add_get("/metrics", _metrics)
+
+
+async def _metrics(request: web.Request) -> web.Response:
+    """GET /metrics: this process's series, or under --workers the sum over all."""
+    gateway = request.app[GATEWAY]
+    if gateway.peers is not None:
+        return await gateway.peers.handle(request)
+    return await gateway.metrics.handle(request)

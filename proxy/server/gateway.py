@@ -123,6 +123,7 @@ class Gateway:
         #: when it is in the chain)
         self.access_log = next((p for p in given if isinstance(p, AccessLog)), AccessLog())
         self.in_flight = 0  # requests being served, counted by the server's middleware
+        self.peers: Any = None  # the other workers' metrics (peers.py), set by serve.py
         self.policies: list[Policy] = self._with_observability(given + access)
         self._pipeline = Pipeline(self.policies, self.dispatcher)
         #: requests inside the pipeline, by the task serving each (a shutdown ends them)
@@ -342,6 +343,8 @@ class Gateway:
         self.health.start()
         self.alerts.start()
         self.watch.start()
+        if self.peers is not None:
+            await self.peers.start()
         if self.shared is not None:
             await self.shared.start()
         if self.budget is not None:
@@ -360,6 +363,8 @@ class Gateway:
         if self.shared is not None:
             await self.shared.close()
         await self.health.stop()
+        if self.peers is not None:
+            await self.peers.stop()
         for transport in self.transports.values():
             if isinstance(transport, HttpTransport):
                 await transport.close()

@@ -25,6 +25,7 @@ from aiohttp import web
 
 from proxy.core.errors import GatewayError
 from proxy.server.gateway import GATEWAY
+from proxy.server.peers import METRICS_DIR_ENV, Peers
 
 log = logging.getLogger("gatewise")
 #: how long requests cut at the deadline get to write their last event
@@ -64,6 +65,9 @@ async def _serve(app: web.Application, host: str, port: int, reuse_port: bool,
                  admin: tuple[web.Application, str, int] | None) -> int:
     gateway = app[GATEWAY]
     grace = gateway.config.server.shutdown_timeout
+    metrics_dir = os.environ.get(METRICS_DIR_ENV)
+    if metrics_dir and os.path.isdir(metrics_dir):  # a worker: /metrics sums over all
+        gateway.peers = Peers(gateway.metrics, metrics_dir)
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     received: list[int] = []

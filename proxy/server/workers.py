@@ -15,9 +15,11 @@ when the supervisor dies, the workers drain and exit (proxy/server/serve.py).
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 
 from proxy.config.types import GatewayConfig
@@ -36,11 +38,20 @@ def refusal(config: GatewayConfig, workers: int) -> str | None:
 
 
 def run(config_path: str, host: str, port: int, workers: int) -> int:
+    from proxy.server.peers import METRICS_DIR_ENV
     from proxy.server.serve import SUPERVISOR_ENV
 
     cmd = [sys.executable, "-m", "proxy", "serve", "--config", config_path, "--host", host,
            "--port", str(port), "--reuse-port"]
-    env = {**os.environ, SUPERVISOR_ENV: str(os.getpid())}
+    metrics_dir = tempfile.mkdtemp(prefix="gatewise-metrics-")  # mode 0700
+    env = {**os.environ, SUPERVISOR_ENV: str(os.getpid()), METRICS_DIR_ENV: metrics_dir}
+    try:
+        return _supervise(cmd, env, workers)
+    finally:
+        shutil.rmtree(metrics_dir, ignore_errors=True)
+
+
+def _supervise(cmd: list[str], env: dict[str, str], workers: int) -> int:
     children = [subprocess.Popen(cmd, env={**env, "GATEWISE_WORKER": str(i)}, process_group=0)
                 for i in range(workers)]
     stopping = False
