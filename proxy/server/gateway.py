@@ -164,7 +164,7 @@ class Gateway:
         return cut
 
     def _with_observability(self, given: list[Policy]) -> list[Policy]:
-        """DESIGN §2 order: the access log outermost, then metrics and the server
+        """The order: the access log outermost, then metrics and the server
         span, then the given policies (auth → rate limit → budget), the cache last."""
         outer = [p for p in given if isinstance(p, AccessLog)]
         inner = [p for p in given if not isinstance(p, AccessLog)]
