@@ -128,6 +128,7 @@ class Gateway:
         self._pipeline = Pipeline(self.policies, self.dispatcher)
         #: requests inside the pipeline, by the task serving each (a shutdown ends them)
         self.open: dict[asyncio.Task, Exchange] = {}
+        self._lag: asyncio.Task | None = None  # the event-loop lag sampler
         created = int(time.time())
         self.model_entries = {name: {"id": name, "object": "model", "created": created,
                                      "owned_by": "gatewise"} for name in config.models}
@@ -343,6 +344,8 @@ class Gateway:
         self.health.start()
         self.alerts.start()
         self.watch.start()
+        self._lag = asyncio.get_running_loop().create_task(self.metrics.watch_loop(),
+                                                           name="gatewise-loop-lag")
         if self.peers is not None:
             await self.peers.start()
         if self.shared is not None:
@@ -355,6 +358,8 @@ class Gateway:
         await self.responses.open()
 
     async def _stop(self) -> None:
+        if self._lag is not None:
+            self._lag.cancel()
         await self.watch.stop()
         await self.responses.close()
         if self.budget is not None:
