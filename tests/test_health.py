@@ -7,6 +7,7 @@ import asyncio
 import aiohttp
 import orjson
 import pytest
+from aiohttp import web
 
 from proxy.server.gateway import GATEWAY
 from tests.fakes.faults import Faults

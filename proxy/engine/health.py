@@ -3,9 +3,9 @@
 A provider with `health_check` in the config is probed in the background, all
 providers at once, each result cached for its interval. The probe is the cheap
 request each upstream type documents for listing its models (`PROBES`), sent
-with the credentials the type's translator puts on a chat request; or a
-one-token chat request when the check names a `model`. A failing provider's targets go to the
-back of every plan and count as unhealthy for `/health/ready`.
+with the type's own credentials (`Translator.auth_headers`); or a one-token
+chat request when the check names a `model`. A failing provider's targets go
+to the back of every plan and count as unhealthy for `/health/ready`.
 `targets_report` (for `GET /admin/targets`) shows each target's breaker state, success
 rate, latency average, in-flight count and last error class.
 """

@@ -77,7 +77,11 @@ def endpoint_of(request: web.Request) -> str:
         return "admin"
     if path.startswith("/health"):
         return "health"
-    return _ENDPOINTS.get(path.removeprefix("/v1"), "other")
+    path = path.removeprefix("/v1")
+    endpoint = _ENDPOINTS.get(path)
+    if endpoint is None:  # e.g. /v1/responses/{id}, /v1/messages/count_tokens
+        endpoint = _ENDPOINTS.get("/" + path.split("/")[1], "other") if path != "/" else "other"
+    return endpoint
 
 
 def overloaded(limit: int) -> GatewayError:
