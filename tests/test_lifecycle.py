@@ -358,3 +358,26 @@ telemetry: {{log_format: text}}
     assert totals == [20.0] * 6  # never one worker's share, never a counter "reset"
     gw.signal(signal.SIGTERM)
     assert await gw.wait() == 0
+
+
+async def test_a_stream_in_another_client_format_ends_in_its_own_error_event(
+        fake, served, tmp_path):
+    # /v1/messages speaks Anthropic's stream grammar: the shutdown's last event is
+    # Anthropic's `event: error`, not an OpenAI `data: {"error": ...}` frame.
+    fake.default = Reply(text=LONG, chunk_delay=0.1)
+    gw = await served(config(fake.url, tmp_path / "ledger.db", "1s"))
+    async with aiohttp.ClientSession() as http:
+        resp = await http.post(gw.url + "/v1/messages", json={
+            "model": "m", "max_tokens": 1000, "stream": True,
+            "messages": [{"role": "user", "content": "go"}]},
+            headers={"anthropic-version": "2023-06-01"})
+        assert resp.status == 200
+        await resp.content.readuntil(b"w1")
+        gw.signal(signal.SIGTERM)
+        tail = await resp.read()
+    last = tail.rstrip(b"\n").rsplit(b"\n\n", 1)[-1]
+    assert last.startswith(b"event: error\ndata: "), last
+    payload = orjson.loads(last.split(b"data: ", 1)[1])
+    assert payload["type"] == "error" and "shutting down" in payload["error"]["message"]
+    assert await gw.wait() == 0
+    assert ledger_states(tmp_path / "ledger.db") == [("done", 1, 1)]
