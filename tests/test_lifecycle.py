@@ -206,7 +206,12 @@ async def test_a_public_bind_without_client_keys_refuses_to_start(fake, tmp_path
     proc = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "proxy", "serve", "--config", str(path), "--host", "0.0.0.0",
         "--port", str(free_port()), cwd=ROOT, stderr=asyncio.subprocess.PIPE)
-    _, err = await asyncio.wait_for(proc.communicate(), 15)
+    try:
+        _, err = await asyncio.wait_for(proc.communicate(), 15)
+    finally:
+        if proc.returncode is None:  # it served: the open relay this test is about
+            proc.kill()
+            await proc.wait()
     assert proc.returncode == 2
     assert err.decode().startswith("gatewise: refusing to serve on 0.0.0.0 without client keys")
     assert len(err.decode().strip().splitlines()) == 1
@@ -286,9 +291,14 @@ async def test_workers_exit_when_the_supervisor_dies(fake, served):
     pids = await two_workers(gw)
     gw.proc.kill()  # SIGKILL: no chance to forward anything
     await gw.proc.wait()
-    async with asyncio.timeout(10):
-        while any(alive(pid) for pid in pids):
-            await asyncio.sleep(0.05)
+    try:
+        async with asyncio.timeout(10):
+            while any(alive(pid) for pid in pids):
+                await asyncio.sleep(0.05)
+    finally:  # were they orphaned (the bug), they must not outlive the test
+        for pid in pids:
+            if alive(pid):
+                os.kill(pid, signal.SIGKILL)
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
