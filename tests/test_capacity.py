@@ -173,3 +173,24 @@ async def test_past_max_in_flight_the_gateway_refuses_at_once(fake, start_gatewa
             'error_class="server_overloaded"} 1.0') in metrics
     assert len(fake.requests) == 3
     assert gw.app[GATEWAY].in_flight == 0
+
+
+async def test_hundreds_of_streams_through_a_small_pool_all_complete(fake, start_gateway):
+    # Many clients at once, far more than the pool: every stream completes, the
+    # upstream never sees more than the limit, nothing is counted against it.
+    fake.default = Reply(text="a b c", chunk_delay=0.02)
+    gw = await start_gateway(f"""
+        providers:
+          up: {{type: openai, base_url: "{fake.url}/v1", api_key: {API_KEY},
+                max_connections: 20}}
+        models: {{m: {{targets: [{{provider: up, model: gpt-4o}}]}}}}
+        policies: {{timeouts: {{first_token: 0.2s}}, breaker: {{failures: 1}}}}
+    """)
+    connector = aiohttp.TCPConnector(limit=0)
+    async with aiohttp.ClientSession(connector=connector) as http:
+        results = await asyncio.gather(*(stream(http, gw.url) for _ in range(300)))
+    assert [status for status, _ in results] == [200] * 300
+    assert all(raw.endswith(b"data: [DONE]\n\n") for _, raw in results)
+    assert fake.seen.peak == 20
+    assert gw.app[GATEWAY].dispatcher.breakers.state("up/gpt-4o") == "closed"
+    assert gw.app[GATEWAY].transports["up"].gate.busy == 0
