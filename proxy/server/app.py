@@ -73,8 +73,8 @@ def endpoint_of(request: web.Request) -> str:
     if resource is None:
         return "unknown"
     path = resource.canonical
-    if path.startswith("/admin"):
-        return "admin"
+    if path.startswith(("/admin", "/ui")):
+        return "admin"  # the admin API and the operator's page
     if path.startswith("/health"):
         return "health"
     path = path.removeprefix("/v1")

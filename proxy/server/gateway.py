@@ -156,10 +156,12 @@ class Gateway:
     def interrupt(self, error: Any) -> int:
         """End every request still in the pipeline: streams get `error` as their last
         event, the rest answer it. Returns how many were cut."""
+        if self.budget is not None:
+            self.budget.closing = True  # these cancels are the gateway's, not the clients'
         cut = 0
         for task, ex in list(self.open.items()):
             if ex.interrupt is None and not task.done():
-                ex.interrupt = error
+                ex.interrupt = ex.error = error  # the ledger row says why it ended
                 task.cancel()
                 cut += 1
         return cut
