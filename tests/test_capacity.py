@@ -184,7 +184,7 @@ async def test_hundreds_of_streams_through_a_small_pool_all_complete(fake, start
           up: {{type: openai, base_url: "{fake.url}/v1", api_key: {API_KEY},
                 max_connections: 20}}
         models: {{m: {{targets: [{{provider: up, model: gpt-4o}}]}}}}
-        policies: {{timeouts: {{first_token: 0.2s}}, breaker: {{failures: 1}}}}
+        policies: {{timeouts: {{first_token: 2s}}, breaker: {{failures: 1}}}}
     """)
     connector = aiohttp.TCPConnector(limit=0)
     async with aiohttp.ClientSession(connector=connector) as http:

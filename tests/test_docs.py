@@ -14,8 +14,9 @@ import yaml
 from proxy.config.policies import StateConfig
 from proxy.config.routing import BreakerConfig, HealthCheck, RetryConfig
 from proxy.config.telemetry import CacheConfig, TelemetryConfig
-from proxy.config.types import DEFAULT_MAX_CONNECTIONS, ServerConfig, Timeouts
+from proxy.config.types import DEFAULT_MAX_CONNECTIONS, GatewayConfig, ServerConfig, Timeouts
 from proxy.config.reader import parse_duration
+from proxy.config.observe import AlertsConfig, AlertSink
 from proxy.config.responses import DEFAULT_RETENTION
 from proxy.server.configure import ConfigError, parse_config
 
@@ -80,6 +81,17 @@ DEFAULTS = {
     ("state", "instances"): StateConfig().instances,
     ("state", "on_outage"): {"budgets": StateConfig().budgets_on_outage},
     ("responses", "retention"): DEFAULT_RETENTION,
+    ("server", "max_json_depth"): ServerConfig().max_json_depth,
+    ("server", "max_n"): ServerConfig().max_n,
+    ("server", "max_tools"): ServerConfig().max_tools,
+    ("keys", "any_fallback"): False,
+    ("policies", "retry.quota_cooldown"): RetryConfig().quota_cooldown,
+    ("policies", "retry.auth_cooldown"): RetryConfig().auth_cooldown,
+    ("alerts", "webhooks"): list(AlertsConfig().sinks),
+    ("alerts", "cooldown"): AlertsConfig().cooldown,
+    ("alerts", "log"): AlertsConfig().log,
+    ("alerts", "format"): AlertSink.__dataclass_fields__["format"].default,
+    ("admin", "ui"): GatewayConfig.__dataclass_fields__["ui"].default,
     ("providers", "headers"): {},
     ("models", "fallbacks"): [],
     ("models", "weight"): 1.0,
