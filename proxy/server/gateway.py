@@ -140,7 +140,7 @@ class Gateway:
         a shutdown can end it with an error the client can read (`ex.interrupt`)."""
         task = asyncio.current_task()
         self.open[task] = ex
-        if ex.http is not None:
+        if isinstance(ex.http, web.BaseRequest):  # (an embedding program may pass none)
             ex.http[EXCHANGE] = ex
         try:
             await self._pipeline(ex)
