@@ -45,7 +45,7 @@ def test_every_yaml_block_parses_and_is_a_valid_config(doc, line, block):
         pytest.fail(f"{doc}:{line}: the YAML does not parse: {exc}")
     if block.lstrip().startswith("# partial"):
         return  # a fragment, said so: parsing is all it promises
-    env = {name: "set-for-the-docs-test-0123456789" for name in _VAR.findall(block)}
+    env = {name: f"{name}-set-for-the-docs-test-0123456789" for name in _VAR.findall(block)}
     try:
         parse_config(block, env)
     except ConfigError as err:
@@ -92,6 +92,9 @@ DEFAULTS = {
     ("alerts", "log"): AlertsConfig().log,
     ("alerts", "format"): AlertSink.__dataclass_fields__["format"].default,
     ("admin", "ui"): GatewayConfig.__dataclass_fields__["ui"].default,
+    ("models", "quality"): {},
+    ("keys", "metadata"): {},
+    ("state", "durability"): StateConfig().durability,
     ("providers", "headers"): {},
     ("models", "fallbacks"): [],
     ("models", "weight"): 1.0,
@@ -202,7 +205,8 @@ def test_provider_type_defaults_in_config_md_are_the_translators():
 
 
 #: defaults written as a reference to another setting or in words, not a literal
-REFERENCES = {"`policies.timeouts`", "`timeouts.total`", "`policies.cache.enabled`"}
+REFERENCES = {"`policies.timeouts`", "`timeouts.total`", "`policies.cache.enabled`",
+              "`routes[i]`", "`{}` (every request)"}
 WORDS = {("providers", "responses")}  # `native` for the OpenAI API, else `translate`
 
 
@@ -232,7 +236,7 @@ def test_the_containers_config_passes_check_and_needs_a_client_key():
     from proxy.server.cli import unauthenticated_refusal
 
     text = (ROOT / "deploy" / "docker.yaml").read_text()
-    env = {name: "set-for-the-docs-test-0123456789" for name in _VAR.findall(text)}
+    env = {name: f"{name}-set-for-the-docs-test-0123456789" for name in _VAR.findall(text)}
     _check(text, env)
     config = parse_config(text, env)
     assert config.server.host == "0.0.0.0" and config.keys
@@ -246,7 +250,7 @@ def test_the_containers_config_passes_check_and_needs_a_client_key():
 def test_the_compose_config_passes_check():
     compose = yaml.safe_load((ROOT / "deploy" / "compose.yaml").read_text())
     text = compose["configs"]["gatewise"]["content"].replace("$$", "$")
-    _check(text, {name: "set-for-the-docs-test-0123456789" for name in _VAR.findall(text)})
+    _check(text, {name: f"{name}-set-for-the-docs-test-0123456789" for name in _VAR.findall(text)})
 
 
 def test_the_shutdown_timeout_is_one_value_everywhere():

@@ -69,11 +69,12 @@ def test_a_priced_local_target_keeps_its_price_and_clouds_stay_unknown():
           cloud: {type: openai, api_key: k}
         models:
           paid: {targets: [{provider: local, model: llama3.2, price: {input: 2, output: 4}}]}
-          free: {targets: [{provider: local, model: gpt-4o}]}
+          free: {targets: [{provider: local, model: gpt-4o, capabilities: [], context_window: 8192}]}
           unknown: {targets: [{provider: cloud, model: some-new-model}]}
     """, {})
     paid = config.models["paid"].targets[0].info
     assert (paid.input, paid.output) == (2, 4)
     free = config.models["free"].targets[0].info  # the table's gpt-4o price is a cloud's
     assert free.priced and (free.input, free.output) == (0, 0)
+    assert free.capabilities == frozenset() and free.context_window == 8192  # kept
     assert not config.models["unknown"].targets[0].info.priced  # not "free"

@@ -218,8 +218,8 @@ def _target(raw: Any, path: str, problems: Problems,
         return None
     if providers[provider].type in LOCAL_TYPES:
         # the model table's prices are a cloud's, not this machine's
-        overrides = {"input": 0.0, "output": 0.0, "cached_input": 0.0} \
-            if "input" not in overrides and "output" not in overrides else overrides
+        if "input" not in overrides and "output" not in overrides:
+            overrides = {"input": 0.0, "output": 0.0, "cached_input": 0.0, **overrides}
     return TargetConfig(provider=provider, model=model, weight=float(weight), rpm=rpm, tpm=tpm,
                         info=lookup(model).with_overrides(overrides),
                         quality=MappingProxyType(quality), tier=tier)
