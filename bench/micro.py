@@ -30,6 +30,8 @@ class Opened:
     async def __aexit__(self, *a): pass
 class Transport:
     def open(self, req, timeouts): return Opened()
+    async def acquire(self, timeout): return 0.0
+    def release(self): pass
 class Http:  # what the pipeline reads of an aiohttp request: its headers and path
     path = "/v1/chat/completions"
     headers = CIMultiDictProxy(CIMultiDict({

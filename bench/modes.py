@@ -77,12 +77,54 @@ def soak(args) -> dict:
             "errors": sum(summary["errors"].values())}
 
 
+def _histogram(text: str | None, name: str) -> list[tuple[float, float]]:
+    """[(le, cumulative count)] of an unlabelled histogram in a /metrics text."""
+    out = []
+    for line in (text or "").splitlines():
+        if line.startswith(name + "_bucket{"):
+            le = line.split('le="', 1)[1].split('"', 1)[0]
+            out.append((float("inf") if le == "+Inf" else float(le), float(line.rsplit(" ", 1)[1])))
+    return out
+
+
+def _lag(before: str | None, after: str | None) -> dict:
+    """The event loop's lag while the streams ran (the difference of two scrapes): the
+    p99 as the bucket bound it falls under, the mean, and the samples."""
+    name = "gatewise_event_loop_lag_seconds"
+    a, b = dict(_histogram(before, name)), _histogram(after, name)
+    diff = [(le, count - a.get(le, 0.0)) for le, count in b]
+    total = diff[-1][1] if diff else 0
+    if not total:
+        return {}
+    p99 = next(le for le, count in diff if count >= 0.99 * total)
+
+    def total_of(text: str | None, suffix: str) -> float:
+        line = next((x for x in (text or "").splitlines() if x.startswith(name + suffix + " ")),
+                    None)
+        return float(line.rsplit(" ", 1)[1]) if line else 0.0
+
+    seconds = total_of(after, "_sum") - total_of(before, "_sum")
+    return {"loop_lag_p99_le_ms": p99 * 1000, "loop_lag_mean_ms": seconds / total * 1000,
+            "loop_lag_samples": int(total)}
+
+
+def _health(text: str | None) -> dict:
+    """Breakers that are not closed, and chat answers that were not 200, from /metrics."""
+    opened = [line for line in (text or "").splitlines()
+              if line.startswith("gatewise_breaker_state{") and not line.endswith(" 0.0")]
+    failed = sum(float(line.rsplit(" ", 1)[1]) for line in (text or "").splitlines()
+                 if line.startswith('gatewise_requests_total{endpoint="chat"')
+                 and 'status="200"' not in line)
+    return {"breakers_not_closed": len(opened), "non_200": int(failed)}
+
+
 def _client(url: str, streams: int, interval_ms: int, target: Target | None) -> dict:
     """Run the stream client on the load core; sample the proxy's RSS while it runs."""
     cmd = ["taskset", "-c", common.LOAD_CPU, str(procs.VENV_PY), str(common.BENCH / "streamclient.py"),
            "--url", url, "--streams", str(streams)]
     before = procs.status_kb(target.pid, "VmRSS") if target else None
     cpu0 = procs.cpu_seconds(target.pid) if target else None
+    metrics0 = procs.fetch_metrics(target) if target else None
     client = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
     peak = before or 0
     while client.poll() is None:
@@ -93,19 +135,30 @@ def _client(url: str, streams: int, interval_ms: int, target: Target | None) -> 
                 if line.startswith("SCALE_JSON "))
     result = json.loads(line[len("SCALE_JSON "):])
     if target:
+        result["rss_before_kb"] = before
+        result["rss_peak_kb"] = peak
         result["rss_growth_kb"] = peak - before
         result["kb_per_stream"] = (peak - before) / streams
         if result["events"]:
             result["cpu_us_per_chunk"] = ((procs.cpu_seconds(target.pid) - cpu0) * 1e6
                                           / result["events"])
+        metrics1 = procs.fetch_metrics(target)
+        result.update(_lag(metrics0, metrics1))
+        if metrics1:
+            result.update(_health(metrics1))
     return result
 
 
 def stream_scale(args) -> dict:
     """direct, floor and gatewise-minimal at growing numbers of concurrent long streams.
-    The proxy is restarted for each level so its RSS growth is that level's alone."""
-    levels = [50, 200] if args.quick else [100, 1000]
-    chunks, interval_ms = (50, 50) if args.quick else (200, 50)
+    The proxy is restarted for each level so its RSS growth is that level's alone.
+    `--scale-streams 5000 --scale-chunks 300 --scale-interval-ms 100` is the many-streams
+    run of bench/README.md (30 s streams, one chunk every 100 ms)."""
+    levels = [int(x) for x in args.scale_streams.split(",")] if args.scale_streams else \
+        [50, 200] if args.quick else [100, 1000]
+    chunks = args.scale_chunks or (50 if args.quick else 200)
+    interval_ms = args.scale_interval_ms or 50
+    names = args.targets.split(",") if args.targets else ["direct", "floor", "gatewise-minimal"]
     workdir = Path(tempfile.mkdtemp(prefix="gatewise-scale-"))
     up = common.Upstream(workdir, chunks=chunks, interval_ms=interval_ms)
     rows, skipped = [], {}
@@ -113,7 +166,7 @@ def stream_scale(args) -> dict:
     try:
         for streams in levels:
             direct = None
-            for name in ("direct", "floor", "gatewise-minimal"):
+            for name in names:
                 target = None
                 if name == "direct":
                     url = up.url + path
@@ -139,7 +192,9 @@ def stream_scale(args) -> dict:
                     row["added_p50_ms"] = row["lag_p50_ms"] - direct["lag_p50_ms"]
                     row["added_p99_ms"] = row["lag_p99_ms"] - direct["lag_p99_ms"]
                 print(f"  {streams} streams {name}: {row['completed']} completed, lag p50 "
-                      f"{row['lag_p50_ms']:.1f} ms p99 {row['lag_p99_ms']:.1f} ms", flush=True)
+                      f"{row['lag_p50_ms']:.1f} ms p99 {row['lag_p99_ms']:.1f} ms"
+                      + (f", loop lag p99 <= {row['loop_lag_p99_le_ms']:g} ms"
+                         if "loop_lag_p99_le_ms" in row else ""), flush=True)
                 rows.append(row)
     finally:
         up.stop()

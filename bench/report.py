@@ -118,15 +118,19 @@ def scale_markdown(r: dict) -> str:
            "ms resolution); 'added' is over `direct` "
            "at the same number of streams."), "",
            ("| streams | target | completed | chunk lag p50 / p99 ms | added p50 / p99 ms | "
-           "RSS growth MB | KB per open stream | CPU µs per chunk |"),
-           "|---:|---|---:|---:|---:|---:|---:|---:|"]
+           "RSS growth MB | KB per open stream | CPU µs per chunk | loop lag p99 / mean ms | "
+           "breakers opened | non-200 |"),
+           "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for row in r["rows"]:
         out.append(f"| {row['streams']} | {row['target']} | {row['completed']}/{row['streams']} | "
                    f"{row['lag_p50_ms']:.1f} / {row['lag_p99_ms']:.1f} | "
                    f"{_f(row.get('added_p50_ms'), '{:+.1f}')} / {_f(row.get('added_p99_ms'), '{:+.1f}')} | "
                    f"{_f(row.get('rss_growth_kb') and row['rss_growth_kb'] / 1024, '{:.1f}')} | "
                    f"{_f(row.get('kb_per_stream'), '{:.1f}')} | "
-                   f"{_f(row.get('cpu_us_per_chunk'), '{:.1f}')} |")
+                   f"{_f(row.get('cpu_us_per_chunk'), '{:.1f}')} | "
+                   f"{_f(row.get('loop_lag_p99_le_ms'), '≤ {:g}')} / "
+                   f"{_f(row.get('loop_lag_mean_ms'), '{:.1f}')} | "
+                   f"{_f(row.get('breakers_not_closed'), '{}')} | {_f(row.get('non_200'), '{}')} |")
     for name, reason in r.get("skipped", {}).items():
         out.append(f"\n- {name}: skipped: {reason}")
     return "\n".join(out) + "\n"

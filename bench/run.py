@@ -227,6 +227,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--stream-scale", action="store_true", help="many concurrent long streams")
     parser.add_argument("--peers", action="store_true",
                         help="also LiteLLM's proxy and Portkey's gateway (installed on first use)")
+    parser.add_argument("--scale-streams", help="comma-separated stream counts, e.g. 5000")
+    parser.add_argument("--scale-chunks", type=int, help="chunks per stream")
+    parser.add_argument("--scale-interval-ms", type=int, help="ms between chunks")
     parser.add_argument("--workers-scale", action="store_true",
                         help="full pipeline on Redis: --workers 1 vs 2, and the memory backend")
     args = parser.parse_args(argv)

@@ -27,6 +27,17 @@ class AccessLog:
             if self._log.isEnabledFor(logging.INFO):
                 self._log.info("request", extra={"fields": self._fields(ex)})
 
+    def outside(self, request_id: str, endpoint: str, method: str, status: int,
+                error: GatewayError | None, started_ns: int) -> None:
+        """The line of a request that never reached the pipeline: refused before it
+        (400, 401, 404, 413, 503 overloaded), or not a model call (/v1/models, health)."""
+        if self._log.isEnabledFor(logging.INFO):
+            self._log.info("request", extra={"fields": {
+                "request_id": request_id, "endpoint": endpoint, "method": method,
+                "status": status,
+                "error_code": (error.code or error.type) if error is not None else None,
+                "latency_ms": round((time.perf_counter_ns() - started_ns) / 1e6, 3)}})
+
     @staticmethod
     def _fields(ex: Exchange) -> dict:
         """Names, classes and numbers only: never a prompt, a key or an error's text."""

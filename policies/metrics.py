@@ -30,9 +30,15 @@ DURATION_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.
 TTFT_BUCKETS = (0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5,
                 5.0, 7.5, 10.0)
 OVERHEAD_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1)
+LAG_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
+#: how often the event loop's lag is sampled (a timer that should fire on time)
+LAG_SAMPLE_S = 0.1
 TOKEN_BUCKETS = (1, 4, 16, 64, 256, 1024, 4096, 16384, 65536, 262144, 1048576, 4194304,
                  16777216, 67108864)
 BREAKER_STATES = {"closed": 0, "half_open": 1, "half-open": 1, "open": 2}
+#: GenAI semantic conventions' operation names, by gatewise endpoint
+OPERATIONS = {"chat": "chat", "completions": "text_completion", "embeddings": "embeddings",
+              "responses": "chat", "messages": "chat"}
 REJECTIONS = {"gateway_rate_limit": "rate_limit", "budget_exceeded": "budget"}
 
 
@@ -51,9 +57,22 @@ class Counter:
     def set(self, labels: tuple, value: float) -> None:
         self.values[labels] = value
 
-    def render(self, out: list[str]) -> None:
+    def merge(self, peers: list[list]) -> dict[tuple, float]:
+        """This series with other workers' (`snapshot` rows): counters and the in-flight
+        gauge add up; the breaker gauge takes the worst state any worker sees."""
+        merged = dict(self.values)
+        worst = self.name == "gatewise_breaker_state"
+        for rows in peers:
+            for labels, value in rows:
+                key = tuple(labels)
+                mine = merged.get(key)
+                merged[key] = value if mine is None else max(mine, value) if worst \
+                    else mine + value
+        return merged
+
+    def render(self, out: list[str], values: dict[tuple, float] | None = None) -> None:
         out.append(f"# HELP {self.name} {self.help}\n# TYPE {self.name} {self.kind}\n")
-        for labels, value in self.values.items():
+        for labels, value in (self.values if values is None else values).items():
             out.append(f"{self.name}{_labels(self.labelnames, labels)} {_num(value)}\n")
 
 
@@ -73,10 +92,20 @@ class Histogram:
         cell[0] += value
         cell[1 + bisect_left(self.bounds, value)] += 1
 
-    def render(self, out: list[str]) -> None:
+    def merge(self, peers: list[list]) -> dict[tuple, list]:
+        """Bucket by bucket, with other workers' cells (same buckets: same code)."""
+        merged = {labels: list(cell) for labels, cell in self.cells.items()}
+        for rows in peers:
+            for labels, cell in rows:
+                key = tuple(labels)
+                mine = merged.get(key)
+                merged[key] = list(cell) if mine is None else [a + b for a, b in zip(mine, cell)]
+        return merged
+
+    def render(self, out: list[str], cells: dict[tuple, list] | None = None) -> None:
         out.append(f"# HELP {self.name} {self.help}\n# TYPE {self.name} histogram\n")
         names = self.labelnames + ("le",)
-        for labels, cell in self.cells.items():
+        for labels, cell in (self.cells if cells is None else cells).items():
             running = 0
             for bound, count in zip(self.bounds, cell[1:]):
                 running += count
@@ -134,8 +163,8 @@ class Metrics:
         render them."""
         self.on_record = on_record
         self.gauges = tuple(gauges)
-        self.requests = Counter("gatewise_requests_total", "Requests by inbound API, model, "
-                                "target, status and error class.",
+        self.requests = Counter("gatewise_requests_total", "Requests by endpoint, model, "
+                                "target, status and error class (refused ones included).",
                                 ("endpoint", "model", "target", "status", "error_class"))
         self.duration = Histogram("gen_ai_client_operation_duration_seconds",
                                   "Whole request duration as the client sees it.",
@@ -162,7 +191,12 @@ class Metrics:
                                "0 closed, 1 half-open, 2 open.", ("target",), kind="gauge")
         self.in_flight_gauge = Counter("gatewise_requests_in_flight", "Requests being served.",
                                        (), kind="gauge")
+        self.loop_lag = Histogram("gatewise_event_loop_lag_seconds", "How late a timer "
+                                  f"fires, sampled every {LAG_SAMPLE_S:g}s: the wait every "
+                                  "request and stream adds when the process is busy.", (),
+                                  LAG_BUCKETS)
         self.in_flight = 0
+        self._breaker_state: Callable[[str], str] | None = None
         self._statuses = {s: str(s) for s in (200, 400, 401, 403, 404, 408, 413, 429, 499,
                                               500, 502, 503, 504)}
         for model in config.models.values():
@@ -170,14 +204,19 @@ class Metrics:
                 self.breaker.set((target.label,), 0)
         self._series = (self.requests, self.duration, self.tokens, self.upstream, self.ttft,
                         self.overhead, self.cost, self.cache, self.saved, self.rejections,
-                        self.breaker, self.in_flight_gauge)
+                        self.breaker, self.in_flight_gauge, self.loop_lag)
 
     # --- hooks -----------------------------------------------------------------------
 
     def set_breaker_state(self, target_label: str, state: str | int) -> None:
-        """For the routing helper's breakers: 'closed' | 'half_open' | 'open' (or 0/1/2)."""
+        """The breakers' transition hook: 'closed' | 'half-open' | 'open' (or 0/1/2)."""
         value = state if isinstance(state, int) else BREAKER_STATES[state]
         self.breaker.set((target_label,), value)
+
+    def watch_breakers(self, state: Callable[[str], str]) -> None:
+        """Read each target's breaker at exposition too: an open breaker whose wait is
+        over admits probes (half-open) before any request tells it so."""
+        self._breaker_state = state
 
     def observe_attempt(self, ex: Exchange, attempt: Attempt) -> None:
         """Dispatcher observer: called as each upstream attempt ends."""
@@ -196,7 +235,11 @@ class Metrics:
             self.record(ex, err.status, err)
             raise
         except asyncio.CancelledError:
-            self.record(ex, 499, None)
+            interrupt = ex.interrupt if ex.response is None else None
+            self.record(ex, interrupt.status if interrupt else 499, interrupt)
+            raise
+        except ConnectionResetError:  # the client left, or was cut off for not reading
+            self.record(ex, 499, ex.error)
             raise
         except Exception as exc:
             self.record(ex, 500, exc)
@@ -212,15 +255,17 @@ class Metrics:
         target = ex.target.label if ex.target is not None else ""
         error = error_label(err)
         status_label = self._statuses.get(status) or str(status)
-        self.requests.inc((ex.endpoint, model, target, status_label, error))
+        endpoint = ex.endpoint
+        operation = OPERATIONS.get(endpoint, endpoint)
+        self.requests.inc((endpoint, model, target, status_label, error))
         seconds = (now - ex.started_ns) / 1e9
-        self.duration.observe(("chat", model, error), seconds)
+        self.duration.observe((operation, model, error), seconds)
         self.overhead.observe((model,), max(0, now - ex.started_ns - ex.upstream_ns) / 1e9)
         usage = ex.usage
         cache = ex.cache_status
         if usage is not None and cache != "HIT":
-            self.tokens.observe(("chat", model, "input"), usage.prompt_tokens)
-            self.tokens.observe(("chat", model, "output"), usage.completion_tokens)
+            self.tokens.observe((operation, model, "input"), usage.prompt_tokens)
+            self.tokens.observe((operation, model, "output"), usage.completion_tokens)
         if ex.cost:
             self.cost.inc((model, target), ex.cost)
         if cache is not None:
@@ -233,13 +278,51 @@ class Metrics:
         if self.on_record is not None:
             self.on_record(ex, status, error, seconds)
 
+    def outside(self, endpoint: str, status: int, err: GatewayError | None,
+                started_ns: int) -> None:
+        """A request that never reached the pipeline (refused before it, or not a model
+        call): counted, and timed when it was a model call."""
+        error = error_label(err)
+        self.requests.inc((endpoint, "", "", self._statuses.get(status) or str(status), error))
+        operation = OPERATIONS.get(endpoint)
+        if operation is not None:
+            self.duration.observe((operation, "", error),
+                                  (time.perf_counter_ns() - started_ns) / 1e9)
+
+    async def watch_loop(self) -> None:
+        """Sample the event loop's lag for as long as the gateway runs (ten timers a
+        second: nothing next to the traffic it measures)."""
+        clock = time.perf_counter
+        observe = self.loop_lag.observe
+        while True:
+            start = clock()
+            await asyncio.sleep(LAG_SAMPLE_S)
+            observe((), max(0.0, clock() - start - LAG_SAMPLE_S))
+
     # --- exposition ------------------------------------------------------------------
 
-    def render(self) -> bytes:
+    def _refresh(self) -> None:
         self.in_flight_gauge.set((), self.in_flight)
+        if self._breaker_state is not None:
+            for labels in list(self.breaker.values):
+                self.set_breaker_state(labels[0], self._breaker_state(labels[0]))
+
+    def snapshot(self) -> dict[str, list]:
+        """Every series' values, for another worker's /metrics to add up (JSON-able)."""
+        self._refresh()
+        return {series.name: [[list(labels), value] for labels, value in
+                              (series.values if isinstance(series, Counter)
+                               else series.cells).items()] for series in self._series}
+
+    def render(self, peers: list[dict[str, list]] = ()) -> bytes:
+        """The exposition; with `peers` (other workers' snapshots) their sum."""
+        self._refresh()
         out: list[str] = []
         for series in self._series:
-            series.render(out)
+            if peers:
+                series.render(out, series.merge([p.get(series.name, []) for p in peers]))
+            else:
+                series.render(out)
         for family in self.gauges:
             for name, help_, names, samples in family():
                 out.append(f"# HELP {name} {help_}\n# TYPE {name} gauge\n")
@@ -248,5 +331,5 @@ class Metrics:
         return "".join(out).encode()
 
     async def handle(self, request: web.Request) -> web.Response:
-        """GET /metrics"""
+        """GET /metrics (one process; several workers: proxy/server/peers.py)"""
         return web.Response(body=self.render(), headers={"content-type": CONTENT_TYPE})

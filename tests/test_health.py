@@ -20,24 +20,24 @@ ADMIN = "admin-key-0123456789"
 
 @pytest.fixture
 async def upstream():
-    """A FakeOpenAI that also serves `GET /v1/models` (with its key), faults on both paths."""
+    """A FakeOpenAI (which serves `GET /v1/models` with its key), faults on both paths."""
     fake = FakeOpenAI()
-    models_seen: list[str] = []
-
-    async def models(request: web.Request) -> web.Response:
-        models_seen.append(request.headers.get("authorization", ""))
-        if request.headers.get("authorization") != f"Bearer {API_KEY}":
-            return web.json_response({"error": {"message": "bad key", "type": "invalid_request_error",
-                                                "param": None, "code": "invalid_api_key"}},
-                                     status=401)
-        return web.json_response({"object": "list", "data": [
-            {"id": "gpt-4o", "object": "model", "created": 1, "owned_by": "system"}]})
-
-    fake.app.router.add_get("/v1/models", models)
     faults = Faults(paths=("/v1/chat/completions", "/v1/models")).attach(fake.app)
     server = LoopbackServer(fake.app, handler_cancellation=True)
     await server.start()
-    yield fake, faults, server, models_seen
+
+    class Seen(list):  # the authorization header of every models-list request
+        def __getitem__(self, i):
+            return self._all()[i]
+
+        def __bool__(self):
+            return bool(self._all())
+
+        def _all(self):
+            return [r.headers.get("authorization", "") for r in fake.requests
+                    if r.path == "/v1/models"]
+
+    yield fake, faults, server, Seen()
     await server.close()
 
 

@@ -57,12 +57,12 @@ async def make_state():
         return state
 
     yield make
+    for state in states:  # first: a running monitor would write its keys again
+        await state.close()
     cleaner = RedisState(REDIS_URL, prefix)
-    keys = [k async for k in cleaner.client.scan_iter(match=prefix + "*")]
+    keys = [k async for k in cleaner.client.scan_iter(match=prefix + "*", count=1000)]
     if keys:
         await cleaner.client.delete(*keys)
-    for state in states:
-        await state.close()
     await cleaner.client.aclose()
 
 
@@ -143,6 +143,37 @@ async def test_a_crashed_owners_hold_is_freed_after_its_ttl(make_state):
     assert await store.reserve_async([("global:total", 1.0)], 0.9, "next") == "global:total"
     await asyncio.sleep(0.25)
     assert await store.reserve_async([("global:total", 1.0)], 0.9, "next") is None
+
+
+async def test_close_returns_even_when_the_client_swallows_the_cancel():
+    # Under load the redis client can turn a cancellation that lands inside a command
+    # into an error, which the health tick handles: the monitor must still stop, or
+    # close() (and with it a gatewise shutdown) waits for ever.
+    require("127.0.0.1", 6379, "Redis")
+    # Its own state, not the fixture's: were close() to hang, teardown must not.
+    state = RedisState(REDIS_URL, f"gwtest:{uuid.uuid4().hex[:8]}:", interval=0.05)
+    await state.start()
+    ticks = 0
+
+    async def swallowing_check(initial: bool = False) -> None:
+        nonlocal ticks
+        ticks += 1
+        try:
+            await asyncio.sleep(0.2)
+        except asyncio.CancelledError:
+            asyncio.current_task().uncancel()  # as an error handled inside the tick
+
+    state.check = swallowing_check
+    try:
+        async with asyncio.timeout(2):
+            while not ticks:
+                await asyncio.sleep(0.01)
+            await state.close()
+    finally:
+        await state.client.aclose()
+        cleaner = RedisState(REDIS_URL, state.prefix)
+        await cleaner.client.delete(state.key("alive"), state.key("inst", state.instance_id))
+        await cleaner.client.aclose()
 
 
 async def test_seeding_from_the_ledger_is_idempotent_across_instances(make_state):

@@ -126,9 +126,18 @@ def _server(s: Section) -> ServerConfig:
         max_json_depth=s.number("max_json_depth", d.max_json_depth, minimum=2, integer=True),
         max_n=s.number("max_n", d.max_n, minimum=1, integer=True),
         max_tools=s.number("max_tools", d.max_tools, minimum=0, integer=True),
+        max_in_flight=s.number("max_in_flight", d.max_in_flight, minimum=1, integer=True),
+        shutdown_timeout=s.duration("shutdown_timeout", d.shutdown_timeout),
+        admin_port=s.number("admin_port", d.admin_port, minimum=0, integer=True),
+        admin_host=s.str("admin_host", d.admin_host),
+        allow_unauthenticated=s.bool("allow_unauthenticated", d.allow_unauthenticated),
     )
-    if config.port > 65535:
-        s.problems.add(join(s.path, "port"), f"must be a TCP port (0-65535), got {config.port}")
+    for name in ("port", "admin_port"):
+        value = getattr(config, name)
+        if value is not None and value > 65535:
+            s.problems.add(join(s.path, name), f"must be a TCP port (0-65535), got {value}")
+    if config.admin_port is not None and config.admin_port == config.port != 0:
+        s.problems.add(join(s.path, "admin_port"), "must differ from server.port")
     if config.max_json_depth > MAX_JSON_DEPTH:
         # what an upstream body may nest, plus the levels a translator adds, must stay
         # under the JSON encoder's own limit (254)

@@ -11,7 +11,7 @@ models:
                                                 quality: 2}}}
   chat:   {strategy: {name: affinity, key_from: "header:x-session-id", load_factor: 1.25}}
 providers:
-  openai: {health_check: {interval: 30s, timeout: 5s, path: /models}}   # or `true`
+  openai: {health_check: {interval: 30s, timeout: 5s}}   # or `true`; `path` per type
 ```
 
 `extract_routing` runs before the provider and model parsers: it takes the
@@ -106,11 +106,12 @@ class StrategySpec:
 
 @dataclass(frozen=True, slots=True)
 class HealthCheck:
-    """GET `base_url + path`, or (with `model`) a one-token chat request to that model."""
+    """The provider type's cheap documented request (its models list), `GET base_url +
+    path` when a path is given, or (with `model`) a one-token chat request to that model."""
 
     interval: float = 30.0
     timeout: float = 5.0
-    path: str = "/models"
+    path: str | None = None
     model: str | None = None
 
 
@@ -214,7 +215,7 @@ def _health_check(value: Any, path: str, problems: Problems) -> HealthCheck | No
                         timeout=_positive(s, "timeout", d.timeout),
                         path=s.str("path", d.path), model=s.str("model", None))
     s.finish()
-    if not check.path.startswith("/"):
+    if check.path is not None and not check.path.startswith("/"):
         problems.add(join(path, "path"), "must start with '/'")
     return check if enabled and s.ok else None
 

@@ -20,13 +20,16 @@ class Timeouts:
     """connect: TCP+TLS; first_token: until the first content of a stream;
     first_token_last: the same for the last candidate a request has (no other
     target or fallback left to try), None for twice `first_token`; idle: between
-    two reads of a stream; total: a whole non-streaming call."""
+    two reads of a stream; total: a whole non-streaming call; client_write: how
+    long a client may leave a stream's write unaccepted before it is disconnected
+    (the upstream closed, what it generated billed)."""
 
     connect: float = 5.0
     first_token: float = 30.0
     idle: float = 60.0
     total: float = 600.0
     first_token_last: float | None = None
+    client_write: float = 30.0
 
     def first_token_for(self, last: bool) -> float:
         """Cutting the last candidate short leaves the client nothing better, while
@@ -35,6 +38,9 @@ class Timeouts:
             return self.first_token
         return self.first_token_last if self.first_token_last is not None \
             else 2 * self.first_token
+
+
+DEFAULT_MAX_CONNECTIONS = 10_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,6 +57,9 @@ class ProviderConfig:
     #: error must never show, whichever provider echoes it
     secrets: tuple[str, ...] = field(default=(), repr=False, compare=False)
     responses: str | None = None  # native | translate | None (proxy/config/responses.py)
+    #: upstream connections open at once (one pool per provider); a request past it
+    #: waits for one, which is gateway time, never an upstream failure
+    max_connections: int = DEFAULT_MAX_CONNECTIONS
 
     @property
     def enabled(self) -> bool:
@@ -95,6 +104,15 @@ class ServerConfig:
     max_json_depth: int = 64  # arrays and objects nested deeper: 400 at parse
     max_n: int = 128  # choices per request (`n`); each is billed
     max_tools: int = 128  # entries of `tools` (or legacy `functions`)
+    #: requests served at once; past it an immediate 503 `server_overloaded`
+    max_in_flight: int = 10_000
+    #: SIGTERM/SIGINT: how long open requests may finish before streams are ended
+    shutdown_timeout: float = 30.0
+    #: admin routes and /metrics on their own listener (None: on the main port)
+    admin_port: int | None = None
+    admin_host: str = "127.0.0.1"
+    #: a non-loopback `host` without client keys starts only with this set
+    allow_unauthenticated: bool = False
 
     @property
     def max_body_bytes(self) -> int:

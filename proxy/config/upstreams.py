@@ -11,7 +11,8 @@ from proxy.config.catalog import CAPABILITIES, lookup
 from proxy.config.policies import TASK_NAME
 from proxy.config.reader import MissingEnv, Problems, Section, join
 from proxy.config.responses import parse_mode
-from proxy.config.types import ModelConfig, ProviderConfig, TargetConfig, Timeouts
+from proxy.config.types import (DEFAULT_MAX_CONNECTIONS, ModelConfig, ProviderConfig,
+                                TargetConfig, Timeouts)
 
 class ProviderSchema(Protocol):
     """What the config needs of a provider type (a translator class satisfies it)."""
@@ -25,6 +26,11 @@ class ProviderSchema(Protocol):
 
 ProviderTypes = Mapping[str, ProviderSchema]
 
+#: provider types that run on the operator's own machines: their targets cost $0
+#: unless the config gives them a price (so `cheapest` and a budget's
+#: `local_only_at` treat them as free)
+LOCAL_TYPES = frozenset({"ollama", "mock"})
+
 STRATEGIES = ("priority", "round_robin", "weighted", "least_busy", "least_tokens",
               "lowest_latency", "cheapest", "adaptive", "affinity")
 
@@ -37,8 +43,9 @@ def parse_timeouts(raw: Any, path: str, problems: Problems, base: Timeouts) -> T
         idle=s.duration("idle", base.idle),
         total=s.duration("total", base.total),
         first_token_last=s.duration("first_token_last", base.first_token_last),
+        client_write=s.duration("client_write", base.client_write),
     )
-    for name in ("connect", "first_token", "idle", "total", "first_token_last"):
+    for name in ("connect", "first_token", "idle", "total", "first_token_last", "client_write"):
         value = getattr(result, name)
         if s.has(name) and value is not None and value <= 0:  # it would fail every request
             problems.add(join(path, name), "must be longer than 0s")
@@ -89,13 +96,16 @@ def parse_providers(s: Section, timeouts: Timeouts,
         provider_timeouts = parse_timeouts(p.raw_value("timeouts"), join(p.path, "timeouts"),
                                       p.problems, timeouts)
         responses = parse_mode(p, kind)
+        max_connections = p.number("max_connections", DEFAULT_MAX_CONNECTIONS,
+                                   minimum=1, integer=True)
         p.finish()
         if kind:
             providers[str(name)] = ProviderConfig(
                 name=str(name), type=kind, base_url=(base_url or "").rstrip("/"),
                 api_key=api_key, disabled_reason=disabled,
                 headers=MappingProxyType(headers), timeouts=provider_timeouts,
-                options=MappingProxyType(options), responses=responses)
+                options=MappingProxyType(options), responses=responses,
+                max_connections=max_connections)
     return providers
 
 
@@ -206,6 +216,10 @@ def _target(raw: Any, path: str, problems: Problems,
         return None
     if provider is None or model is None:
         return None
+    if providers[provider].type in LOCAL_TYPES:
+        # the model table's prices are a cloud's, not this machine's
+        if "input" not in overrides and "output" not in overrides:
+            overrides = {"input": 0.0, "output": 0.0, "cached_input": 0.0, **overrides}
     return TargetConfig(provider=provider, model=model, weight=float(weight), rpm=rpm, tpm=tpm,
                         info=lookup(model).with_overrides(overrides),
                         quality=MappingProxyType(quality), tier=tier)

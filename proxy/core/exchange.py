@@ -103,6 +103,9 @@ class Exchange:
     route_rule: Any = None  # the route rule that matched (proxy.config.routes.RouteRule)
     explain: Any = None  # an Explanation being collected for the admin key (engine/explain.py)
     strategy: str | None = None  # the strategy that ordered the targets last tried
+    # Why the gateway itself is ending this request early (e.g. the shutdown
+    # deadline): set by the server before it cancels the request's task.
+    interrupt: "GatewayError | None" = None
 
     def estimated(self) -> Estimate:
         """The request's prompt size and output cap, estimated once and kept."""
@@ -119,6 +122,10 @@ class Exchange:
             self.error = exc
             if self.response is None:
                 self.status = exc.status
+        elif isinstance(exc, asyncio.CancelledError) and self.interrupt is not None:
+            self.error = self.interrupt  # the gateway ended it (a shutdown), not the client
+            if self.response is None:
+                self.status = self.interrupt.status
         elif isinstance(exc, (asyncio.CancelledError, ConnectionResetError)):
             self.status = 499
         elif self.error is None or self.error.status != 500:

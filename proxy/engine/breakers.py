@@ -13,6 +13,7 @@ timeout, connect); 4xx answers other than 408/429 never do.
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from typing import Callable
 
 import pybreaker
 
@@ -38,15 +39,33 @@ def _fail() -> None:
     raise _Failure()
 
 
+#: told of every transition: (target label, "closed" | "open" | "half-open")
+OnChange = Callable[[str, str], None]
+
+
+class _Transitions(pybreaker.CircuitBreakerListener):
+    """pybreaker's hook for state changes (its other hooks run only when an outcome is
+    replayed into it, never on the common healthy path)."""
+
+    def __init__(self, notify: OnChange) -> None:
+        self.notify = notify
+
+    def state_change(self, cb: pybreaker.CircuitBreaker, old_state: object,
+                     new_state: pybreaker.CircuitBreakerState) -> None:
+        self.notify(cb.name, new_state.name)
+
+
 class TargetBreaker:
     __slots__ = ("cb", "config", "probes")
 
-    def __init__(self, label: str, config: BreakerConfig) -> None:
+    def __init__(self, label: str, config: BreakerConfig,
+                 on_change: OnChange | None = None) -> None:
         self.config = config
         self.cb = pybreaker.CircuitBreaker(
             fail_max=config.failures, reset_timeout=config.reset_after,
             success_threshold=config.half_open_probes, name=label,
-            throw_new_error_on_trip=False)
+            throw_new_error_on_trip=False,
+            listeners=[_Transitions(on_change)] if on_change is not None else None)
         self.probes = 0  # probes admitted in this half-open period and not yet settled
 
     @property
@@ -103,14 +122,16 @@ class TargetBreaker:
 class Breakers:
     """The registry, keyed by target label."""
 
-    def __init__(self, config: BreakerConfig) -> None:
+    def __init__(self, config: BreakerConfig, on_change: OnChange | None = None) -> None:
+        """`on_change` hears every transition (the metrics' gauge)."""
         self.config = config
+        self.on_change = on_change
         self._breakers: dict[str, TargetBreaker] = {}
 
     def get(self, label: str) -> TargetBreaker:
         breaker = self._breakers.get(label)
         if breaker is None:
-            breaker = self._breakers[label] = TargetBreaker(label, self.config)
+            breaker = self._breakers[label] = TargetBreaker(label, self.config, self.on_change)
         return breaker
 
     def admit(self, label: str) -> int | float:

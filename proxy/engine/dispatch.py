@@ -280,6 +280,8 @@ class Dispatcher:
         `timeouts.first_token_last`."""
         model = model or ex.model
         label = target.label
+        transport = self._transports[provider.name]
+        budget = deadline if deadline is not None else self.deadline
         try:
             translator = self._translators[provider.type](provider)
             if translator.prepares:  # async pre-work, e.g. fetching image URLs
@@ -288,6 +290,9 @@ class Dispatcher:
                 translator = ex.adapter(translator)
             translator.drop_unsupported = model.drop_unsupported
             request = translator.request(ex.body, target, stream=ex.stream)
+            # A free pooled connection, before the attempt's clock starts: waiting for
+            # one is the gateway's time, never the upstream's (no breaker, no timeout).
+            budget -= await transport.acquire(budget)
         except BaseException:
             self.breakers.record(label, ticket, None, settled=False)
             raise
@@ -295,8 +300,6 @@ class Dispatcher:
         ex.attempts.append(attempt)
         ex.served_model = model.name
         ex.usage = None  # from here on, this attempt's
-        transport = self._transports[provider.name]
-        budget = deadline if deadline is not None else self.deadline
         settled = False
         tokens = 0
         if self.tokens is not None:  # least_tokens: the estimate is kept on the exchange
@@ -319,6 +322,7 @@ class Dispatcher:
             settled = True
             raise
         finally:
+            transport.release()
             attempt.ended_ns = time.perf_counter_ns()
             bill(ex, attempt, translator)
             if tokens:

@@ -1,9 +1,11 @@
 """Health: optional active checks per provider, and the admin view of every target.
 
-A provider with `health_check` in the config is probed in the background
-(the models endpoint, or a one-token chat request), all providers at once,
-each result cached for its interval. A failing provider's targets go to the
-back of every plan and count as unhealthy for `/health/ready`.
+A provider with `health_check` in the config is probed in the background, all
+providers at once, each result cached for its interval. The probe is the cheap
+request each upstream type documents for listing its models (`PROBES`), sent
+with the type's own credentials (`Translator.auth_headers`); or a one-token
+chat request when the check names a `model`. A failing provider's targets go
+to the back of every plan and count as unhealthy for `/health/ready`.
 `targets_report` (for `GET /admin/targets`) shows each target's breaker state, success
 rate, latency average, in-flight count and last error class.
 """
@@ -26,6 +28,16 @@ if TYPE_CHECKING:
     from proxy.config.types import GatewayConfig, ProviderConfig
 
 log = logging.getLogger("gatewise.health")
+
+#: provider type -> the path of its models list, below base_url
+PROBES = {
+    "openai": "/models",  # base_url ends in /v1: GET /v1/models
+    "anthropic": "/v1/models",  # x-api-key and anthropic-version, like a message
+    "gemini": "/v1beta/models",  # models.list, x-goog-api-key
+    "ollama": "/api/tags",  # the local models
+    "azure": "/openai/models?api-version={api_version}",  # Models - List (data plane)
+}
+AZURE_V1_PROBE = "/openai/v1/models"  # api_style: v1
 
 
 @dataclass(slots=True)
@@ -102,8 +114,8 @@ class HealthChecker:
                     "messages": [{"role": "user", "content": "ping"}]}
             return translator.request(chat, TargetConfig(provider.name, check.model),
                                       stream=False)
-        return UpstreamRequest("GET", provider.base_url + check.path, translator.auth_headers(),
-                               b"", False)
+        return UpstreamRequest("GET", provider.base_url + probe_path(provider, check),
+                               translator.auth_headers(), b"", False)
 
     async def _loop(self) -> None:
         tick = max(0.05, min(check.interval for check in self.checks.values()) / 2)
@@ -124,6 +136,17 @@ class HealthChecker:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+
+
+def probe_path(provider: "ProviderConfig", check: HealthCheck) -> str:
+    """The check's own path, else the documented models list of the provider's type."""
+    if check.path is not None:
+        return check.path
+    options = provider.options
+    if provider.type == "azure" and options.get("api_style") == "v1":
+        return AZURE_V1_PROBE
+    return PROBES.get(provider.type, "/models").format(
+        api_version=options.get("api_version") or "2024-10-21")
 
 
 def targets_report(config: "GatewayConfig", dispatcher: Any, health: HealthChecker) -> dict:

@@ -128,6 +128,13 @@ class MockTransport:
     def open(self, request: UpstreamRequest, timeouts) -> "_Opened":
         return _Opened(MockResponse(request, self._latency, self._chunk_delay))
 
+    async def acquire(self, timeout: float) -> float:
+        """No connections in process: never a wait."""
+        return 0.0
+
+    def release(self) -> None:
+        pass
+
 
 class _Opened:
     def __init__(self, response: MockResponse) -> None:

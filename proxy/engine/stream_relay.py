@@ -57,7 +57,12 @@ class StreamRelay:
         deadline is nearer. A failure after the commit is recorded on the attempt."""
         try:
             async with asyncio.timeout(first_token) as deadline:
-                await self._relay(transport, request, deadline)
+                try:
+                    await self._relay(transport, request, deadline)
+                except BaseException:
+                    if self.client is None:  # the attempt's whole time was the upstream's
+                        self.ex.upstream_ns += time.perf_counter_ns() - self.attempt.started_ns
+                    raise
         except TimeoutError:
             committed = self.client is not None
             err = upstream_timeout(self.provider.name,
@@ -70,7 +75,17 @@ class StreamRelay:
         except UpstreamError as err:
             await self._upstream_failed(err)
         except (ConnectionResetError, asyncio.CancelledError):
-            # The client went away: the upstream request was closed on the way out.
+            interrupt = self.ex.interrupt
+            if interrupt is not None and self.client is not None:
+                # The gateway ends the stream (the shutdown deadline): the client reads
+                # why in the wire format it asked for, and what was generated is billed.
+                asyncio.current_task().uncancel()
+                self.ex.error = interrupt
+                self._bill_partial()
+                await self._write_quietly(self._error_bytes(interrupt))
+                return
+            # The client went away (or stopped reading): the upstream request was closed
+            # on the way out.
             self.ex.status = 499
             self._bill_partial()
             raise
@@ -97,24 +112,36 @@ class StreamRelay:
         step = min(1.0, idle / 10)
         next_slide = 0.0
         state = self.state
+        ex = self.ex
+        # After the commit, each wait for the upstream's next read is the upstream's
+        # time, not the gateway's (`mark`: when the last read was handled).
+        clock = time.perf_counter_ns
+        mark = 0
         async with transport.open(request, timeouts) as resp:
             self.attempt.status = resp.status
             if resp.status >= 400:
                 raise self.translator.error(resp.status, resp.headers, await resp.read())
             async for raw in resp.iter_chunks():
+                if mark:
+                    ex.upstream_ns += clock() - mark
                 data = await self._read(raw)
                 if data is None:
                     continue  # still held back
                 if state.complete:
-                    await self.client.write(data + self._done())
+                    await self._send(data + self._done())
+                    mark = clock()
                     await resp.finish()
+                    ex.upstream_ns += clock() - mark
                     return
                 if data:
-                    await self.client.write(data)
+                    await self._send(data)
+                mark = clock()
                 now = loop.time()
                 if now >= next_slide:
                     deadline.reschedule(now + idle + step)
                     next_slide = now + step
+            if mark:
+                ex.upstream_ns += clock() - mark
             out = self._translate(self.framer.flush())
             try:
                 out += self.translator.end_of_stream()
@@ -127,7 +154,31 @@ class StreamRelay:
                 await self._commit()
                 out = self.pending + out
             self._tap(out)
-            await self.client.write(self.encode(out) + self._done())
+            await self._send(self.encode(out) + self._done())
+
+    async def _send(self, data: bytes) -> None:
+        """Write to the client. A write can only block when the connection already holds
+        unsent bytes or the data alone passes the transport's high-water mark (64 KiB),
+        so only such a write is timed (`timeouts.client_write`): a client that stops
+        reading is cut off, never left holding the upstream open, and a client that
+        keeps up costs no timer."""
+        transport = self.ex.http.transport
+        if transport is None or not (transport.get_write_buffer_size() or len(data) > 16384):
+            await self.client.write(data)
+            return
+        limit = self.provider.timeouts.client_write
+        try:
+            async with asyncio.timeout(limit):
+                await self.client.write(data)
+        except TimeoutError:
+            ex = self.ex
+            log.warning(f"client accepted no write for {limit:g}s: disconnected",
+                        extra={"request_id": ex.request_id})
+            ex.error = GatewayError(408, f"The client accepted no data for {limit:g}s "
+                                    "(timeouts.client_write).", "invalid_request_error",
+                                    code="client_write_timeout")
+            transport.abort()
+            raise ConnectionResetError("client write timeout") from None
 
     async def _read(self, raw: bytes) -> bytes | None:
         """One upstream read → the bytes to write, or None while the stream is held."""

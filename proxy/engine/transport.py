@@ -1,6 +1,10 @@
-"""Outbound HTTP to upstreams: one pooled aiohttp session for the whole gateway.
+"""Outbound HTTP to upstreams: one connection pool per provider.
 
-No total timeout applies to streams (aiohttp's default of 300 s would cut long
+Each provider's pool holds at most `max_connections` connections, and a
+`ConnectionGate` hands them out in arrival order. The dispatcher takes a slot
+before an attempt's clock starts, so waiting for one is the gateway's own time:
+it never counts against the first-token deadline, never as an upstream
+failure, never towards a circuit breaker. No total timeout applies to streams (aiohttp's default of 300 s would cut long
 generations): streams get connect, first-token and idle deadlines from the
 dispatcher instead; non-streaming calls get connect and total. aiohttp's
 failures become classified `UpstreamError`s here, so callers see one kind.
@@ -9,13 +13,15 @@ failures become classified `UpstreamError`s here, so callers see one kind.
 from __future__ import annotations
 
 import asyncio
+from collections import deque
 from contextvars import ContextVar
 from typing import AsyncIterator, Mapping
 
 import aiohttp
 
 from proxy.config.types import ProviderConfig, Timeouts
-from proxy.core.errors import upstream_protocol, upstream_timeout, upstream_unreachable
+from proxy.core.errors import (GatewayError, upstream_protocol, upstream_timeout,
+                               upstream_unreachable)
 from translators.base import UpstreamRequest
 
 # The W3C traceparent for the upstream attempt about to be sent, set by tracing
@@ -23,7 +29,8 @@ from translators.base import UpstreamRequest
 OUTBOUND_TRACEPARENT: ContextVar[str | None] = ContextVar("gatewise_traceparent", default=None)
 
 
-def new_session(limit: int = 1000) -> aiohttp.ClientSession:
+def new_session(limit: int = 0) -> aiohttp.ClientSession:
+    """`limit` 0: no cap of aiohttp's own (a provider's gate is the cap)."""
     connector = aiohttp.TCPConnector(limit=limit, limit_per_host=0, keepalive_timeout=30,
                                      enable_cleanup_closed=True)
     return aiohttp.ClientSession(
@@ -31,6 +38,58 @@ def new_session(limit: int = 1000) -> aiohttp.ClientSession:
         auto_decompress=True, skip_auto_headers=("User-Agent",),
         json_serialize=None,  # bodies are already bytes
     )
+
+
+def connections_busy(provider: str, limit: int, waited: float) -> GatewayError:
+    return GatewayError(
+        503, f"All {limit} upstream connections of provider '{provider}' stayed in use for "
+             f"{waited:.3g}s (providers.{provider}.max_connections).", "server_error",
+        code="upstream_connections_busy", headers={"retry-after": "1", "x-should-retry": "true"})
+
+
+class ConnectionGate:
+    """At most `limit` requests of one provider upstream at once; the rest wait in
+    arrival order, each slot handed straight to the next waiter."""
+
+    __slots__ = ("busy", "limit", "provider", "_waiters")
+
+    def __init__(self, provider: str, limit: int) -> None:
+        self.provider = provider
+        self.limit = limit
+        self.busy = 0
+        self._waiters: deque[asyncio.Future] = deque()
+
+    async def acquire(self, timeout: float) -> float:
+        """Take a slot; returns the seconds waited (0.0 on the fast path). Waiting
+        past `timeout` (the request's deadline) is a 503, not an upstream failure."""
+        if self.busy < self.limit and not self._waiters:
+            self.busy += 1
+            return 0.0
+        loop = asyncio.get_running_loop()
+        start = loop.time()
+        waiter = loop.create_future()
+        self._waiters.append(waiter)
+        try:
+            async with asyncio.timeout(max(0.0, timeout)):
+                await waiter
+        except BaseException as exc:
+            if waiter.done() and not waiter.cancelled():
+                self.release()  # handed a slot just as we gave up: pass it on
+            else:
+                waiter.cancel()  # release() skips it
+            if isinstance(exc, TimeoutError):
+                raise connections_busy(self.provider, self.limit, loop.time() - start) from None
+            raise
+        return loop.time() - start
+
+    def release(self) -> None:
+        waiters = self._waiters
+        while waiters:
+            waiter = waiters.popleft()
+            if not waiter.done():
+                waiter.set_result(None)  # the slot changes hands; `busy` stays
+                return
+        self.busy -= 1
 
 
 class HttpResponse:
@@ -139,11 +198,15 @@ def _reason(exc: BaseException) -> str:
 
 
 class HttpTransport:
-    """Sends translated requests for one provider over the shared session."""
+    """Sends translated requests for one provider over its own connection pool."""
 
-    def __init__(self, session: aiohttp.ClientSession, provider: ProviderConfig) -> None:
-        self._session = session
+    def __init__(self, provider: ProviderConfig,
+                 session: aiohttp.ClientSession | None = None) -> None:
+        self._session = session or new_session(provider.max_connections)
         self._provider = provider
+        self.gate = ConnectionGate(provider.name, provider.max_connections)
+        self.acquire = self.gate.acquire
+        self.release = self.gate.release
         t: Timeouts = provider.timeouts
         # sock_connect bounds a new connection; waiting for a pooled one is not timed
         # separately (`connect` would add a second timer to every request).
@@ -153,3 +216,10 @@ class HttpTransport:
     def open(self, request: UpstreamRequest, timeouts: Timeouts) -> _Opened:
         timeout = self._stream_timeout if request.stream else self._json_timeout
         return _Opened(self._session, request, self._provider, timeout)
+
+    @property
+    def closed(self) -> bool:
+        return self._session.closed
+
+    async def close(self) -> None:
+        await self._session.close()

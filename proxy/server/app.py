@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
+import time
 import uuid
 from typing import Callable
 
@@ -14,7 +15,7 @@ from policies.accesslog import AccessLog
 from proxy.config.types import GatewayConfig
 from proxy.server.admin import add_admin_routes
 from proxy.core.errors import GatewayError
-from proxy.server.gateway import GATEWAY, REQUEST_ID, Gateway
+from proxy.server.gateway import EXCHANGE, GATEWAY, REQUEST_ID, Gateway
 from proxy.server.chat import add_routes
 from proxy.server.anthropic_api import anthropic_error_response, speaks_anthropic
 from proxy.server.completions import add_completions_routes
@@ -57,23 +58,84 @@ def _http_error(request: web.Request, exc: web.HTTPException, max_body: int) -> 
     return GatewayError(exc.status, exc.reason or "HTTP error", "invalid_request_error")
 
 
-def _middleware(max_body: int):
+_ENDPOINTS = {"/chat/completions": "chat", "/completions": "completions",
+              "/embeddings": "embeddings", "/responses": "responses", "/messages": "messages",
+              "/models": "models", "/models/{model}": "models", "/metrics": "metrics"}
+#: never refused for load: a probe, a scrape or an operator must get in when it is busiest
+_ALWAYS = frozenset({"health", "metrics", "admin"})
+#: the admin routes and /metrics on their own listener, when `server.admin_port` is set
+ADMIN_APP = web.AppKey("admin_app", web.Application)
+
+
+def endpoint_of(request: web.Request) -> str:
+    """A bounded label for the API a request called ("unknown": no such route)."""
+    resource = request.match_info.route.resource
+    if resource is None:
+        return "unknown"
+    path = resource.canonical
+    if path.startswith(("/admin", "/ui")):
+        return "admin"  # the admin API and the operator's page
+    if path.startswith("/health"):
+        return "health"
+    path = path.removeprefix("/v1")
+    endpoint = _ENDPOINTS.get(path)
+    if endpoint is None:  # e.g. /v1/responses/{id}, /v1/messages/count_tokens
+        endpoint = _ENDPOINTS.get("/" + path.split("/")[1], "other") if path != "/" else "other"
+    return endpoint
+
+
+def overloaded(limit: int) -> GatewayError:
+    return GatewayError(503, f"The gateway is serving its limit of {limit} requests at once "
+                             "(server.max_in_flight); retry shortly.", "server_error",
+                        code="server_overloaded",
+                        headers={"retry-after": "1", "x-should-retry": "true"})
+
+
+def _middleware(gateway: Gateway, max_body: int):
+    limit = gateway.config.server.max_in_flight
+    metrics, access = gateway.metrics, gateway.access_log
+
     @web.middleware
     async def gateway_middleware(request: web.Request, handler) -> web.StreamResponse:
-        request[REQUEST_ID] = _request_id(request)
+        started = time.perf_counter_ns()
+        rid = request[REQUEST_ID] = _request_id(request)
+        endpoint = endpoint_of(request)
+        counted = endpoint not in _ALWAYS
+        error: GatewayError | None = None
+        response: web.StreamResponse | None = None
         try:
-            return await handler(request)
+            if counted:
+                if gateway.in_flight >= limit:  # refused at once, never queued
+                    counted = False
+                    error = overloaded(limit)
+                    response = _error_response(request, error)
+                    return response
+                gateway.in_flight += 1
+            response = await handler(request)
+            return response
         except GatewayError as err:
-            return _error_response(request, err)
+            error = err
+            response = _error_response(request, err)
+            return response
         except web.HTTPException as exc:
-            return _error_response(request, _http_error(request, exc, max_body))
+            error = _http_error(request, exc, max_body)
+            response = _error_response(request, error)
+            return response
         except (asyncio.CancelledError, ConnectionResetError):
             raise
         except Exception:
-            log.exception("unhandled error", extra={"request_id": request[REQUEST_ID]})
-            return _error_response(request, GatewayError(
-                500, f"The gateway hit an internal error (request id {request[REQUEST_ID]}).",
-                "server_error", code="gateway_internal_error"))
+            log.exception("unhandled error", extra={"request_id": rid})
+            error = GatewayError(500, f"The gateway hit an internal error (request id {rid}).",
+                                 "server_error", code="gateway_internal_error")
+            response = _error_response(request, error)
+            return response
+        finally:
+            if counted:
+                gateway.in_flight -= 1
+            if EXCHANGE not in request:  # the pipeline's policies did not see it: say it here
+                status = response.status if response is not None else 499
+                metrics.outside(endpoint, status, error, started)
+                access.outside(rid, endpoint, request.method, status, error, started)
 
     return gateway_middleware
 
@@ -87,8 +149,9 @@ async def _stamp_request_id(request: web.Request, response: web.StreamResponse) 
 def build_app(config: GatewayConfig, now: Callable[[], float] | None = None) -> web.Application:
     """`now` replaces the wall clock for budget periods (tests roll days over)."""
     max_body = config.server.max_body_bytes
-    app = web.Application(client_max_size=max_body, middlewares=[_middleware(max_body)])
     gateway = Gateway(config, policies=[AccessLog()], **({"now": now} if now else {}))
+    app = web.Application(client_max_size=max_body,
+                          middlewares=[_middleware(gateway, max_body)])
     app[GATEWAY] = gateway
     app.cleanup_ctx.append(gateway.lifespan)
     app.on_response_prepare.append(_stamp_request_id)
@@ -98,9 +161,29 @@ def build_app(config: GatewayConfig, now: Callable[[], float] | None = None) -> 
     add_messages_routes(app)
     add_model_routes(app)
     add_responses_routes(app)
+    if config.server.admin_port is None:
+        _add_operator_routes(app, gateway)
+    else:  # a listener of their own (loopback by default): the client port may be public
+        admin = web.Application(middlewares=[_middleware(gateway, max_body)])
+        admin[GATEWAY] = gateway
+        admin.on_response_prepare.append(_stamp_request_id)
+        _add_operator_routes(admin, gateway)
+        app[ADMIN_APP] = admin
+    return app
+
+
+def _add_operator_routes(app: web.Application, gateway: Gateway) -> None:
+    """What an operator uses: the admin API, the dashboard, /metrics."""
     add_admin_routes(app)
     if gateway.ui_enabled:
-        add_ui_routes(app, Ui(config.admin_key, gateway.sessions))
-    if config.telemetry.prometheus:
-        app.router.add_get("/metrics", gateway.metrics.handle)
-    return app
+        add_ui_routes(app, Ui(gateway.config.admin_key, gateway.sessions))
+    if gateway.config.telemetry.prometheus:
+        app.router.add_get("/metrics", _metrics)
+
+
+async def _metrics(request: web.Request) -> web.Response:
+    """GET /metrics: this process's series, or under --workers the sum over all."""
+    gateway = request.app[GATEWAY]
+    if gateway.peers is not None:
+        return await gateway.peers.handle(request)
+    return await gateway.metrics.handle(request)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import ipaddress
 import logging
 import os
 import sys
@@ -59,19 +60,40 @@ def cmd_check(args: argparse.Namespace) -> int:
     return 0
 
 
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False  # a name that may resolve anywhere
+
+
+def unauthenticated_refusal(config: GatewayConfig, host: str) -> str | None:
+    """Why gatewise must not start open to the network (None: it may start)."""
+    if config.keys or is_loopback(host) or config.server.allow_unauthenticated:
+        return None
+    return (f"refusing to serve on {host} without client keys: anyone who reaches it could "
+            "spend your provider credit. Add `keys:` (docs/keys-and-budgets.md), bind "
+            "server.host to 127.0.0.1, or set server.allow_unauthenticated: true.")
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     config = _load(args.config)
     if config is None:
         return 2
-    from aiohttp import web
-
-    from proxy.server.app import build_app
-    from proxy.server.gateway import GATEWAY
-    from proxy.server.logs import configure_logging
-
-    configure_logging(config.telemetry.log_format, config.telemetry.log_level, config.secrets())
     host = args.host or config.server.host
     port = args.port if args.port is not None else config.server.port
+    refusal = unauthenticated_refusal(config, host)
+    if refusal is not None:
+        print(f"gatewise: {refusal}", file=sys.stderr)
+        return 2
+    from proxy.server.app import ADMIN_APP, build_app
+    from proxy.server.gateway import GATEWAY
+    from proxy.server.logs import configure_logging
+    from proxy.server.serve import raise_fd_limit, run
+
+    configure_logging(config.telemetry.log_format, config.telemetry.log_level, config.secrets())
     if args.workers > 1:
         from proxy.server import workers
 
@@ -82,29 +104,35 @@ def cmd_serve(args: argparse.Namespace) -> int:
         return workers.run(args.config, host, port, args.workers)
     app = build_app(config)
     app.on_startup.append(_freeze_heap)
-    app[GATEWAY].warn_disabled()
+    gateway = app[GATEWAY]
+    gateway.warn_disabled()
     try:
         import uvloop  # a dependency on Linux and macOS; the stdlib loop elsewhere
         loop_factory = uvloop.new_event_loop
     except ImportError:
         loop_factory = None
-    log.info(f"gatewise {__version__} serving {len(config.models)} model(s) from "
-             f"{config.source} on http://{host}:{port}")
+    files = raise_fd_limit()
+    log.info(f"gatewise {__version__} on http://{host}:{port} from {config.source}")
+    for line in gateway.startup_lines():
+        log.info(line)
+    admin = None
+    if ADMIN_APP in app:
+        admin = (app[ADMIN_APP], config.server.admin_host, config.server.admin_port)
+        log.info(f"admin routes and /metrics on http://{admin[1]}:{admin[2]}")
     if not config.keys:
-        loopback = host in ("127.0.0.1", "localhost", "::1")
-        (log.info if loopback else log.warning)(
+        (log.info if is_loopback(host) else log.warning)(
             f"no client keys configured: serving WITHOUT authentication on {host}"
-            + ("" if loopback else " — anyone who can reach this address can spend your "
-               "provider credit; add `keys:` or bind server.host to 127.0.0.1"))
-    runner_kwargs = {"loop": loop_factory()} if loop_factory else {}
+            + ("" if is_loopback(host) else " (server.allow_unauthenticated is set)"))
+    if files < 2 * config.server.max_in_flight + 64:
+        log.warning(f"the open-file limit is {files}: fewer than the 2 per request that "
+                    f"server.max_in_flight ({config.server.max_in_flight}) needs; raise it "
+                    "(ulimit -n) or lower max_in_flight")
     try:
-        web.run_app(app, host=host, port=port, access_log=None, print=None,
-                    handler_cancellation=True, shutdown_timeout=10,
-                    reuse_port=args.reuse_port or None, **runner_kwargs)
+        return run(app, host, port, reuse_port=args.reuse_port, admin=admin,
+                   loop_factory=loop_factory)
     except StartupError as err:  # e.g. a ledger that cannot be opened: one line, no traceback
         print(f"gatewise: {err}", file=sys.stderr)
         return 2
-    return 0
 
 
 def cmd_spend(args: argparse.Namespace) -> int:

@@ -9,6 +9,7 @@ nothing is patched in afterwards. Tests build as many as they like side by side.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from typing import Any, AsyncIterator
@@ -27,6 +28,7 @@ from policies.tracing import build_tracing
 from proxy.config.policies import KeyConfig, hash_key
 from proxy.config.routes import ADMIN_KEY_NAME
 from proxy.config.types import GatewayConfig
+from proxy.core.exchange import Exchange
 from proxy.core.pipeline import Pipeline, Policy
 from proxy.engine.breakers import Breakers
 from proxy.engine.dispatch import AttemptObserver, Dispatcher, TargetGate
@@ -51,6 +53,8 @@ from translators import PROVIDER_TYPES
 log = logging.getLogger("gatewise")
 
 REQUEST_ID = web.RequestKey("request_id", str)
+#: set once a request enters the pipeline: its access-log line and metrics are the policies'
+EXCHANGE = web.RequestKey("exchange", Exchange)
 
 
 def _response_store(config: GatewayConfig) -> ResponseStore:
@@ -95,7 +99,8 @@ class Gateway:
         self.responses = _response_store(config)  # POST /v1/responses with store
         access = self._access_policies(now)
         gates, observers = self._dispatch_hooks()
-        breakers = Breakers(config.routing.breaker)
+        breakers = Breakers(config.routing.breaker, on_change=self.metrics.set_breaker_state)
+        self.metrics.watch_breakers(breakers.state)
         stats = shared.stats_store() if shared else MemoryStatsStore()
         if shared is not None:
             observers.append(shared.open_breaker_observer(breakers, stats))
@@ -113,17 +118,56 @@ class Gateway:
                            self.health, self.budget, shared.chart_store() if shared else None)
         for name in self._affinity_models():  # rings built now, not on a first request
             self.dispatcher.router.affinity.ring(name)
-        self.policies: list[Policy] = self._with_observability(
-            (list(policies) if policies is not None else []) + access)
-        self.pipeline = Pipeline(self.policies, self.dispatcher)
+        given = list(policies) if policies is not None else []
+        #: the access log of requests that never reach the pipeline (the policy's own
+        #: when it is in the chain)
+        self.access_log = next((p for p in given if isinstance(p, AccessLog)), AccessLog())
+        self.in_flight = 0  # requests being served, counted by the server's middleware
+        self.peers: Any = None  # the other workers' metrics (peers.py), set by serve.py
+        self.policies: list[Policy] = self._with_observability(given + access)
+        self._pipeline = Pipeline(self.policies, self.dispatcher)
+        #: requests inside the pipeline, by the task serving each (a shutdown ends them)
+        self.open: dict[asyncio.Task, Exchange] = {}
+        self._lag: asyncio.Task | None = None  # the event-loop lag sampler
         created = int(time.time())
         self.model_entries = {name: {"id": name, "object": "model", "created": created,
                                      "owned_by": "gatewise"} for name in config.models}
         self.models_body = orjson.dumps({"object": "list",
                                          "data": list(self.model_entries.values())})
 
+    async def pipeline(self, ex: Exchange) -> None:
+        """Run the policies and the dispatcher for one request, tracked while it runs so
+        a shutdown can end it with an error the client can read (`ex.interrupt`)."""
+        task = asyncio.current_task()
+        self.open[task] = ex
+        if isinstance(ex.http, web.BaseRequest):  # (an embedding program may pass none)
+            ex.http[EXCHANGE] = ex
+        try:
+            await self._pipeline(ex)
+        except asyncio.CancelledError:
+            if ex.interrupt is None:
+                raise  # the client left
+            task.uncancel()
+            if ex.response is None:
+                raise ex.interrupt from None  # nothing sent yet: a plain 503
+        finally:
+            del self.open[task]
+
+    def interrupt(self, error: Any) -> int:
+        """End every request still in the pipeline: streams get `error` as their last
+        event, the rest answer it. Returns how many were cut."""
+        if self.budget is not None:
+            self.budget.closing = True  # these cancels are the gateway's, not the clients'
+        cut = 0
+        for task, ex in list(self.open.items()):
+            if ex.interrupt is None and not task.done():
+                ex.interrupt = ex.error = error  # the ledger row says why it ended
+                task.cancel()
+                cut += 1
+        return cut
+
     def _with_observability(self, given: list[Policy]) -> list[Policy]:
-        """DESIGN §2 order: the access log outermost, then metrics and the server
+        """The order: the access log outermost, then metrics and the server
         span, then the given policies (auth → rate limit → budget), the cache last."""
         outer = [p for p in given if isinstance(p, AccessLog)]
         inner = [p for p in given if not isinstance(p, AccessLog)]
@@ -249,6 +293,31 @@ class Gateway:
         return [name for name, model in models.items()
                 if name in alive or any(f in alive for f in model.fallbacks)]
 
+    def why_unavailable(self, name: str) -> str:
+        """Why a model cannot answer now: each of its targets' reasons, once."""
+        providers, breakers = self.config.providers, self.dispatcher.breakers
+        reasons: dict[str, None] = {}
+        for target in self.config.models[name].targets:
+            provider = providers[target.provider]
+            if not provider.enabled:
+                reasons[f"provider '{provider.name}' is disabled ({provider.disabled_reason})"] \
+                    = None
+            elif self.health.status(target.provider) is False:
+                reasons[f"provider '{provider.name}' fails its health check"] = None
+            elif breakers.is_open(target.label):
+                reasons[f"target {target.label} is failing (circuit open)"] = None
+        return "; ".join(reasons) or "no target can answer"
+
+    def startup_lines(self) -> list[str]:
+        """Which models can answer, and for the others why not."""
+        usable = self.usable_models()
+        models = self.config.models
+        lines = [f"{len(usable)} of {len(models)} model(s) can answer: "
+                 + (", ".join(usable) or "none")]
+        lines += [f"model '{name}' cannot answer: {self.why_unavailable(name)}"
+                  for name in models if name not in usable]
+        return lines
+
     def warn_disabled(self) -> None:
         for provider in self.config.providers.values():
             if not provider.enabled:
@@ -268,15 +337,19 @@ class Gateway:
 
     async def _start(self, app: web.Application) -> None:
         app.on_shutdown.append(self._shutting_down)
-        self.session = new_session()
+        self.session = new_session()  # the gateway's own calls (alert webhooks)
         for name, provider in self.config.providers.items():
             if PROVIDER_TYPES[provider.type].in_process:
                 self.transports[name] = MockTransport(provider)
-            else:
-                self.transports[name] = HttpTransport(self.session, provider)
+            else:  # one pool per provider, `max_connections` at most
+                self.transports[name] = HttpTransport(provider)
         self.health.start()
         self.alerts.start()
         self.watch.start()
+        self._lag = asyncio.get_running_loop().create_task(self.metrics.watch_loop(),
+                                                           name="gatewise-loop-lag")
+        if self.peers is not None:
+            await self.peers.start()
         if self.shared is not None:
             await self.shared.start()
         if self.budget is not None:
@@ -287,6 +360,8 @@ class Gateway:
         await self.responses.open()
 
     async def _stop(self) -> None:
+        if self._lag is not None:
+            self._lag.cancel()
         await self.watch.stop()
         await self.responses.close()
         if self.budget is not None:
@@ -295,6 +370,11 @@ class Gateway:
         if self.shared is not None:
             await self.shared.close()
         await self.health.stop()
+        if self.peers is not None:
+            await self.peers.stop()
+        for transport in self.transports.values():
+            if isinstance(transport, HttpTransport):
+                await transport.close()
         if self.session is not None:
             await self.session.close()
         if self.tracing is not None:

@@ -4,16 +4,22 @@ The kernel spreads new connections over the processes. Each is a plain
 `gatewise serve --reuse-port`, so they share nothing in memory: limits and
 budgets only hold across them through the shared state (`state.backend:
 redis`), which is why the memory backend refuses N > 1. The parent only
-supervises: it forwards SIGINT/SIGTERM, and when one worker dies it stops the
-others and exits with that worker's status (let systemd/Kubernetes restart).
+supervises. Workers run in their own process group, so a terminal's Ctrl-C
+reaches the supervisor alone and each worker hears one signal: SIGINT/SIGTERM
+are forwarded (the workers drain), a second one too (they exit at once).
+SIGHUP is logged and ignored. When one worker dies the supervisor stops the
+others and exits with that worker's status (let systemd/Kubernetes restart);
+when the supervisor dies, the workers drain and exit (proxy/server/serve.py).
 """
 
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 
 from proxy.config.types import GatewayConfig
@@ -32,9 +38,21 @@ def refusal(config: GatewayConfig, workers: int) -> str | None:
 
 
 def run(config_path: str, host: str, port: int, workers: int) -> int:
+    from proxy.server.peers import METRICS_DIR_ENV
+    from proxy.server.serve import SUPERVISOR_ENV
+
     cmd = [sys.executable, "-m", "proxy", "serve", "--config", config_path, "--host", host,
            "--port", str(port), "--reuse-port"]
-    children = [subprocess.Popen(cmd, env={**os.environ, "GATEWISE_WORKER": str(i)})
+    metrics_dir = tempfile.mkdtemp(prefix="gatewise-metrics-")  # mode 0700
+    env = {**os.environ, SUPERVISOR_ENV: str(os.getpid()), METRICS_DIR_ENV: metrics_dir}
+    try:
+        return _supervise(cmd, env, workers)
+    finally:
+        shutil.rmtree(metrics_dir, ignore_errors=True)
+
+
+def _supervise(cmd: list[str], env: dict[str, str], workers: int) -> int:
+    children = [subprocess.Popen(cmd, env={**env, "GATEWISE_WORKER": str(i)}, process_group=0)
                 for i in range(workers)]
     stopping = False
 
@@ -45,8 +63,13 @@ def run(config_path: str, host: str, port: int, workers: int) -> int:
             if child.poll() is None:
                 child.send_signal(signum)
 
+    def hangup(_signum, _frame) -> None:
+        print("gatewise: SIGHUP: live reload is not supported yet; the config is unchanged "
+              "(restart gatewise to apply a new one)", file=sys.stderr, flush=True)
+
     signal.signal(signal.SIGTERM, forward)
     signal.signal(signal.SIGINT, forward)
+    signal.signal(signal.SIGHUP, hangup)
     status = 0
     while children:
         for child in list(children):
@@ -59,5 +82,7 @@ def run(config_path: str, host: str, port: int, workers: int) -> int:
                 print(f"gatewise: worker {child.pid} exited with {code}: stopping",
                       file=sys.stderr)
                 forward(signal.SIGTERM, None)
+            elif code not in (0, -signal.SIGTERM, -signal.SIGINT):
+                status = status or code
         time.sleep(0.1)
     return status

@@ -94,6 +94,8 @@ class FakeAnthropic:
         self.app = web.Application()
         self.app.router.add_route("*", "/v1/messages", self._handle)
         self.app.router.add_post("/v1/messages/count_tokens", self._count)
+        self.app.router.add_get("/v1/models", self._models)
+        self.models = ("claude-sonnet-4-5-20250929", "claude-haiku-4-5-20251001")
 
     def script(self, *replies: Reply) -> None:
         """Answer the next requests with these replies, then with `default`."""
@@ -102,6 +104,19 @@ class FakeAnthropic:
     @property
     def last(self) -> Any:
         return self.requests[-1].body
+
+    async def _models(self, request: web.Request) -> web.Response:
+        """`GET /v1/models` (the health probe): a page of model objects, newest first."""
+        headers, body = await read_request(request)
+        self.requests.append(Received(headers, body))
+        if headers.get("x-api-key") != self.api_key:
+            return _error(401, "authentication_error", "invalid x-api-key")
+        if not headers.get("anthropic-version"):
+            return _error(400, "invalid_request_error", "anthropic-version: header is required")
+        data = [{"type": "model", "id": m, "display_name": m, "created_at": "2025-09-29T00:00:00Z"}
+                for m in self.models]
+        return web.json_response({"data": data, "has_more": False,
+                                  "first_id": data[0]["id"], "last_id": data[-1]["id"]})
 
     async def _handle(self, request: web.Request) -> web.StreamResponse:
         if request.method != "POST":

@@ -81,6 +81,8 @@ class FakeAzure:
         self.app.router.add_route("*", "/openai/deployments/{deployment}/chat/completions",
                                   self._handle)
         self.app.router.add_route("*", "/openai/v1/chat/completions", self._handle)
+        self.app.router.add_get("/openai/models", self._models)
+        self.app.router.add_get("/openai/v1/models", self._models)
 
     def script(self, *replies: Reply) -> None:
         self.replies.extend(replies)
@@ -88,6 +90,27 @@ class FakeAzure:
     @property
     def last(self) -> Any:
         return self.requests[-1].body
+
+    async def _models(self, request: web.Request) -> web.Response:
+        """Models - List: `GET /openai/models?api-version=…` (api-version required) or
+        `GET /openai/v1/models` (the health probe)."""
+        headers, body = await read_request(request)
+        self.requests.append(Received(request.path, dict(request.query), headers, body))
+        version = request.query.get("api-version")
+        if request.path == "/openai/models" and version is None:
+            return _error(404, azure_error("404", "Resource not found"))
+        if version is not None and version not in VERSIONS:
+            return _error(400, azure_error("BadRequest", "API version not supported"))
+        if headers.get("api-key") != self.api_key:
+            return _error(401, azure_error(
+                "401", "Access denied due to invalid subscription key or wrong API endpoint. "
+                "Make sure to provide a valid key for an active subscription and use a correct "
+                "regional API endpoint for your resource."))
+        return web.json_response({"object": "list", "data": [
+            {"id": "gpt-4o-2024-08-06", "object": "model", "created_at": 1722902400,
+             "status": "succeeded", "lifecycle_status": "generally-available",
+             "capabilities": {"fine_tune": False, "inference": True, "completion": False,
+                              "chat_completion": True, "embeddings": False}}]})
 
     async def _handle(self, request: web.Request) -> web.StreamResponse:
         headers, body = await read_request(request)

@@ -92,6 +92,8 @@ class FakeGemini:
             lambda: base64.b64encode(secrets.token_bytes(48)).decode()
         self.app = web.Application()
         self.app.router.add_route("*", "/v1beta/models/{tail}", self._handle)
+        self.app.router.add_get("/v1beta/models", self._models)
+        self.models = ("gemini-2.5-flash", "gemini-2.5-pro")
 
     def script(self, *replies: Reply) -> None:
         self.replies.extend(replies)
@@ -100,14 +102,20 @@ class FakeGemini:
     def last(self) -> Any:
         return self.requests[-1].body
 
-    async def _handle(self, request: web.Request) -> web.StreamResponse:
+    async def _models(self, request: web.Request) -> web.Response:
+        """`GET /v1beta/models` (models.list, the health probe)."""
         headers, body = await read_request(request)
         self.requests.append(Received(request.path, dict(request.query), headers, body))
-        model, _, method = request.match_info["tail"].partition(":")
-        if request.method != "POST" or method not in ("generateContent",
-                                                      "streamGenerateContent"):
-            return _error(404, f"Method not found: {method or '(none)'}")
-        key = headers.get("x-goog-api-key") or request.query.get("key")
+        problem = self._key_problem(headers.get("x-goog-api-key") or request.query.get("key"))
+        if problem is not None:
+            return problem
+        return web.json_response({"models": [
+            {"name": f"models/{m}", "version": "001", "displayName": m,
+             "inputTokenLimit": 1048576, "outputTokenLimit": 65536,
+             "supportedGenerationMethods": ["generateContent", "countTokens"]}
+            for m in self.models]})
+
+    def _key_problem(self, key: str | None) -> web.Response | None:
         if not key:
             return _error(403, "Method doesn't allow unregistered callers (callers without "
                           "established identity). Please use API Key or other form of API "
@@ -116,6 +124,18 @@ class FakeGemini:
             return _error(400, "API key not valid. Please pass a valid API key.", [
                 {"@type": "type.googleapis.com/google.rpc.ErrorInfo",
                  "reason": "API_KEY_INVALID", "domain": "googleapis.com"}])
+        return None
+
+    async def _handle(self, request: web.Request) -> web.StreamResponse:
+        headers, body = await read_request(request)
+        self.requests.append(Received(request.path, dict(request.query), headers, body))
+        model, _, method = request.match_info["tail"].partition(":")
+        if request.method != "POST" or method not in ("generateContent",
+                                                      "streamGenerateContent"):
+            return _error(404, f"Method not found: {method or '(none)'}")
+        problem = self._key_problem(headers.get("x-goog-api-key") or request.query.get("key"))
+        if problem is not None:
+            return problem
         if not KNOWN_MODEL.match(model):
             return _error(404, f"models/{model} is not found for API version v1beta, or is not "
                           "supported for generateContent. Call ListModels to see the list of "

@@ -73,6 +73,7 @@ class FakeOllama:
         self.default = Reply()
         self.app = web.Application()
         self.app.router.add_route("*", "/api/chat", self._handle)
+        self.app.router.add_get("/api/tags", self._tags)
 
     def script(self, *replies: Reply) -> None:
         self.replies.extend(replies)
@@ -80,6 +81,21 @@ class FakeOllama:
     @property
     def last(self) -> Any:
         return self.requests[-1].body
+
+    async def _tags(self, request: web.Request) -> web.Response:
+        """`GET /api/tags` (list local models, the health probe)."""
+        headers, body = await read_request(request)
+        self.requests.append(Received(headers, body))
+        if self.api_key and headers.get("authorization") != f"Bearer {self.api_key}":
+            return _error(401, "unauthorized")
+        return web.json_response({"models": [
+            {"name": f"{m}:latest", "model": f"{m}:latest", "modified_at": CREATED_AT,
+             "size": 2019393189, "digest": "a80c4f17acd55265feec403c7aef86be0c25983ab2793"
+             "79d2b4e5a1c2f2d4f8a", "details": {"parent_model": "", "format": "gguf",
+                                                "family": "llama", "families": ["llama"],
+                                                "parameter_size": "3.2B",
+                                                "quantization_level": "Q4_K_M"}}
+            for m in MODELS]})
 
     async def _handle(self, request: web.Request) -> web.StreamResponse:
         headers, body = await read_request(request)

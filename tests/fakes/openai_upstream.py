@@ -72,6 +72,8 @@ class FakeOpenAI:
         self.app.router.add_route("*", "/v1/chat/completions", self._handle)
         self.app.router.add_post("/v1/embeddings", self._embeddings)
         self.app.router.add_post("/v1/completions", self._completions)
+        self.app.router.add_get("/v1/models", self._models)
+        self.models = ("gpt-4o", "gpt-4o-mini")
 
     def script(self, *replies: Reply) -> None:
         """Answer the next requests with these replies, then with `default`."""
@@ -148,6 +150,16 @@ class FakeOpenAI:
         await resp.write_eof()
         return resp
 
+
+    async def _models(self, request: web.Request) -> web.Response:
+        """`GET /v1/models` (the health probe): `{"object": "list", "data": [model...]}`."""
+        headers, body = await read_request(request)
+        self.requests.append(Received(request.method, request.path, headers, body))
+        if headers.get("authorization") != f"Bearer {self.api_key}":
+            return _error(401, error("Incorrect API key provided.", code="invalid_api_key"))
+        return web.json_response({"object": "list", "data": [
+            {"id": m, "object": "model", "created": 1715367049, "owned_by": "system"}
+            for m in self.models]})
 
     # --- /v1/embeddings and the legacy /v1/completions ------------------------------------
 
