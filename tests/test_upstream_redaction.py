@@ -21,7 +21,7 @@ from tests.fakes.server import LoopbackServer
 
 OPENAI_KEY = "sk-planted-OpenAI-Zq8Xv3Lm9Tt2"
 AZURE_KEY = "azure-planted-Kk1Hh4Jj6Nn8Pp0"
-CLAUDE_KEY = "sk-ant-planted-Ww2Yy5Cc3Vv5"
+CLAUDE_KEY = "claude-test-planted-Ww2Yy5Cc3Vv5"  # not shaped like a real key
 GEMINI_KEY = "AIza-planted-Bb7Dd9Ff1Gg3"
 HEADER_SECRET = "org-planted-Qq4Rr6Ss8"
 SECRETS = (OPENAI_KEY, AZURE_KEY, CLAUDE_KEY, GEMINI_KEY, HEADER_SECRET)
