@@ -7,9 +7,9 @@ field path, like the rest of the config.
 
 from __future__ import annotations
 
-from fnmatch import fnmatchcase
-
+import datetime
 import hashlib
+from fnmatch import fnmatchcase
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -52,6 +52,9 @@ class KeyConfig:
     #: are strings (numbers and booleans as YAML writes them, e.g. "1", "true")
     metadata: Mapping[str, str] = field(default_factory=dict, compare=False)
     tasks: tuple[str, ...] = ()  # task kinds the client may name; empty: any
+    expires_at: float | None = None  # seconds since the epoch; refused (401) from then on
+    #: "file" (the config's `keys:`) or "api" (made through /admin/keys, kept in the ledger DB)
+    source: str = field(default="file", compare=False)
 
     @property
     def limited(self) -> bool:
@@ -120,6 +123,7 @@ def parse_keys(raw: Any, problems: Problems) -> tuple[KeyConfig, ...]:
             if not isinstance(task, str) or not TASK_NAME.match(task):
                 problems.add(join(join(path, "tasks"), j), "must be a task kind (lower-case "
                                                            "letters, digits, '_', '-', '.')")
+        expires_at = parse_time(k.raw_value("expires_at"), join(path, "expires_at"), problems)
         k.finish()
         if name in names:
             problems.add(join(path, "name"), f"duplicate key name '{name}'")
@@ -135,7 +139,8 @@ def parse_keys(raw: Any, problems: Problems) -> tuple[KeyConfig, ...]:
                               rpm=rpm, tpm=tpm, max_concurrent=concurrent, budget=budget,
                               any_fallback=any_fallback,
                               metadata=MappingProxyType(metadata),
-                              tasks=tuple(t for t in tasks if isinstance(t, str))))
+                              tasks=tuple(t for t in tasks if isinstance(t, str)),
+                              expires_at=expires_at))
     return tuple(keys)
 
 
@@ -161,6 +166,39 @@ def parse_metadata(m: Section) -> dict[str, str]:
         else:
             metadata[str(name)] = text
     return metadata
+
+
+def parse_time(value: Any, path: str, problems: Problems) -> float | None:
+    """A moment: seconds since the epoch, or an ISO 8601 date-time (UTC unless it says
+    otherwise; YAML may already have read it as a date)."""
+    if value is None:
+        return None
+    moment = to_timestamp(value)
+    if moment is None:
+        problems.add(path, "must be an ISO 8601 date-time like 2026-01-31T00:00:00Z or "
+                           f"seconds since the epoch, got {value!r}")
+    return moment
+
+
+def to_timestamp(value: Any) -> float | None:
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, (int, float)):
+        return float(value) if 0 <= value < 1e11 else None
+    if isinstance(value, datetime.datetime):
+        moment = value
+    elif isinstance(value, datetime.date):
+        moment = datetime.datetime(value.year, value.month, value.day)
+    elif isinstance(value, str):
+        try:
+            moment = datetime.datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
+        except ValueError:
+            return None
+    else:
+        return None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=datetime.timezone.utc)
+    return moment.timestamp()
 
 
 def _digest(k: Section) -> bytes | None:
