@@ -243,6 +243,12 @@ class Metrics:
         """A key pool's hook (proxy/engine/credentials.py)."""
         self.credential_cooldowns.inc((provider, credential, error_class))
 
+    def follow(self, on_record: RequestListener | None,
+               gauges: Iterable[Callable[[], list[GaugeFamily]]]) -> None:
+        """A reload's generation takes over: its live statistics and SLO gauges."""
+        self.on_record = on_record
+        self.gauges = tuple(gauges)
+
     def track_targets(self, labels: "Iterable[str]") -> None:
         """The breaker gauge covers the configured targets (again after a reload)."""
         wanted = {(label,) for label in labels}

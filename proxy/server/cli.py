@@ -101,9 +101,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
         if reason is not None:
             print(f"gatewise: {reason}", file=sys.stderr)
             return 2
-        return workers.run(args.config, host, port, args.workers)
-    app = build_app(config)
+        return workers.run(args.config, host, port, args.workers, watch=args.watch)
+    app = build_app(config, watch=args.watch)
     app.on_startup.append(_freeze_heap)
+    app.on_startup.append(_reload_on_hangup)
     gateway = app[GATEWAY]
     gateway.warn_disabled()
     try:
@@ -186,6 +187,14 @@ def _sqlite_report(path: str, by: str, since: float) -> list[dict]:
         conn.close()
 
 
+async def _reload_on_hangup(app: object) -> None:
+    """SIGHUP reloads the config file (proxy/server/reload.py)."""
+    from proxy.server.gateway import GATEWAY
+    from proxy.server.reload_admin import install_hangup
+
+    install_hangup(app[GATEWAY])  # type: ignore[index]
+
+
 async def _freeze_heap(app: object) -> None:
     """Everything built at start-up lives as long as the process: move it out of the
     cyclic GC's reach, so its collections stop re-scanning tens of thousands of
@@ -206,6 +215,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     serve.add_argument("--port", type=int, default=None, help="override server.port")
     serve.add_argument("--workers", type=int, default=1,
                        help="processes serving the port (needs state.backend: redis)")
+    serve.add_argument("--watch", action="store_true",
+                       help="reload when the config file or a secret file it names changes")
     serve.add_argument("--reuse-port", action="store_true", help=argparse.SUPPRESS)
     serve.set_defaults(func=cmd_serve)
     check = sub.add_parser("check", help="validate a config and print its models")
