@@ -37,3 +37,16 @@ async def adopt(budget: Budget, previous: Budget | None) -> None:
         totals: dict[str, float] = {}
         budget.rebuild(await budget.ledger.spend_by_day(), now, totals)
         await budget.store.seed({s: v for s, v in totals.items() if s in added})
+
+
+async def keys_changed(budget: Budget, names: set[str]) -> None:
+    """Keys made or changed through the admin API: their budgets are read again, and
+    a budget scope one of them now has starts from this period's spend in the ledger."""
+    budget.forget_cached()
+    now = budget.now()
+    scopes = {f"key:{k.name}:{period_label(k.budget.per, now)}" for k in budget.more_keys()
+              if k.name in names and k.budget is not None}
+    if scopes and budget.ledger is not None:
+        totals: dict[str, float] = {}
+        budget.rebuild(await budget.ledger.spend_by_day(), now, totals)
+        await budget.store.seed({s: totals.get(s, 0.0) for s in scopes})

@@ -108,22 +108,7 @@ def parse_keys(raw: Any, problems: Problems) -> tuple[KeyConfig, ...]:
             continue
         name = k.str("name", required=True)
         digest = _digest(k)
-        models = k.list("models")
-        for j, glob in enumerate(models):
-            if not isinstance(glob, str) or not glob:
-                problems.add(join(join(path, "models"), j), "must be a model name or glob")
-        rpm = k.number("rpm", None, minimum=1, integer=True)
-        tpm = k.number("tpm", None, minimum=1, integer=True)
-        concurrent = k.number("max_concurrent", None, minimum=1, integer=True)
-        budget = parse_budget(k.raw_value("budget"), join(path, "budget"), problems)
-        any_fallback = k.bool("any_fallback", False)
-        metadata = parse_metadata(k.section("metadata"))
-        tasks = tuple(k.list("tasks"))
-        for j, task in enumerate(tasks):
-            if not isinstance(task, str) or not TASK_NAME.match(task):
-                problems.add(join(join(path, "tasks"), j), "must be a task kind (lower-case "
-                                                           "letters, digits, '_', '-', '.')")
-        expires_at = parse_time(k.raw_value("expires_at"), join(path, "expires_at"), problems)
+        fields = key_fields(k)
         k.finish()
         if name in names:
             problems.add(join(path, "name"), f"duplicate key name '{name}'")
@@ -134,14 +119,37 @@ def parse_keys(raw: Any, problems: Problems) -> tuple[KeyConfig, ...]:
         if name is None or digest is None:
             continue
         digests[digest] = name
-        keys.append(KeyConfig(name=name, digest=digest,
-                              models=tuple(m for m in models if isinstance(m, str) and m),
-                              rpm=rpm, tpm=tpm, max_concurrent=concurrent, budget=budget,
-                              any_fallback=any_fallback,
-                              metadata=MappingProxyType(metadata),
-                              tasks=tuple(t for t in tasks if isinstance(t, str)),
-                              expires_at=expires_at))
+        keys.append(KeyConfig(name=name, digest=digest, **fields))
     return tuple(keys)
+
+
+def key_fields(k: Section) -> dict[str, Any]:
+    """What a client key holds besides its name and secret — the same fields, read
+    the same way, for a key in the file and one made through the admin API."""
+    path, problems = k.path, k.problems
+    models = k.list("models")
+    for j, glob in enumerate(models):
+        if not isinstance(glob, str) or not glob:
+            problems.add(join(join(path, "models"), j), "must be a model name or glob")
+    return {"models": tuple(m for m in models if isinstance(m, str) and m),
+            "rpm": k.number("rpm", None, minimum=1, integer=True),
+            "tpm": k.number("tpm", None, minimum=1, integer=True),
+            "max_concurrent": k.number("max_concurrent", None, minimum=1, integer=True),
+            "budget": parse_budget(k.raw_value("budget"), join(path, "budget"), problems),
+            "any_fallback": k.bool("any_fallback", False),
+            "tasks": _tasks(k),
+            "metadata": MappingProxyType(parse_metadata(k.section("metadata"))),
+            "expires_at": parse_time(k.raw_value("expires_at"), join(path, "expires_at"),
+                                     problems)}
+
+
+def _tasks(k: Section) -> tuple[str, ...]:
+    tasks = tuple(k.list("tasks"))
+    for j, task in enumerate(tasks):
+        if not isinstance(task, str) or not TASK_NAME.match(task):
+            k.problems.add(join(join(k.path, "tasks"), j), "must be a task kind (lower-case "
+                                                           "letters, digits, '_', '-', '.')")
+    return tuple(t for t in tasks if isinstance(t, str))
 
 
 def metadata_value(value: Any) -> str | None:

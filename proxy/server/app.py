@@ -14,6 +14,7 @@ from aiohttp import web
 from policies.accesslog import AccessLog
 from proxy.config.types import GatewayConfig
 from proxy.server.admin import add_admin_routes
+from proxy.server.admin_keys import add_key_routes
 from proxy.core.errors import GatewayError
 from proxy.server.gateway import EXCHANGE, GATEWAY, REQUEST_ID, Gateway
 from proxy.server.live import Live
@@ -189,6 +190,7 @@ def build_app(config: GatewayConfig, now: Callable[[], float] | None = None,
 def _add_operator_routes(app: web.Application, gateway: Gateway) -> None:
     """What an operator uses: the admin API, the dashboard, /metrics."""
     add_admin_routes(app)
+    add_key_routes(app, key_api=gateway.keyring is not None)
     add_reload_routes(app)
     if gateway.ui_enabled:
         add_ui_routes(app, Ui(gateway.config.admin_key, gateway.sessions))

@@ -1,4 +1,4 @@
-"""The `gatewise` command: serve, check."""
+"""The `gatewise` command: serve, check, spend, keys."""
 
 from __future__ import annotations
 
@@ -187,6 +187,16 @@ def _sqlite_report(path: str, by: str, since: float) -> list[dict]:
         conn.close()
 
 
+def cmd_keys(args: argparse.Namespace) -> int:
+    """`gatewise keys …` (proxy/server/keys_cli.py), on the ledger's database."""
+    config = _load(args.config)
+    if config is None:
+        return 2
+    from proxy.server import keys_cli
+
+    return keys_cli.run(config, args)
+
+
 async def _reload_on_hangup(app: object) -> None:
     """SIGHUP reloads the config file (proxy/server/reload.py)."""
     from proxy.server.gateway import GATEWAY
@@ -227,6 +237,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     spend.add_argument("--by", choices=("key", "model", "provider"), default="key")
     spend.add_argument("--period", choices=("day", "month", "total"), default="day")
     spend.set_defaults(func=cmd_spend)
+    from proxy.server import keys_cli
+
+    keys_cli.add_parser(sub, DEFAULT_CONFIG, cmd_keys)
     args = parser.parse_args(argv)
     try:
         return args.func(args)

@@ -25,6 +25,7 @@ from policies.accesslog import AccessLog
 from policies.auth import AdminAuth, Auth
 from policies.budget import Budget
 from policies.budget_carry import adopt as adopt_budget
+from policies.budget_carry import keys_changed
 from policies.cache import build_cache
 from policies.metrics import Metrics
 from policies.ratelimit import ClientRateLimit, TargetRateLimit
@@ -48,6 +49,7 @@ from proxy.server.alerts import AlertHub
 from proxy.server.carry import Carried
 from proxy.server.watch import Watch
 from proxy.core.errors import StartupError
+from proxy.server.keyring import KeyRing, build_store
 from proxy.state.ledger import LedgerStore, SqliteLedger
 from proxy.state.ledger_watch import WatchedLedger
 from proxy.state.responses_store import ResponseStore, SqliteResponses
@@ -73,6 +75,12 @@ def _response_store(config: GatewayConfig) -> ResponseStore:
 
         return PostgresResponses(config.state.postgres, retention)
     return SqliteResponses(config.state.ledger or ":memory:", retention)
+
+
+def _keyring(config: GatewayConfig, shared: Any) -> KeyRing | None:
+    """The key API's store beside a persistent ledger, with Redis to spread changes."""
+    store = build_store(config)
+    return KeyRing(store, shared.events if shared is not None else None) if store else None
 
 
 def _shared_state(config: GatewayConfig) -> Any:
@@ -120,7 +128,9 @@ class Gateway:
         self.cache = build_cache(config.cache, cache_store or (
             shared.cache_store() if shared else None))
         self.responses = carried.responses if carried else _response_store(config)
-        self.keyring = carried.keyring if carried else None
+        # client keys made through the admin API (None: the ledger is in memory)
+        self.keyring = carried.keyring if carried else _keyring(config, shared)
+        self._tasks: set[asyncio.Task] = set()
         access = self._access_policies(now)
         gates, observers = self._dispatch_hooks()
         breakers = carried.breakers if carried and carried.breakers else \
@@ -232,15 +242,18 @@ class Gateway:
         the data plane too, as the key named 'admin' (compared like every client key).
         Their stores (windows, spend, the ledger) are the running generation's on a reload."""
         config, shared, carried = self.config, self.shared, self.carried
+        index = self.keyring.index if self.keyring is not None else None
         admin = self.admin_identity = (KeyConfig(name=ADMIN_KEY_NAME,
                                                  digest=hash_key(config.admin_key))
                                        if config.admin_key else None)
-        self.auth = Auth(config.keys + ((admin,) if admin else ())) if config.keys else None
+        self.auth = Auth(config.keys, index, also=(admin,) if admin else ()) \
+            if config.keys or index is not None else None
         self.routes = (Routes(RuleTable(config.routes), config.models, config.tasks, admin)
                        if config.routes or config.tasks or admin else None)
-        self.admin_auth = AdminAuth(config.admin_key, [k.digest for k in config.keys])
+        self.admin_auth = AdminAuth(config.admin_key, [k.digest for k in config.keys], index)
         self.client_limits = carried.client_limits if carried else None
-        if self.client_limits is None and any(k.limited for k in config.keys):
+        if self.client_limits is None and (index is not None
+                                           or any(k.limited for k in config.keys)):
             self.client_limits = ClientRateLimit(*(shared.client_stores() if shared else ()))
         self.budget: Budget | None = None
         #: kept for the next generation even while no budget uses it
@@ -252,7 +265,8 @@ class Gateway:
             store = (carried.budget_store if carried else None) or (
                 shared.budget_store() if shared else None)
             self.budget = Budget(config, ledger, store=store, now=now,
-                                 alert=self.alerts.budget_alert)
+                                 alert=self.alerts.budget_alert,
+                                 more_keys=index.keys if index is not None else None)
         self.target_limits: TargetRateLimit | None = carried.target_limits if carried else None
         if self.target_limits is None and \
                 TargetRateLimit.needed(t for m in config.models.values() for t in m.targets):
@@ -301,7 +315,15 @@ class Gateway:
 
     def authenticate(self, headers: Any) -> Any:
         """The caller's KeyConfig (401 if keys are configured and none matches), else None."""
-        return self.auth.identify(headers) if self.auth is not None else None
+        auth = self.auth
+        return auth.identify(headers) if auth is not None and auth.required else None
+
+    def _keys_changed(self, names: set[str]) -> None:
+        """Keys changed through the admin API: budgets read theirs again."""
+        if self.budget is not None:
+            task = asyncio.get_running_loop().create_task(keys_changed(self.budget, names))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
 
     def state_status(self) -> dict[str, str] | None:
         """The shared state's health for /health/ready (None with the memory backend)."""
@@ -387,6 +409,8 @@ class Gateway:
         self.alerts.redact.add(config.secrets())
         if self.shared is not None:
             self.shared.bind(config, self.dispatcher.stats, self.budget)
+        if self.keyring is not None:
+            self.keyring.index.on_change = self._keys_changed
 
     async def start(self, app: web.Application) -> None:
         """The first generation opens everything the process will use."""
@@ -400,6 +424,8 @@ class Gateway:
                                                            name="gatewise-loop-lag")
         if self.shared is not None:
             await self.shared.start()
+        if self.keyring is not None:  # before the budgets: theirs are rebuilt too
+            await self.keyring.start()
         if self.budget is not None:
             if self.config.state.ledger is None and self.config.state.postgres is None:
                 log.warning("budgets are kept in memory only: set state.ledger (sqlite:PATH) "
@@ -430,6 +456,9 @@ class Gateway:
         if self._lag is not None:
             self._lag.cancel()
         await self.watch.stop()
+        if self.keyring is not None:
+            await self.keyring.close()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
         await self.responses.close()
         if self.budget is not None:
             await self.budget.stop()

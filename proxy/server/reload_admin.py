@@ -23,9 +23,11 @@ from proxy.config.types import GatewayConfig
 from proxy.core.errors import bad_request
 from proxy.server.configure import load_config
 from proxy.server.gateway import GATEWAY
+from proxy.server.keyring import Actor
 from proxy.server.live import Live
 from proxy.server.reload import Loader
 from proxy.server.reload_watch import watch_files
+from proxy.state.api_keys import KeyStoreDown
 
 log = logging.getLogger("gatewise.reload")
 RELOAD_EVENT = "reload"
@@ -63,10 +65,14 @@ async def reload(request: web.Request) -> web.Response:
     if everywhere in ("true", "1"):
         events = live.current.shared.events if live.current.shared is not None else None
         body["instances_notified"] = await events.publish(RELOAD_EVENT) if events else 0
-    audit = live.current.keyring
-    if audit is not None:
-        await audit.record("config.reload", None, request, detail={
-            "status": result.status, "generation": result.generation})
+    keyring = live.current.keyring
+    if keyring is not None:  # the audit log lives with the keys
+        actor = Actor(live.admin_auth.id or "admin", request.remote or "unknown")
+        try:
+            await keyring.record("config.reload", None, actor, detail={
+                "status": result.status, "generation": result.generation})
+        except KeyStoreDown as exc:
+            log.error(f"reload: the audit row was not written ({exc})")
     return web.Response(status=200 if result.ok else 422, body=orjson.dumps(body),
                         content_type="application/json")
 
