@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import functools
 import ipaddress
 import logging
 import os
+import signal
 import sys
 from typing import Sequence
 
@@ -79,6 +81,9 @@ def unauthenticated_refusal(config: GatewayConfig, host: str) -> str | None:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
+    hangups: list[int] = []  # a SIGHUP before the reload handler is in place: never fatal,
+    if hasattr(signal, "SIGHUP"):  # and reloaded as soon as it is
+        signal.signal(signal.SIGHUP, lambda signum, _frame: hangups.append(signum))
     config = _load(args.config)
     if config is None:
         return 2
@@ -104,7 +109,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         return workers.run(args.config, host, port, args.workers, watch=args.watch)
     app = build_app(config, watch=args.watch)
     app.on_startup.append(_freeze_heap)
-    app.on_startup.append(_reload_on_hangup)
+    app.on_startup.append(functools.partial(_reload_on_hangup, early=hangups))
     gateway = app[GATEWAY]
     gateway.warn_disabled()
     try:
@@ -197,12 +202,16 @@ def cmd_keys(args: argparse.Namespace) -> int:
     return keys_cli.run(config, args)
 
 
-async def _reload_on_hangup(app: object) -> None:
-    """SIGHUP reloads the config file (proxy/server/reload.py)."""
+async def _reload_on_hangup(app: object, early: list[int]) -> None:
+    """SIGHUP reloads the config file (proxy/server/reload.py); one that came while the
+    gateway was starting is honoured now."""
     from proxy.server.gateway import GATEWAY
-    from proxy.server.reload_admin import install_hangup
+    from proxy.server.reload_admin import install_hangup, on_hangup
 
-    install_hangup(app[GATEWAY])  # type: ignore[index]
+    live = app[GATEWAY]  # type: ignore[index]
+    install_hangup(live)
+    if early:
+        on_hangup(live)
 
 
 async def _freeze_heap(app: object) -> None:

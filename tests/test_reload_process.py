@@ -1,0 +1,137 @@
+"""Reload in real processes: SIGHUP and `--watch` on `gatewise serve`, and SIGHUP to
+the supervisor of `--workers 2` reloading every worker."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+import requests
+
+from tests.test_redis_stores import free_port, require
+from tests.test_scaleout import listening_pids
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def write(path: Path, target: str, state: str = "") -> None:
+    path.write_text(f"""
+telemetry: {{log_format: text}}
+providers: {{a: {{type: mock}}, b: {{type: mock}}}}
+models: {{m: {{targets: [{{provider: {target}, model: echo}}]}}}}
+{state}
+""")
+
+
+def serve(path: Path, port: int, *extra: str) -> subprocess.Popen:
+    with open(path.parent / "gatewise.log", "ab") as log:
+        return subprocess.Popen([sys.executable, "-m", "proxy", "serve", "--config", str(path),
+                                 "--port", str(port), *extra], cwd=ROOT,
+                                stdout=subprocess.DEVNULL, stderr=log)
+
+
+def target(port: int) -> str | None:
+    """The target a fresh connection is served by (None while nothing listens)."""
+    try:
+        with requests.Session() as http:
+            resp = http.post(f"http://127.0.0.1:{port}/v1/chat/completions", timeout=5, json={
+                "model": "m", "messages": [{"role": "user", "content": "hi"}]},
+                headers={"connection": "close"})
+            return resp.headers.get("x-gatewise-target")
+    except requests.ConnectionError:
+        return None
+
+
+def eventually(check, seconds: float = 10.0) -> None:
+    deadline = time.monotonic() + seconds
+    while not check():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.05)
+
+
+def log_of(path: Path) -> str:
+    return (path.parent / "gatewise.log").read_text()
+
+
+def stop(proc: subprocess.Popen) -> None:
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(15) == 0
+
+
+def test_sighup_reloads_and_a_bad_file_leaves_the_process_serving(tmp_path):
+    path, port = tmp_path / "gatewise.yaml", free_port()
+    write(path, "a")
+    proc = serve(path, port)
+    try:
+        eventually(lambda: target(port) == "a/echo")
+        write(path, "b")
+        proc.send_signal(signal.SIGHUP)
+        eventually(lambda: target(port) == "b/echo", 3.0)
+        path.write_text("models: [\n")
+        proc.send_signal(signal.SIGHUP)
+        eventually(lambda: "config reload (SIGHUP) refused" in log_of(path), 3.0)
+        assert proc.poll() is None and target(port) == "b/echo"
+        assert "invalid YAML" in log_of(path)
+    finally:
+        stop(proc)
+
+
+def test_watch_follows_the_file_even_when_it_vanishes(tmp_path):
+    path, port = tmp_path / "gatewise.yaml", free_port()
+    write(path, "a")
+    proc = serve(path, port, "--watch")
+    try:
+        eventually(lambda: target(port) == "a/echo")
+        write(path, "b")
+        eventually(lambda: target(port) == "b/echo", 5.0)
+        path.unlink()
+        eventually(lambda: "cannot read config file" in log_of(path), 5.0)
+        assert target(port) == "b/echo"
+        write(path, "a")
+        eventually(lambda: target(port) == "a/echo", 5.0)
+        assert log_of(path).count("config reload (file changed): applied") == 2
+    finally:
+        stop(proc)
+
+
+def test_sighup_to_the_supervisor_reloads_every_worker(tmp_path):
+    require("127.0.0.1", 6379, "Redis")
+    state = (f'state: {{backend: redis, url: "redis://127.0.0.1:6379/0", '
+             f'prefix: "gwtest-{uuid.uuid4().hex[:10]}:", instances: 2}}')
+    path, port = tmp_path / "gatewise.yaml", free_port()
+    write(path, "a", state)
+    proc = serve(path, port, "--workers", "2")
+    try:
+        eventually(lambda: len(listening_pids(port)) == 2, 20.0)  # both started
+        write(path, "b", state)
+        proc.send_signal(signal.SIGHUP)
+        eventually(lambda: log_of(path).count("config reload (SIGHUP): applied") == 2, 5.0)
+        assert {target(port) for _ in range(20)} == {"b/echo"}
+        assert proc.poll() is None
+    finally:
+        stop(proc)
+
+
+@pytest.fixture(autouse=True)
+def _no_requests_proxy(monkeypatch):
+    for name in ("http_proxy", "HTTP_PROXY", "https_proxy", "HTTPS_PROXY"):
+        monkeypatch.delenv(name, raising=False)
+
+
+def test_a_sighup_while_starting_is_not_fatal_and_is_honoured(tmp_path):
+    path, port = tmp_path / "gatewise.yaml", free_port()
+    write(path, "a")
+    proc = serve(path, port)
+    try:
+        time.sleep(0.3)  # the interpreter is up, the gateway is not serving yet
+        write(path, "b")
+        proc.send_signal(signal.SIGHUP)
+        eventually(lambda: target(port) == "b/echo")
+        assert proc.poll() is None
+    finally:
+        stop(proc)
