@@ -193,3 +193,22 @@ async def test_retired_generations_close_only_their_own_transports(gateway, upst
 def _day(live) -> str:
     from policies.budget import period_label
     return period_label("day", live.budget.now())
+
+
+async def test_the_cache_follows_the_upstream_not_its_key(gateway, upstreams):
+    one, two = upstreams
+    one.keys.add(K2)
+    two.keys.add(K2)
+    async with aiohttp.ClientSession() as http:
+        assert (await chat(http, gateway.url, "a", "q"))[1]["x-gatewise-cache"] == "MISS"
+        (gateway.tmp / "one.key").write_text(K2)  # a rotated key: the same upstream
+        status, body = await reload(http, gateway.url)
+        assert body["changes"]["providers"] == {"changed": ["one"]}
+        assert (await chat(http, gateway.url, "a", "q"))[1]["x-gatewise-cache"] == "HIT"
+        # the same target label, another upstream behind it: nothing cached applies
+        gateway.path.write_text(config(gateway.tmp, one, two).replace(
+            f'base_url: "{one.url}/v1"', f'base_url: "{two.url}/v1"'))
+        status, body = await reload(http, gateway.url)
+        assert status == 200 and body["changes"]["providers"] == {"changed": ["one"]}
+        status, headers, _ = await chat(http, gateway.url, "a", "q")
+        assert status == 200 and headers["x-gatewise-cache"] == "MISS"

@@ -26,7 +26,7 @@ from policies.auth import AdminAuth, Auth
 from policies.budget import Budget
 from policies.budget_carry import adopt as adopt_budget
 from policies.budget_carry import keys_changed
-from policies.cache import build_cache
+from policies.cache import build_cache, upstream_fingerprints
 from policies.metrics import Metrics
 from policies.ratelimit import ClientRateLimit, TargetRateLimit
 from policies.routes import Routes
@@ -126,7 +126,8 @@ class Gateway:
         self.tracing = carried.tracing if carried else build_tracing(config)
         cache_store = carried.cache_store if carried else None
         self.cache = build_cache(config.cache, cache_store or (
-            shared.cache_store() if shared else None))
+            shared.cache_store() if shared else None),
+            upstream_fingerprints(config.models, config.providers))
         self.responses = carried.responses if carried else _response_store(config)
         # client keys made through the admin API (None: the ledger is in memory)
         self.keyring = carried.keyring if carried else _keyring(config, shared)
