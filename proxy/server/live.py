@@ -46,6 +46,20 @@ class Live:
         """Any Gateway attribute, of the generation this request started on."""
         return getattr(self._pinned.get() or self.current, name)
 
+    # What every request reads, forwarded without the failed lookup `__getattr__`
+    # costs first (about 0.7 µs each on the hot path).
+    @property
+    def config(self) -> Any:
+        return (self._pinned.get() or self.current).config
+
+    @property
+    def pipeline(self) -> Any:
+        return (self._pinned.get() or self.current).pipeline
+
+    @property
+    def authenticate(self) -> Any:
+        return (self._pinned.get() or self.current).authenticate
+
     @property
     def pinned(self) -> Gateway:
         """The Gateway this request is pinned to (the current one outside a request)."""
