@@ -25,9 +25,9 @@ from aiohttp import web
 from proxy.server.gateway import Gateway
 
 log = logging.getLogger("gatewise")
-#: how long a retired generation may wait for its last request before its own
-#: connections are closed anyway (past every deadline a request can have)
-RETIRE_GRACE_S = 60.0
+#: after this long, a generation still serving requests says so in the log (it keeps
+#: waiting for them: a stream may run for many minutes and is never cut by a reload)
+RETIRE_NOTE_S = 60.0
 
 
 class Live:
@@ -109,12 +109,16 @@ class Live:
         return old
 
     async def _retire(self, old: Gateway, idle: asyncio.Event) -> None:
+        waiter = asyncio.ensure_future(idle.wait())
         try:
-            await asyncio.wait_for(idle.wait(), RETIRE_GRACE_S)
-        except TimeoutError:
-            log.warning(f"config generation {old.generation}: {old.in_flight} request(s) "
-                        f"still running after {RETIRE_GRACE_S:g}s; closing its own "
-                        "connections anyway")
+            done, _ = await asyncio.wait({waiter}, timeout=RETIRE_NOTE_S)
+            if not done:
+                log.info(f"config generation {old.generation}: {old.requests} request(s) "
+                         f"still running {RETIRE_NOTE_S:g}s after a reload; its connections "
+                         "close after the last one")
+                await waiter
+        finally:
+            waiter.cancel()
         self._retiring.pop(old, None)  # (cancelled before here: the lifespan retires it)
         try:
             await old.retire(self.serving())
@@ -153,9 +157,10 @@ class Live:
             for task in list(self._tasks):
                 task.cancel()
             await asyncio.gather(*self._tasks, return_exceptions=True)
-            for old in list(self._retiring):  # their requests are over: the server stopped
-                await old.retire([self.current])
+            retiring = list(self._retiring)  # their requests are over: the server stopped
             self._retiring.clear()
+            for old in retiring:
+                await old.retire([self.current])
             if self.peers is not None:
                 await self.peers.stop()
             await self.current.close()

@@ -65,9 +65,8 @@ class Reloader:
 
     async def reload(self, cause: str) -> ReloadResult:
         """Reload now, or share the run queued behind the one in progress."""
-        if self._queued is None:
-            self._queued = asyncio.get_running_loop().create_task(self._after(cause),
-                                                                  name="gatewise-reload")
+        if self._queued is None:  # (a task of the app's: cancelled if it stops meanwhile)
+            self._queued = self.live.spawn(self._after(cause), name="gatewise-reload")
         return await asyncio.shield(self._queued)
 
     def reload_soon(self, cause: str) -> None:
@@ -110,7 +109,7 @@ class Reloader:
         except Exception as exc:  # noqa: BLE001 — the running config stays, whatever broke
             log.exception("reload: the new config could not be put in place")
             if new is not None:
-                await _discard(new, old)
+                await _discard(new, old, self.live)
             result.status = "failed"
             result.problems = [f"the new config could not be put in place: "
                                f"{type(exc).__name__}: {exc}"]
@@ -140,10 +139,10 @@ class Reloader:
         return result
 
 
-async def _discard(new: Gateway, old: Gateway) -> None:
+async def _discard(new: Gateway, old: Gateway, live: Live) -> None:
     """A generation that never served: close what it opened and `old` does not use."""
     try:
         old.bind()
-        await new.retire(old)
+        await new.retire(live.serving())
     except Exception:  # noqa: BLE001
         log.exception("reload: cleaning up the refused generation failed")
