@@ -175,3 +175,39 @@ def test_pool_config_problems_name_their_fields():
     config = parse_config(base % 'api_keys: ["sk-aaaaaaaaaaaa", {key: "sk-bbbbbbbbbbbb"}]', {})
     assert {"sk-aaaaaaaaaaaa", "sk-bbbbbbbbbbbb"} <= set(config.secrets())
     assert "sk-aaaa" not in repr(config.providers["p"])
+
+
+async def test_rotating_a_pool_key_under_load_drops_nothing(tmp_path, fake):
+    import asyncio
+
+    from proxy.server.app import build_app
+    from proxy.server.configure import load_config
+
+    path = tmp_path / "gatewise.yaml"
+    path.write_text(config(fake.url, f'["{K1}", "{K2}"]'))
+    failures: list[int] = []
+    stop = asyncio.Event()
+    async with LoopbackServer(build_app(load_config(path)), handler_cancellation=True) as gw:
+        async def client(n: int) -> None:
+            async with aiohttp.ClientSession() as http:
+                while not stop.is_set():
+                    status, headers, body = await chat(http, gw.url, stream=n % 2 == 1)
+                    if status != 200 or "x-gatewise-fallback" in headers:
+                        failures.append(status)
+
+        clients = [asyncio.create_task(client(n)) for n in range(8)]
+        await asyncio.sleep(0.3)
+        path.write_text(config(fake.url, f'["{K3}", "{K2}"]'))  # K1 out, K3 in
+        async with aiohttp.ClientSession() as http, http.post(
+                gw.url + "/admin/reload", headers={"authorization": f"Bearer {ADMIN}"}) as resp:
+            assert resp.status == 200
+            assert (await resp.json())["changes"]["providers"] == {"changed": ["openai"]}
+        await asyncio.sleep(0.1)  # requests that began on K1 have ended...
+        fake.keys.discard(K1)  # ...and the provider revokes it
+        used_before = dict(fake.by_key)
+        await asyncio.sleep(0.3)
+        stop.set()
+        await asyncio.gather(*clients)
+    assert failures == []
+    assert fake.by_key.get(K1, 0) == used_before.get(K1, 0)  # nothing sent K1 any more
+    assert fake.by_key[K3] > 0

@@ -135,3 +135,22 @@ def test_a_sighup_while_starting_is_not_fatal_and_is_honoured(tmp_path):
         assert proc.poll() is None
     finally:
         stop(proc)
+
+
+def test_a_storm_of_sighups_makes_a_few_reloads(tmp_path):
+    path, port = tmp_path / "gatewise.yaml", free_port()
+    write(path, "a")
+    proc = serve(path, port)
+    try:
+        eventually(lambda: target(port) == "a/echo")
+        write(path, "b")
+        for _ in range(50):
+            proc.send_signal(signal.SIGHUP)
+        eventually(lambda: target(port) == "b/echo", 3.0)
+        time.sleep(0.5)
+        log = log_of(path)
+        assert log.count("config reload (SIGHUP): applied") == 1
+        assert log.count("config reload (SIGHUP)") <= 3  # the rest shared a run
+        assert proc.poll() is None
+    finally:
+        stop(proc)
