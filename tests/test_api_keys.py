@@ -121,7 +121,13 @@ async def test_limits_budget_and_expiry_are_honoured(gw):
                                {"expires_at": time.time() + 3600, "rpm": None})
         assert status == 200 and c2["status"] == "active"
         assert (await chat(http, gw.url, c["key"]))[0] == 200
+        await api(http, gw.url, "POST", "/admin/keys", {"name": "gone"})
+        await api(http, gw.url, "DELETE", "/admin/keys/gone")
         status, listing = await api(http, gw.url, "GET", "/admin/keys")
+        _, everything = await api(http, gw.url, "GET", "/admin/keys?include_revoked=true")
+        assert (await api(http, gw.url, "GET", "/admin/keys?include_revoked=1"))[0] == 400
+    assert "gone" not in {v["name"] for v in listing["data"]}
+    assert {v["name"]: v["status"] for v in everything["data"]}["gone"] == "revoked"
     views = {v["name"]: v for v in listing["data"]}
     assert views["filekey"]["source"] == "file" and views["broke"]["budget"]["usd"] == 1e-06
     assert views["limited"]["usage"] == {"requests_remaining": 0}
@@ -260,6 +266,9 @@ async def test_the_cli_makes_keys_the_running_gateway_honours(gw, capsys):
     assert audit["data"][0]["admin"].startswith("cli:") and audit["data"][0]["source"] == "local"
     assert audit["next_before"] == audit["data"][-1]["id"]
     assert await shell("keys", "list", "--config", config) == 0
+    table = capsys.readouterr().out
+    assert "shell" not in table and "filekey" in table
+    assert await shell("keys", "list", "--config", config, "--all") == 0
     table = capsys.readouterr().out
     assert "shell" in table and "revoked" in table and "filekey" in table
     assert rotated["key"] not in table

@@ -1,6 +1,7 @@
 """The admin API for client keys, and its audit log. The admin key alone opens it.
 
-    GET    /admin/keys                  every key: the file's and the API's
+    GET    /admin/keys                  every key: the file's and the API's (revoked
+                                        ones with ?include_revoked=true)
     POST   /admin/keys                  make one → 201, its secret in `key`, shown once
     GET    /admin/keys/{name}           one key
     PATCH  /admin/keys/{name}           change its settings (null removes one)
@@ -54,11 +55,17 @@ def _file_names(gateway: Any) -> set[str]:
 
 
 async def list_keys(request: web.Request) -> web.Response:
+    """GET /admin/keys[?include_revoked=true]"""
     gateway, _ = _admin(request)
+    revoked = request.query.get("include_revoked", "false")
+    if revoked not in ("true", "false"):
+        raise bad_request("Invalid 'include_revoked': expected true or false.",
+                          param="include_revoked")
     data = [file_key_view(k) for k in gateway.config.keys]
     keyring = gateway.keyring
     if keyring is not None:
-        data += [api_key_view(r) for r in await _guard(keyring.store.all())]
+        data += [api_key_view(r) for r in await _guard(keyring.store.all())
+                 if revoked == "true" or r.revoked_at is None]
     await with_spend(gateway, data)
     return _json({"object": "list", "data": data,
                   "key_api": {"enabled": keyring is not None}})

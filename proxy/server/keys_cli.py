@@ -49,7 +49,8 @@ def add_parser(sub: Any, config_default: str, handler: Callable) -> None:
         return p
 
     action("create", "make a key; its secret is printed once", settings=True)
-    action("list", "list the file's and the API's keys", named=False)
+    listing = action("list", "list the file's and the API's keys", named=False)
+    listing.add_argument("--all", action="store_true", help="revoked keys too")
     action("show", "one key")
     action("update", "change a key's settings", settings=True)
     action("revoke", "revoke a key (refused everywhere within a second)")
@@ -108,7 +109,8 @@ async def _act(config: GatewayConfig, ring: KeyRing, args: argparse.Namespace, a
     secret = None
     if action == "list":
         views = [file_key_view(k) for k in config.keys]
-        views += [api_key_view(r) for r in await ring.store.all()]
+        views += [api_key_view(r) for r in await ring.store.all()
+                  if args.all or r.revoked_at is None]
         _print(views, args.json)
         return 0
     if action == "show":
