@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import textwrap
+import time
 from pathlib import Path
 
 import aiohttp
@@ -203,3 +204,80 @@ async def test_an_unchanged_file_changes_nothing(served):
     async with aiohttp.ClientSession() as http:
         status, body = await reload(http, served.url)
     assert status == 200 and body["status"] == "unchanged" and body["generation"] == 1
+
+
+PAGE = """
+admin: {{key: "{admin}"}}
+providers:
+  a: {{type: mock}}
+  b: {{type: mock}}
+{extra}
+models:
+  m:
+{slo}
+    targets: [{{provider: {target}, model: echo}}]
+"""
+
+
+async def test_the_page_alerts_and_slos_follow_a_reload(tmp_path):
+    path = tmp_path / "gatewise.yaml"
+    path.write_text(PAGE.format(admin=ADMIN, extra="", slo="", target="a"))
+    async with LoopbackServer(build_app(load_config(path))) as server, \
+            aiohttp.ClientSession() as http:
+        live = server.app[GATEWAY]
+        hub, watch, stats = live.alerts, live.watch, live.live
+        assert (await chat(http, server.url))[0] == 200
+        secret = "sk-rotated-in-by-a-reload-0123"
+        path.write_text(PAGE.format(
+            admin=ADMIN, target="b", slo="    slo: {availability: 99%, window: 5m}",
+            extra=f'  extra: {{type: openai, base_url: "http://127.0.0.1:9/v1", '
+                  f'api_key: "{secret}"}}'))
+        status, body = await reload(http, server.url)
+        assert status == 200, body
+        assert live.alerts is hub and live.watch is watch and live.live is stats  # kept
+        assert "b/echo" in stats.targets and "a/echo" not in stats.targets
+        assert watch.config is live.current.config and watch.slo is live.slo
+        assert [s.config.subject for s in live.slo.states] == ["m"]
+        assert live.metrics.gauges and live.metrics.on_record is not None
+        assert hub.redact(f"key {secret}") == "key [redacted]"  # alerts hide the new key
+        watch.build(time.time())
+        targets = str(orjson.loads(watch.body)["targets"])
+        assert "b/echo" in targets and "a/echo" not in targets
+
+
+async def test_the_admin_key_of_a_served_page_needs_a_restart(served):
+    async with aiohttp.ClientSession() as http:
+        served.path.write_text(served.path.read_text().replace(ADMIN, ADMIN + "-new"))
+        status, body = await reload(http, served.url)
+        assert status == 422 and body["problems"][0].startswith("admin.key: cannot change")
+        served.path.write_text(served.path.read_text() + "\nalerts: {cooldown: 1m}\n")
+        status, body = await reload(http, served.url)
+        assert "alerts: cannot change while gatewise runs; restart gatewise to apply it" \
+            in body["problems"]
+
+
+async def test_a_reloaded_secret_is_redacted_from_the_log(served):
+    import io
+    import logging
+
+    from proxy.server.logs import log_handler
+
+    out = io.StringIO()
+    handler = log_handler("text", [ADMIN], out)
+    root = logging.getLogger()
+    root.addHandler(handler)
+    try:
+        secret = "sk-fresh-from-the-reload-0123456"
+        served.path.write_text(BASE.format(admin=ADMIN, target="a", extra=textwrap.dedent(f"""
+            policies: {{retry: {{attempts: 1}}}}
+        """)).replace("  a: {type: mock, chunk_delay_ms: 2}",
+                      f'  a: {{type: mock, chunk_delay_ms: 2}}\n  o: {{type: openai, '
+                      f'base_url: "http://127.0.0.1:9/v1", api_key: "{secret}"}}'))
+        async with aiohttp.ClientSession() as http:
+            status, body = await reload(http, served.url)
+        assert status == 200 and body["changes"]["providers"] == {"added": ["o"]}, body
+        logging.getLogger("gatewise.test").warning(f"an upstream quoted {secret} back")
+        handler.flush()
+    finally:
+        root.removeHandler(handler)
+    assert secret not in out.getvalue() and "[redacted]" in out.getvalue()

@@ -26,6 +26,7 @@ from proxy.server.carry import Carried
 from proxy.server.configure import ConfigError
 from proxy.server.gateway import Gateway
 from proxy.server.live import Live
+from proxy.server.logs import remember_secrets
 
 log = logging.getLogger("gatewise.reload")
 Loader = Callable[[], GatewayConfig]
@@ -98,6 +99,9 @@ class Reloader:
         if problems:
             result.problems = problems
             return self._done(result, cause, started)
+        # Its credentials are hidden in every log line from now on (the old ones stay
+        # hidden: requests in flight may still print them).
+        remember_secrets(config.secrets())
         result.changes = changes(old.config, config)
         if not result.changes and config == old.config:
             result.status = "unchanged"
