@@ -24,8 +24,6 @@ from aiohttp import web
 from policies.accesslog import AccessLog
 from policies.auth import AdminAuth, Auth
 from policies.budget import Budget
-from policies.budget_carry import adopt as adopt_budget
-from policies.budget_carry import keys_changed
 from policies.cache import build_cache, upstream_fingerprints
 from policies.metrics import Metrics
 from policies.ratelimit import ClientRateLimit, TargetRateLimit
@@ -42,11 +40,10 @@ from proxy.engine.dispatch import AttemptObserver, Dispatcher, TargetGate
 from proxy.engine.health import HealthChecker
 from proxy.engine.live import LiveStats
 from proxy.engine.slo import SloEvaluator
-from proxy.engine.mock_upstream import MockTransport
 from proxy.engine.rules import RuleTable
-from proxy.engine.transport import HttpTransport, new_session
 from proxy.server.alerts import AlertHub
 from proxy.server.carry import Carried
+from proxy.server.lifecycle import Lifecycle
 from proxy.server.watch import Watch
 from proxy.core.errors import StartupError
 from proxy.server.keyring import KeyRing, build_store
@@ -93,7 +90,7 @@ def _shared_state(config: GatewayConfig) -> Any:
     return SharedState(config)
 
 
-class Gateway:
+class Gateway(Lifecycle):
     def __init__(self, config: GatewayConfig, policies: list[Policy] | None = None,
                  now: Clock = wall_clock, carried: Carried | None = None) -> None:
         """`carried`: what the running generation hands over on a reload (None: the
@@ -319,13 +316,6 @@ class Gateway:
         auth = self.auth
         return auth.identify(headers) if auth is not None and auth.required else None
 
-    def _keys_changed(self, names: set[str]) -> None:
-        """Keys changed through the admin API: budgets read theirs again."""
-        if self.budget is not None:
-            task = asyncio.get_running_loop().create_task(keys_changed(self.budget, names))
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
-
     def state_status(self) -> dict[str, str] | None:
         """The shared state's health for /health/ready (None with the memory backend)."""
         return self.shared.status() if self.shared is not None else None
@@ -338,144 +328,5 @@ class Gateway:
     @property
     def session_open(self) -> bool:
         return self.session is not None and not self.session.closed
-
-    def usable_models(self) -> list[str]:
-        """Models that can answer now: a target of their own, or of one of their
-        fallback models, whose provider is enabled, not failing its health check,
-        and whose circuit breaker is not open."""
-        providers, models = self.config.providers, self.config.models
-        breakers, health = self.dispatcher.breakers, self.health
-
-        def live(name: str) -> bool:
-            return any(providers[t.provider].enabled and health.status(t.provider) is not False
-                       and not breakers.is_open(t.label) for t in models[name].targets)
-
-        alive = {name for name in models if live(name)}
-        return [name for name, model in models.items()
-                if name in alive or any(f in alive for f in model.fallbacks)]
-
-    def why_unavailable(self, name: str) -> str:
-        """Why a model cannot answer now: each of its targets' reasons, once."""
-        providers, breakers = self.config.providers, self.dispatcher.breakers
-        reasons: dict[str, None] = {}
-        for target in self.config.models[name].targets:
-            provider = providers[target.provider]
-            if not provider.enabled:
-                reasons[f"provider '{provider.name}' is disabled ({provider.disabled_reason})"] \
-                    = None
-            elif self.health.status(target.provider) is False:
-                reasons[f"provider '{provider.name}' fails its health check"] = None
-            elif breakers.is_open(target.label):
-                reasons[f"target {target.label} is failing (circuit open)"] = None
-        return "; ".join(reasons) or "no target can answer"
-
-    def startup_lines(self) -> list[str]:
-        """Which models can answer, and for the others why not."""
-        usable = self.usable_models()
-        models = self.config.models
-        lines = [f"{len(usable)} of {len(models)} model(s) can answer: "
-                 + (", ".join(usable) or "none")]
-        lines += [f"model '{name}' cannot answer: {self.why_unavailable(name)}"
-                  for name in models if name not in usable]
-        return lines
-
-    def warn_disabled(self) -> None:
-        for provider in self.config.providers.values():
-            if not provider.enabled:
-                log.warning(f"provider '{provider.name}' is disabled: {provider.disabled_reason}; "
-                            "its models answer 503 until it is set")
-
-    def _open_transports(self) -> None:
-        """A transport for each provider that has none yet (a reload carries over
-        those of unchanged providers, with their pooled connections)."""
-        for name, provider in self.config.providers.items():
-            if name in self.transports:
-                continue
-            if PROVIDER_TYPES[provider.type].in_process:
-                self.transports[name] = MockTransport(provider)
-            else:  # one pool per provider, `max_connections` at most
-                self.transports[name] = HttpTransport(provider)
-
-    def bind(self) -> None:
-        """Point what outlives a generation (metrics, the page, the alerts' redaction,
-        the shared state's hooks) at this one."""
-        config = self.config
-        labels = [t.label for m in config.models.values() for t in m.targets]
-        self.metrics.track_targets(labels)
-        self.metrics.watch_breakers(self.dispatcher.breakers.state)
-        self.metrics.follow(self.live.observe_request if self.watching else None,
-                            [self.slo.gauges] if config.slos else ())
-        self.live.follow(labels, config.models)
-        self.watch.follow(config, self.slo, self.dispatcher, self.health, self.budget)
-        self.alerts.redact.add(config.secrets())
-        if self.shared is not None:
-            self.shared.bind(config, self.dispatcher.stats, self.budget)
-        if self.keyring is not None:
-            self.keyring.index.on_change = self._keys_changed
-
-    async def start(self, app: web.Application) -> None:
-        """The first generation opens everything the process will use."""
-        self.bind()
-        self.session = new_session()  # the gateway's own calls (alert webhooks)
-        self._open_transports()
-        self.health.start()
-        self.alerts.start()
-        self.watch.start()
-        self._lag = asyncio.get_running_loop().create_task(self.metrics.watch_loop(),
-                                                           name="gatewise-loop-lag")
-        if self.shared is not None:
-            await self.shared.start()
-        if self.keyring is not None:  # before the budgets: theirs are rebuilt too
-            await self.keyring.start()
-        if self.budget is not None:
-            if self.config.state.ledger is None and self.config.state.postgres is None:
-                log.warning("budgets are kept in memory only: set state.ledger (sqlite:PATH) "
-                            "so a restart forgets no spend")
-            await self.budget.start()
-        await self.responses.open()
-
-    async def begin(self, previous: "Gateway") -> None:
-        """A reload's generation takes over from `previous`: only what is new opens."""
-        self._open_transports()
-        if self.budget is not None:
-            await adopt_budget(self.budget, previous.budget)
-        self._lag, previous._lag = previous._lag, None  # the one loop-lag sampler
-        self.health.start()
-        self.bind()
-
-    async def retire(self, others: "list[Gateway]") -> None:
-        """After its last request: close what none of `others` (the generations still
-        serving) holds — transports of providers that changed or went away."""
-        await self.health.stop()
-        held = {id(t) for g in others for t in g.transports.values()}
-        for transport in self.transports.values():
-            if id(transport) not in held and isinstance(transport, HttpTransport):
-                await transport.close()
-
-    async def close(self) -> None:
-        """The process stops: close everything (the last generation owns it all)."""
-        if self._lag is not None:
-            self._lag.cancel()
-        await self.watch.stop()
-        if self.keyring is not None:
-            await self.keyring.close()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
-        await self.responses.close()
-        if self.budget is not None:
-            await self.budget.stop()
-        elif self.spare_ledger is not None:
-            await self.spare_ledger.close()
-        await self.alerts.stop()
-        if self.shared is not None:
-            await self.shared.close()
-        await self.health.stop()
-        for transport in self.transports.values():
-            if isinstance(transport, HttpTransport):
-                await transport.close()
-        if self.session is not None:
-            await self.session.close()
-        if self.tracing is not None:
-            self.tracing.shutdown()  # flushes the OTLP batch
-
 
 GATEWAY = web.AppKey("gateway", Gateway)
