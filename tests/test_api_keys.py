@@ -226,9 +226,13 @@ async def test_a_reload_adding_a_file_key_named_like_an_api_key_is_refused(gw):
         await api(http, gw.url, "POST", "/admin/keys", {"name": "shared-name"})
         write(gw.path, keys=f"keys: [{{name: shared-name, key: {FILE_KEY}}}]")
         status, body = await api(http, gw.url, "POST", "/admin/reload")
+        _, audit = await api(http, gw.url, "GET", "/admin/audit?limit=1")
     assert status == 422 and body["problems"] == [
         "keys[0].name: 'shared-name' is already the name of a key made through the admin "
         "API (names are unique across the file and the API)"]
+    row = audit["data"][0]
+    assert (row["action"], row["key"], row["detail"]) == (
+        "config.reload", None, {"status": "refused", "generation": 1})
 
 
 async def test_a_database_that_says_no_changes_nothing(gw):
