@@ -290,3 +290,32 @@ async def _within(seconds: float, call, expected: int) -> bool:
         if time.monotonic() > deadline:
             return False
         await asyncio.sleep(0.05)
+
+
+async def test_an_api_keys_budget_survives_a_restart(tmp_path):
+    path = tmp_path / "gatewise.yaml"
+    write(path)
+    async with LoopbackServer(build_app(load_config(path))) as server, \
+            aiohttp.ClientSession() as http:
+        _, made = await api(http, server.url, "POST", "/admin/keys", {
+            "name": "thrifty", "budget": {"usd": 4, "per": "day"}})  # a request ~$1.5
+        statuses = [await small(http, server.url, made["key"]) for _ in range(6)]
+        assert statuses[0] == 200 and statuses[-1] == 429
+        _, view = await api(http, server.url, "GET", "/admin/keys/thrifty")
+        spent = view["budget"]["spent_usd"]
+        assert spent > 0
+    async with LoopbackServer(build_app(load_config(path))) as server, \
+            aiohttp.ClientSession() as http:  # a restart: the spend comes from the ledger
+        _, view = await api(http, server.url, "GET", "/admin/keys/thrifty")
+        assert view["budget"]["spent_usd"] == pytest.approx(spent)
+        assert await small(http, server.url, made["key"]) == 429
+
+
+async def small(http, url, key) -> int:
+    """A request whose reservation is small (5 tokens out at most)."""
+    async with http.post(url + "/v1/chat/completions", headers={
+            "authorization": f"Bearer {key}"}, json={
+            "model": "m", "max_tokens": 5,
+            "messages": [{"role": "user", "content": "spend a little"}]}) as resp:
+        await resp.read()
+        return resp.status

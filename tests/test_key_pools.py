@@ -81,14 +81,15 @@ async def test_a_credential_out_of_quota_cools_and_the_next_key_serves(start_gat
     rows = {row["target"]: row for row in orjson.loads(targets)["data"]}
     assert "spare/echo" not in rows or rows["spare/echo"]["requests"] == 0
     pool = {c["name"]: c for c in rows["openai/gpt-4o"]["credentials"]}
-    assert pool["0"]["state"] == "cooling" and pool["0"]["cooling_s"] > 0
-    assert pool["0"]["failures"] == 1 and pool["0"]["last_error_class"] is not None
+    assert pool["0"]["state"] == "cooling" and pool["0"]["cooling_s"] > 590  # quota_cooldown
+    assert pool["0"]["failures"] == 1 and pool["0"]["last_error_class"] == "quota_exhausted"
     assert pool["1"]["state"] == "ready" and pool["1"]["failures"] == 0
     assert rows["openai/gpt-4o"]["breaker"] == "closed"  # the target itself is fine
     text = metrics.decode()
     assert 'gatewise_upstream_credential_attempts_total{provider="openai",credential="1",' \
            'outcome="ok"} 5.0' in text
-    assert 'gatewise_upstream_credential_cooldowns_total{provider="openai",credential="0"' in text
+    assert 'gatewise_upstream_credential_cooldowns_total{provider="openai",credential="0",' \
+           'error_class="quota_exhausted"} 1.0' in text
     for secret in (K1, K2):
         assert secret not in targets.decode() and secret not in text
 

@@ -6,7 +6,9 @@ credential — its rate limit, an exhausted quota, a refused key — cools that
 credential down, not the provider: the dispatcher moves the request at once
 to another credential of the same provider, and only when none is left does
 the failure count for the target (its cool-down, then fallbacks). Only the
-error class decides. Each attempt sends its credential through a copy of the
+error class decides, and the rests are the target's own settings: an
+exhausted quota `quota_cooldown`, a refused key `auth_cooldown`, a rate limit
+its `retry-after`. Each attempt sends its credential through a copy of the
 provider's config whose `api_key` is that credential, so translators work as
 they do with a single key.
 """
@@ -17,12 +19,10 @@ import dataclasses
 import time
 from typing import Callable
 
+from proxy.config.routing import RetryConfig
 from proxy.config.types import Credential, ProviderConfig
 from proxy.core.errors import ErrorClass, UpstreamError
 
-#: a refused credential will not come back by itself: left alone this long (an edit
-#: and a reload put a new one in at once)
-AUTH_COOLDOWN = 600.0
 #: a credential's own rate limit without a Retry-After
 RATE_LIMIT_COOLDOWN = 10.0
 
@@ -82,10 +82,11 @@ class CredentialPool:
         waits = [e.cooling_until - now for e in self.entries]
         return max(0.0, min(waits)) if waits else 0.0
 
-    def failed(self, entry: PooledCredential, err: UpstreamError) -> bool:
+    def failed(self, entry: PooledCredential, err: UpstreamError,
+               retry: RetryConfig = RetryConfig()) -> bool:
         """Cool `entry` down if `err` is its own (rate limit, quota, refused key);
         True when it was, so the request should move to another credential."""
-        seconds = credential_cooldown(err)
+        seconds = credential_cooldown(err, retry)
         if seconds is None:
             return False
         entry.failures += 1
@@ -105,14 +106,18 @@ class CredentialPool:
                  "last_error_class": e.last_error_class} for e in self.entries]
 
 
-def credential_cooldown(err: UpstreamError) -> float | None:
-    """How long the credential that got `err` should rest; None when the error is
-    not the credential's (a server error, a bad request, a timeout)."""
+def credential_cooldown(err: UpstreamError, retry: RetryConfig) -> float | None:
+    """How long the credential that got `err` should rest — the same settings as a
+    whole target's (`policies.retry.quota_cooldown`, `auth_cooldown`); None when the
+    error is not the credential's (a server error, a bad request, a timeout)."""
     cls = err.error_class
+    if cls is ErrorClass.QUOTA:
+        return retry.quota_cooldown
     if cls is ErrorClass.AUTH:
-        return AUTH_COOLDOWN
+        return retry.auth_cooldown
     if cls is ErrorClass.RATE_LIMITED:
-        return min(err.retry_after, AUTH_COOLDOWN) if err.retry_after else RATE_LIMIT_COOLDOWN
+        asked = err.retry_after
+        return min(asked, retry.quota_cooldown) if asked else RATE_LIMIT_COOLDOWN
     return None
 
 

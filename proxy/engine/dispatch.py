@@ -254,7 +254,7 @@ class Dispatcher:
                 return
             except UpstreamError as err:
                 last = err
-                if credential is not None and pool.failed(credential, err) \
+                if credential is not None and pool.failed(credential, err, self.routing.retry) \
                         and pool.cooling() == 0:
                     plan.again(step)  # the credential's fault: the provider's next key now
                     switching = True

@@ -14,8 +14,10 @@ from aiohttp import web
 
 from policies.budget_carry import adopt as adopt_budget
 from policies.budget_carry import keys_changed
+from proxy.core.errors import StartupError
 from proxy.engine.mock_upstream import MockTransport
 from proxy.engine.transport import HttpTransport, new_session
+from proxy.state.api_keys import KeyStoreDown
 from translators import PROVIDER_TYPES
 
 log = logging.getLogger("gatewise")
@@ -121,13 +123,19 @@ class Lifecycle:
                                                            name="gatewise-loop-lag")
         if self.shared is not None:
             await self.shared.start()
-        if self.keyring is not None:  # before the budgets: theirs are rebuilt too
-            await self.keyring.start()
         if self.budget is not None:
             if self.config.state.ledger is None and self.config.state.postgres is None:
                 log.warning("budgets are kept in memory only: set state.ledger (sqlite:PATH) "
                             "so a restart forgets no spend")
             await self.budget.start()
+        if self.keyring is not None:
+            try:
+                await self.keyring.start()
+            except KeyStoreDown as exc:
+                raise StartupError(f"cannot open the client keys beside the spend ledger: "
+                                   f"{exc}") from None
+            if self.budget is not None:  # the API keys' budgets, from the ledger too
+                await keys_changed(self.budget, set(self.keyring.index.records))
         await self.responses.open()
 
     async def begin(self, previous: "Lifecycle") -> None:
