@@ -52,7 +52,7 @@ def test_a_secret_file_that_cannot_be_used_is_a_problem_of_its_field(tmp_path, c
 def test_a_directory_is_no_secret_file(tmp_path):
     with pytest.raises(ConfigError) as err:
         parse_config(BASE % f"${{file:{tmp_path}}}", {})
-    assert err.value.problems[0].startswith(f"providers.p.api_key: cannot read secret file")
+    assert err.value.problems[0].startswith("providers.p.api_key: cannot read secret file")
 
 
 @settings(max_examples=60, deadline=None)

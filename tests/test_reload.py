@@ -268,9 +268,7 @@ async def test_a_reloaded_secret_is_redacted_from_the_log(served):
     root.addHandler(handler)
     try:
         secret = "sk-fresh-from-the-reload-0123456"
-        served.path.write_text(BASE.format(admin=ADMIN, target="a", extra=textwrap.dedent(f"""
-            policies: {{retry: {{attempts: 1}}}}
-        """)).replace("  a: {type: mock, chunk_delay_ms: 2}",
+        served.path.write_text(BASE.format(admin=ADMIN, target="a", extra="").replace("  a: {type: mock, chunk_delay_ms: 2}",
                       f'  a: {{type: mock, chunk_delay_ms: 2}}\n  o: {{type: openai, '
                       f'base_url: "http://127.0.0.1:9/v1", api_key: "{secret}"}}'))
         async with aiohttp.ClientSession() as http:
