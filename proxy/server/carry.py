@@ -28,7 +28,8 @@ from proxy.engine.credentials import CredentialPool
 
 @dataclass(slots=True)
 class Carried:
-    """Everything is optional: a field left None is built fresh by the new Gateway."""
+    """The process-wide parts are always handed on; the rest only where it did not
+    change (a field left None, or a name missing from a mapping, is built fresh)."""
 
     generation: int
     policies: list[Any]  # the outer policies the app was built with (the access log)

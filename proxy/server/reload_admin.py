@@ -10,6 +10,7 @@ many instances heard it.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import signal
@@ -94,8 +95,6 @@ def on_hangup(live: Live) -> None:
 
 
 def install_hangup(live: Live) -> None:
-    import asyncio
-
     if hasattr(signal, "SIGHUP"):
         asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, on_hangup, live)
 
