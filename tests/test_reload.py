@@ -279,3 +279,56 @@ async def test_a_reloaded_secret_is_redacted_from_the_log(served):
     finally:
         root.removeHandler(handler)
     assert secret not in out.getvalue() and "[redacted]" in out.getvalue()
+
+
+async def test_reloads_that_swap_http_upstreams_under_load_drop_nothing(tmp_path):
+    """The same over HTTP: each valid reload changes the provider the model uses (its
+    connections too), and a changed provider's transport is only closed after the
+    requests still using it have ended."""
+    from tests.fakes.openai_upstream import API_KEY, FakeOpenAI, Reply
+
+    fakes = [FakeOpenAI(), FakeOpenAI()]
+    servers = [LoopbackServer(f.app, handler_cancellation=True) for f in fakes]
+    for server in servers:
+        await server.start()
+    for fake in fakes:
+        fake.default = Reply(text="one two three four", chunk_delay=0.01)
+    path = tmp_path / "gatewise.yaml"
+
+    def http_config(n: int, latency: int) -> str:
+        return (f'admin: {{key: "{ADMIN}"}}\nproviders:\n'
+                f'  up: {{type: openai, base_url: "{servers[n].url}/v1", api_key: {API_KEY}, '
+                f'timeouts: {{connect: {latency}s}}}}\n'
+                "models: {m: {targets: [{provider: up, model: gpt-4o}]}}\n")
+
+    path.write_text(http_config(0, 5))
+    failures: list[str] = []
+    stop = asyncio.Event()
+    async with LoopbackServer(build_app(load_config(path)), handler_cancellation=True) as gw:
+        async def client(n: int) -> None:
+            async with aiohttp.ClientSession() as http:
+                while not stop.is_set():
+                    stream = n % 2 == 1
+                    status, _, body = await chat(http, gw.url, stream=stream)
+                    if status != 200 or (stream and not complete(body, "one two three four")):
+                        failures.append(f"{status} {body[:200]!r}")
+
+        clients = [asyncio.create_task(client(n)) for n in range(32)]
+        async with aiohttp.ClientSession() as http:
+            for i in range(20):
+                if i % 2 == 0:
+                    path.write_text(http_config((i // 2 + 1) % 2, 6 + i))  # another upstream
+                    status, body = await reload(http, gw.url)
+                    assert status == 200 and body["changes"]["providers"] == {
+                        "changed": ["up"]}, body
+                else:
+                    path.write_text(http_config(0, 5).replace("api_key:", "api_kee:"))
+                    status, body = await reload(http, gw.url)
+                    assert status == 422 and body["problems"], body
+                await asyncio.sleep(0.1)
+        stop.set()
+        await asyncio.gather(*clients)
+    for server in servers:
+        await server.close()
+    assert failures == []
+    assert all(len(f.requests) > 20 for f in fakes)
