@@ -68,6 +68,8 @@ class KeyLookup(Protocol):
 
     def lookup(self, digest: bytes) -> KeyConfig | None: ...
 
+    def knows(self, digest: bytes) -> bool: ...
+
 
 class Auth:
     """Identifies callers (`identify`) and, as a policy, enforces model allow-lists."""
@@ -140,7 +142,7 @@ class AdminAuth:
         if hmac.compare_digest(digest, self._digest):
             return
         if digest_matches(digest, self._clients) or (
-                self._api_keys is not None and self._api_keys.lookup(digest) is not None):
+                self._api_keys is not None and self._api_keys.knows(digest)):
             raise GatewayError(403, "This key may not use the admin API.",
                                "invalid_request_error", code="admin_only")
         raise unauthorized(_WRONG)

@@ -319,3 +319,10 @@ async def small(http, url, key) -> int:
             "messages": [{"role": "user", "content": "spend a little"}]}) as resp:
         await resp.read()
         return resp.status
+
+
+async def test_a_huge_body_is_refused(gw):
+    async with aiohttp.ClientSession() as http:
+        status, body = await api(http, gw.url, "POST", "/admin/keys", {
+            "name": "big", "metadata": {f"k{i}": "v" * 100 for i in range(1000)}})
+    assert status == 413 and body["error"]["code"] == "request_too_large"

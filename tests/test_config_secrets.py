@@ -52,7 +52,8 @@ def test_a_secret_file_that_cannot_be_used_is_a_problem_of_its_field(tmp_path, c
 def test_a_directory_is_no_secret_file(tmp_path):
     with pytest.raises(ConfigError) as err:
         parse_config(BASE % f"${{file:{tmp_path}}}", {})
-    assert err.value.problems[0].startswith("providers.p.api_key: cannot read secret file")
+    assert err.value.problems == [f"providers.p.api_key: secret file {tmp_path} is not a "
+                                  "regular file"]
 
 
 @settings(max_examples=60, deadline=None)
@@ -117,3 +118,14 @@ policies: {retry: {attempts: 5}}
     assert summary(found) == ("models +new -gone; targets +c/z -b/y; providers +c -b ~a; "
                               "keys +carol -bob ~alice; changed: routing")
     assert changes(old, old) == {} and summary({}) == "no changes"
+
+
+def test_a_fifo_or_a_device_is_no_secret_file(tmp_path):
+    import os
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    for name in (fifo, "/dev/zero"):
+        with pytest.raises(ConfigError) as err:
+            parse_config(BASE % f"${{file:{name}}}", {})  # returns at once, never blocks
+        assert err.value.problems == [f"providers.p.api_key: secret file {name} is not a "
+                                      "regular file"]

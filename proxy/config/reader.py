@@ -9,7 +9,9 @@ so typos are reported as unknown fields instead of being ignored.
 from __future__ import annotations
 
 import math
+import os
 import re
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Mapping
@@ -128,6 +130,9 @@ def read_secret_file(name: str, base: Path | None, problems: Problems, path: str
         file = base / file
     problems.files.append(str(file))
     try:
+        if not stat.S_ISREG(os.stat(file).st_mode):  # a FIFO or a device would never end
+            problems.add(path, f"secret file {file} is not a regular file")
+            return ""
         with open(file, "rb") as handle:
             data = handle.read(MAX_SECRET_FILE + 1)
     except OSError as exc:

@@ -38,8 +38,15 @@ def _admin(request: web.Request) -> tuple[Any, Actor]:
     return gateway, Actor(gateway.admin_auth.id or "admin", request.remote or "unknown")
 
 
+#: a key's settings fit in far less; more is a mistake or an attack
+MAX_BODY = 65536
+
+
 async def _body(request: web.Request, required: bool = True) -> Any:
-    raw = await request.read()
+    raw = await request.content.read(MAX_BODY + 1)
+    if len(raw) > MAX_BODY:
+        raise GatewayError(413, f"A key's settings take at most {MAX_BODY} bytes.",
+                           code="request_too_large")
     if not raw.strip():
         if required:
             raise bad_request("The request body is empty; send a JSON object.")

@@ -62,6 +62,10 @@ class KeyIndex:
         self._used[key.name] = now
         return key
 
+    def knows(self, digest: bytes) -> bool:
+        """Whether a live API key has this digest (no use is noted: for refusals)."""
+        return digest in self._by_digest
+
     def keys(self) -> Iterable[KeyConfig]:
         return self.by_name.values()
 
