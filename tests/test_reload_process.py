@@ -154,3 +154,26 @@ def test_a_storm_of_sighups_makes_a_few_reloads(tmp_path):
         assert proc.poll() is None
     finally:
         stop(proc)
+
+
+def test_watch_follows_a_secret_file(tmp_path):
+    path, port = tmp_path / "gatewise.yaml", free_port()
+    secret = tmp_path / "openai.key"
+    secret.write_text("sk-first-secret-0123456789\n")
+    path.write_text("""
+telemetry: {log_format: text}
+providers:
+  a: {type: mock}
+  o: {type: openai, base_url: "http://127.0.0.1:9/v1", api_key: "${file:openai.key}"}
+models: {m: {targets: [{provider: a, model: echo}]}}
+""")
+    proc = serve(path, port, "--watch")
+    try:
+        eventually(lambda: target(port) == "a/echo")
+        secret.write_text("sk-second-secret-0123456789\n")
+        eventually(lambda: "config reload (file changed): applied" in log_of(path), 5.0)
+        log = log_of(path)
+        assert "providers ~o" in log
+        assert "sk-first-secret" not in log and "sk-second-secret" not in log
+    finally:
+        stop(proc)
