@@ -149,6 +149,8 @@ async def test_names_bodies_and_callers_are_checked(gw):
             assert resp.status == 400
         status, body = await api(http, gw.url, "POST", "/admin/keys", {"name": "filekey"})
         assert status == 409 and "config file" in body["error"]["message"]
+        status, body = await api(http, gw.url, "POST", "/admin/keys", {"name": "admin"})
+        assert status == 409 and "admin key's name" in body["error"]["message"]
         for method, path in (("PATCH", "/admin/keys/filekey"),
                              ("DELETE", "/admin/keys/filekey")):
             status, body = await api(http, gw.url, method, path, {})

@@ -212,3 +212,23 @@ async def test_rotating_a_pool_key_under_load_drops_nothing(tmp_path, fake):
     assert failures == []
     assert fake.by_key.get(K1, 0) == used_before.get(K1, 0)  # nothing sent K1 any more
     assert fake.by_key[K3] > 0
+
+
+def test_an_unchanged_pool_keeps_its_state_and_takes_the_new_secrets_list():
+    from proxy.engine.credentials import build_pools
+    from proxy.server.configure import parse_config
+    text = """
+    providers:
+      p: {type: openai, api_keys: ["sk-aaaaaaaaaaaa", "sk-bbbbbbbbbbbb"]}
+      %s
+    models: {m: {targets: [{provider: p, model: x}]}}
+    """
+    old = parse_config(text % "", {})
+    new = parse_config(text % 'q: {type: openai, api_key: "sk-new-elsewhere-0123"}', {})
+    assert old.providers["p"] == new.providers["p"]  # equal: its secrets list is no part
+    pools = build_pools(old.providers)
+    pools["p"].entries[0].requests = 7
+    again = build_pools(new.providers, pools)
+    assert again["p"] is pools["p"] and again["p"].entries[0].requests == 7
+    assert "sk-new-elsewhere-0123" in again["p"].entries[0].provider.secrets
+    assert again["p"].entries[1].provider.api_key == "sk-bbbbbbbbbbbb"

@@ -58,6 +58,14 @@ class CredentialPool:
         #: told of each cool-down: (provider, credential, error class, seconds)
         self.on_cool: Callable[[str, str, str, float], None] | None = None
 
+    def follow(self, provider: ProviderConfig) -> "CredentialPool":
+        """The same pool (its state) for an equal provider config of a reload, whose
+        attempts carry that config's list of secrets to scrub from upstream errors."""
+        self.provider = provider
+        for entry in self.entries:
+            entry.provider = dataclasses.replace(provider, api_key=entry.credential.key)
+        return self
+
     def pick(self) -> PooledCredential | None:
         """The next credential by weight among those not cooling; None when all are."""
         now = self._clock()
@@ -130,6 +138,6 @@ def build_pools(providers: "dict[str, ProviderConfig] | object",
         if not provider.credentials:
             continue
         old = (keep or {}).get(name)
-        pools[name] = old if old is not None and old.provider == provider \
+        pools[name] = old.follow(provider) if old is not None and old.provider == provider \
             else CredentialPool(provider)
     return pools

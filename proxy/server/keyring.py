@@ -17,6 +17,7 @@ from typing import Any, Iterable
 
 from proxy.config.api_keys import NAME, merged, read_spec
 from proxy.config.reader import Problems
+from proxy.config.routes import ADMIN_KEY_NAME
 from proxy.config.types import GatewayConfig
 from proxy.state.api_keys import (AuditEntry, KeyConflict, KeyNotFound, KeyRecord, KeyStore,
                                   digest_hex, display_prefix, new_secret)
@@ -96,6 +97,9 @@ class KeyRing:
         if name in set(file_names):
             raise KeyConflict(f"'{name}' is the name of a key in the config file (names are "
                               "unique across the file and the API).")
+        if name == ADMIN_KEY_NAME:
+            raise KeyConflict(f"'{name}' is the admin key's name when it calls the data "
+                              "plane: choose another.")
         secret = new_secret()
         now = time.time()
         record = KeyRecord(name=name, digest=digest_hex(secret), prefix=display_prefix(secret),
