@@ -26,10 +26,12 @@ def _settings(key: KeyConfig | None, spec: dict[str, Any]) -> dict[str, Any]:
         return {"models": spec.get("models") or ["*"], "rpm": spec.get("rpm"),
                 "tpm": spec.get("tpm"), "max_concurrent": spec.get("max_concurrent"),
                 "budget": spec.get("budget"), "metadata": spec.get("metadata") or {},
+                "tasks": spec.get("tasks") or [], "any_fallback": bool(spec.get("any_fallback")),
                 "expires_at": spec.get("expires_at")}
     return {"models": list(key.models) or ["*"], "rpm": key.rpm, "tpm": key.tpm,
             "max_concurrent": key.max_concurrent, "budget": _budget(key.budget),
-            "metadata": dict(key.metadata), "expires_at": key.expires_at}
+            "metadata": dict(key.metadata), "tasks": list(key.tasks),
+            "any_fallback": key.any_fallback, "expires_at": key.expires_at}
 
 
 def _status(revoked: float | None, expires: float | None, now: float) -> str:
