@@ -77,7 +77,7 @@ def complete(body: bytes, text: str) -> bool:
     """A whole stream: every word in order, the finish chunk, [DONE]."""
     words = [orjson.loads(line[6:])["choices"][0]["delta"].get("content", "")
              for line in body.split(b"\n\n") if line.startswith(b"data: {")
-             and orjson.loads(line[6:])["choices"]]
+             and orjson.loads(line[6:]).get("choices")]
     return "".join(words) == text and body.endswith(b"data: [DONE]\n\n")
 
 
@@ -332,3 +332,37 @@ async def test_reloads_that_swap_http_upstreams_under_load_drop_nothing(tmp_path
         await server.close()
     assert failures == []
     assert all(len(f.requests) > 20 for f in fakes)
+
+
+async def test_a_shutdown_ends_the_streams_of_every_generation(served):
+    """A stream begun before a reload runs on the old generation: a drain's deadline
+    still reaches it (the process's requests are those of every generation)."""
+    from proxy.server.serve import shutting_down
+
+    live = served.app[GATEWAY]
+    async with aiohttp.ClientSession() as http:
+        stream = asyncio.create_task(chat(http, served.url, "long", stream=True, text=WORDS))
+        await asyncio.sleep(0.2)
+        write(served.path, "b")
+        assert (await reload(http, served.url))[0] == 200
+        assert live.current.generation == 2 and len(live.open) == 1
+        assert live.in_flight == 1  # counted on the generation it runs on
+        assert live.interrupt(shutting_down()) == 1
+        status, _, raw = await stream
+    assert status == 200 and b"server_shutting_down" in raw and not complete(raw, WORDS)
+
+
+async def test_a_reload_never_opens_a_public_gateway(tmp_path):
+    path = tmp_path / "gatewise.yaml"
+    keyed = BASE.format(admin=ADMIN, target="a", extra="keys: [{name: app, key: app-key-0123456789abcd}]")
+    path.write_text(keyed)
+    async with LoopbackServer(build_app(load_config(path))) as server, \
+            aiohttp.ClientSession() as http:
+        server.app[GATEWAY].host = "0.0.0.0"  # as `gatewise serve --host 0.0.0.0` says
+        write(path, "a")  # the same, without its keys
+        status, body = await reload(http, server.url)
+        assert status == 422 and body["problems"][0].startswith(
+            "keys: without client keys gatewise would serve 0.0.0.0 to anyone")
+        write(path, "a", extra="server: {allow_unauthenticated: true}")
+        status, body = await reload(http, server.url)
+        assert status == 200  # said so in the file: an authenticating proxy in front

@@ -188,6 +188,8 @@ async def test_retired_generations_close_only_their_own_transports(gateway, upst
             break
         await asyncio.sleep(0.02)
     assert not live._retiring  # nothing was in flight: retired at once
+    assert first.transports["two"].closed  # the changed provider's own pool is closed...
+    assert not second.transports["one"].closed  # ...the carried one is not
 
 
 def _day(live) -> str:

@@ -177,3 +177,33 @@ models: {m: {targets: [{provider: a, model: echo}]}}
         assert "sk-first-secret" not in log and "sk-second-secret" not in log
     finally:
         stop(proc)
+
+
+def test_a_public_bind_with_keys_only_in_the_key_api_starts_and_asks_for_one(tmp_path):
+    path, port = tmp_path / "gatewise.yaml", free_port()
+    path.write_text(f"""
+telemetry: {{log_format: text}}
+state: {{ledger: "sqlite:{tmp_path / 'ledger.db'}"}}
+providers: {{a: {{type: mock}}}}
+models: {{m: {{targets: [{{provider: a, model: echo}}]}}}}
+""")
+    made = subprocess.run([sys.executable, "-m", "proxy", "keys", "create", "app", "--config",
+                           str(path), "--json"], cwd=ROOT, capture_output=True, text=True)
+    assert made.returncode == 0, made.stderr
+    proc = serve(path, port, "--host", "0.0.0.0")
+    try:
+        eventually(lambda: live(port) or proc.poll() is not None)
+        assert proc.poll() is None, log_of(path)  # started: the key API holds a key
+        with requests.Session() as http:
+            resp = http.post(f"http://127.0.0.1:{port}/v1/chat/completions", timeout=5,
+                             json={"model": "m", "messages": [{"role": "user", "content": "x"}]})
+        assert resp.status_code == 401
+    finally:
+        stop(proc)
+
+
+def live(port: int) -> bool:
+    try:
+        return requests.get(f"http://127.0.0.1:{port}/health/live", timeout=2).status_code == 200
+    except requests.ConnectionError:
+        return False

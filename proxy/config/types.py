@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 from dataclasses import dataclass, field, replace
 from types import MappingProxyType
 from typing import Any, Mapping
@@ -13,6 +14,17 @@ from proxy.config.policies import BudgetsConfig, KeyConfig, StateConfig
 from proxy.config.responses import ResponsesConfig
 from proxy.config.routing import RoutingConfig
 from proxy.config.telemetry import CacheConfig, TelemetryConfig
+
+
+def is_loopback(host: str) -> bool:
+    """Whether `host` only listens on this machine (a name other than localhost may
+    resolve anywhere)."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
 
 
 @dataclass(frozen=True, slots=True)

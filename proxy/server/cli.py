@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import functools
-import ipaddress
 import logging
 import os
 import signal
@@ -13,6 +12,7 @@ from typing import Sequence
 
 from proxy import __version__
 from proxy.core.errors import StartupError
+from proxy.config.types import is_loopback
 from proxy.server.configure import ConfigError, GatewayConfig, load_config
 
 DEFAULT_CONFIG = os.environ.get("GATEWISE_CONFIG", "proxy.yaml")
@@ -62,18 +62,13 @@ def cmd_check(args: argparse.Namespace) -> int:
     return 0
 
 
-def is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False  # a name that may resolve anywhere
-
-
 def unauthenticated_refusal(config: GatewayConfig, host: str) -> str | None:
     """Why gatewise must not start open to the network (None: it may start)."""
     if config.keys or is_loopback(host) or config.server.allow_unauthenticated:
+        return None
+    from proxy.server.keys_cli import any_api_keys
+
+    if any_api_keys(config):  # keys made through the API: callers must present one
         return None
     return (f"refusing to serve on {host} without client keys: anyone who reaches it could "
             "spend your provider credit. Add `keys:` (docs/keys-and-budgets.md), bind "
@@ -111,6 +106,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     app.on_startup.append(_freeze_heap)
     app.on_startup.append(functools.partial(_reload_on_hangup, early=hangups))
     gateway = app[GATEWAY]
+    gateway.host = host  # (a reload must not open it to the network: reload_admin.py)
     gateway.warn_disabled()
     try:
         import uvloop  # a dependency on Linux and macOS; the stdlib loop elsewhere

@@ -78,6 +78,25 @@ def _settings(args: argparse.Namespace) -> dict[str, Any]:
     return body
 
 
+def any_api_keys(config: GatewayConfig) -> bool:
+    """Whether the key database holds any key (then callers must present one); False
+    when there is none or it cannot be read (the caller refuses to start open)."""
+    store = build_store(config)
+    if store is None:
+        return False
+
+    async def look() -> bool:
+        await store.open()
+        try:
+            return bool(await store.all())
+        finally:
+            await store.close()
+    try:
+        return asyncio.run(look())
+    except (KeyStoreDown, OSError):
+        return False
+
+
 def run(config: GatewayConfig, args: argparse.Namespace) -> int:
     store = build_store(config)
     if store is None:

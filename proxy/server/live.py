@@ -31,12 +31,13 @@ RETIRE_NOTE_S = 60.0
 
 
 class Live:
-    __slots__ = ("current", "reloader", "peers", "_pinned", "_retiring", "_tasks")
+    __slots__ = ("current", "reloader", "peers", "host", "_pinned", "_retiring", "_tasks")
 
     def __init__(self, gateway: Gateway) -> None:
         self.current = gateway
         self.reloader: Any = None  # proxy/server/reload.py, set by the app
         self.peers: Any = None  # the other workers' metrics (peers.py), set by serve.py
+        self.host: str | None = None  # the address served (`--host`), set by the CLI
         self._pinned: ContextVar[Gateway | None] = ContextVar("gatewise_generation",
                                                                default=None)
         self._retiring: dict[Gateway, asyncio.Event] = {}

@@ -20,7 +20,7 @@ from typing import Any, Callable
 import orjson
 from aiohttp import web
 
-from proxy.config.types import GatewayConfig
+from proxy.config.types import GatewayConfig, is_loopback
 from proxy.core.errors import bad_request
 from proxy.server.configure import load_config
 from proxy.server.gateway import GATEWAY
@@ -51,7 +51,18 @@ def reload_checks(live: Live) -> list[Callable[[GatewayConfig], list[str]]]:
         return [f"keys[{i}].name: '{k.name}' is already the name of a key made through the "
                 "admin API (names are unique across the file and the API)"
                 for i, k in enumerate(config.keys) if keyring.index.has_name(k.name)]
-    return [api_key_names]
+    def stays_closed(config: GatewayConfig) -> list[str]:
+        """A reload never opens a gateway bound beyond loopback to callers without a key
+        (what start-up refuses too)."""
+        host = live.host or config.server.host
+        keyring = live.current.keyring
+        if config.keys or config.server.allow_unauthenticated or is_loopback(host) \
+                or (keyring is not None and keyring.index.any):
+            return []
+        return [f"keys: without client keys gatewise would serve {host} to anyone who "
+                "reaches it; keep keys, bind server.host to 127.0.0.1 (a restart), or set "
+                "server.allow_unauthenticated: true"]
+    return [api_key_names, stays_closed]
 
 
 async def reload(request: web.Request) -> web.Response:

@@ -64,7 +64,6 @@ def run(app: web.Application, host: str, port: int, *, reuse_port: bool = False,
 async def _serve(app: web.Application, host: str, port: int, reuse_port: bool,
                  admin: tuple[web.Application, str, int] | None) -> int:
     gateway = app[GATEWAY]
-    grace = gateway.config.server.shutdown_timeout
     metrics_dir = os.environ.get(METRICS_DIR_ENV)
     if metrics_dir and os.path.isdir(metrics_dir):  # a worker: /metrics sums over all
         gateway.peers = Peers(gateway.metrics, metrics_dir)
@@ -101,6 +100,7 @@ async def _serve(app: web.Application, host: str, port: int, reuse_port: bool,
             sites.append(web.TCPSite(runners[1], admin_host, admin_port))
             await sites[1].start()
         await stop.wait()
+        grace = gateway.config.server.shutdown_timeout  # (the config now: a reload may set it)
         await _drain(gateway, sites, runners[0], grace, signal.Signals(received[0]).name)
     finally:
         if watchdog is not None:
