@@ -18,9 +18,9 @@ import asyncio
 import logging
 import os
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 
-from proxy.config.policies import BudgetConfig
+from proxy.config.policies import BudgetConfig, KeyConfig
 from proxy.config.types import GatewayConfig, TargetConfig
 from proxy.core.errors import GatewayError, StartupError, UpstreamError, ledger_unavailable
 from proxy.core.exchange import Attempt, BudgetBlock, Exchange, ProviderHold
@@ -73,8 +73,11 @@ class Budget:
 
     def __init__(self, config: GatewayConfig, ledger: LedgerStore | None = None,
                  store: BudgetStore | None = None, now: Clock = wall_clock,
-                 alert: Alert | None = None) -> None:
+                 alert: Alert | None = None,
+                 more_keys: Callable[[], Iterable[KeyConfig]] | None = None) -> None:
+        """`more_keys`: the client keys beside the config's (made through the admin API)."""
         self.config = config
+        self.more_keys = more_keys or (lambda: ())
         self.budgets = config.budgets
         self.ledger = ledger
         self.store = store or MemoryBudgetStore()
@@ -276,6 +279,10 @@ class Budget:
 
     # --- thresholds and start-up -------------------------------------------------------
 
+    def forget_cached(self) -> None:
+        """Keys changed (through the admin API): scopes and budgets are looked up again."""
+        self._scope_cache, self._budget_cache = {}, {}
+
     def _budget_of(self, scope: str) -> BudgetConfig | None:
         try:
             return self._budget_cache[scope]
@@ -290,7 +297,7 @@ class Budget:
         name = rest.rpartition(":")[0]
         if kind == "provider":
             return self.budgets.providers.get(name)
-        key = next((k for k in self.config.keys if k.name == name), None)
+        key = next((k for k in (*self.config.keys, *self.more_keys()) if k.name == name), None)
         return key.budget if key else None
 
     def _check_thresholds(self, scopes: list[str]) -> None:
@@ -352,7 +359,8 @@ class Budget:
     def rebuild(self, rows: list[SpendRow], now: float,
                 totals: dict[str, float] | None = None) -> None:
         """Load this period's spend into the store, or only sum it into `totals`."""
-        keys = {k.name: k.budget for k in self.config.keys if k.budget is not None}
+        keys = {k.name: k.budget for k in (*self.config.keys, *self.more_keys())
+                if k.budget is not None}
         touched: set[str] = set()
         for row in rows:
             when = row.day * 86400.0

@@ -11,6 +11,8 @@ records what it saved (`ex.cache_status`, `ex.cost_saved`).
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Mapping
+from typing import Any
 
 import orjson
 from aiohttp import web
@@ -37,17 +39,34 @@ IGNORED_FIELDS = frozenset({"stream", "stream_options", "user", "metadata", "sto
                             "prompt_cache_retention"})
 
 
-def cache_key(ex: Exchange, scope: str) -> str:
+def cache_key(ex: Exchange, scope: str, upstream: str = "") -> str:
     """SHA-256 of the canonical request: format version, scope, resolved model and
-    its targets, and every body field except transport ones. A field left out is
-    not the same as any value of it (temperature absent is not temperature 0)."""
+    its targets (and `upstream`: where they are, see `upstream_fingerprints`), and
+    every body field except transport ones. A field left out is not the same as
+    any value of it (temperature absent is not temperature 0)."""
     body = ex.body
     fields = sorted((name, value) for name, value in body.items()
                     if name not in IGNORED_FIELDS and name != "model")
     who = f"key:{ex.key_name or ''}" if scope == "key" else "global"
     canonical = [FORMAT_VERSION, who, ex.model.name,
-                 [t.label for t in ex.model.targets], fields]
+                 [t.label for t in ex.model.targets], upstream, fields]
     return hashlib.sha256(orjson.dumps(canonical)).hexdigest()
+
+
+def upstream_fingerprints(models: Mapping[str, Any], providers: Mapping[str, Any]) -> dict[str, str]:
+    """Per model, a digest of what makes its answers: its targets and each one's upstream
+    (provider type, URL, options), never a credential. A reload that changes any of it
+    changes the model's cache keys, so a changed model starts with an empty cache while
+    unchanged ones keep theirs (a rotated key changes nothing here)."""
+    prints = {}
+    for name, model in models.items():
+        upstreams = [[t.provider, t.model, providers[t.provider].type,
+                      providers[t.provider].base_url, dict(providers[t.provider].options),
+                      providers[t.provider].responses] for t in model.targets]
+        raw = orjson.dumps([upstreams, model.drop_unsupported], default=str,
+                           option=orjson.OPT_NON_STR_KEYS | orjson.OPT_SORT_KEYS)
+        prints[name] = hashlib.sha256(raw).hexdigest()[:16]
+    return prints
 
 
 def cache_control(value: str | None) -> tuple[bool, bool]:
@@ -61,8 +80,11 @@ def cache_control(value: str | None) -> tuple[bool, bool]:
 
 
 class ResponseCache:
-    def __init__(self, config: CacheConfig, store: CacheStore | None = None) -> None:
+    def __init__(self, config: CacheConfig, store: CacheStore | None = None,
+                 upstreams: Mapping[str, str] | None = None) -> None:
+        """`upstreams`: each model's `upstream_fingerprints` entry."""
         self._config = config
+        self._upstreams = upstreams or {}
         self.store: CacheStore = store or MemoryCacheStore(config.ttl, config.max_entries)
         self.remote = getattr(self.store, "remote", False)  # Redis: the lookup awaits
 
@@ -74,7 +96,8 @@ class ResponseCache:
             await call_next(ex)
             return
         lookup, store = cache_control(ex.http.headers.get("cache-control"))
-        key = cache_key(ex, self._config.scope) if (lookup or store) else ""
+        key = cache_key(ex, self._config.scope, self._upstreams.get(ex.model.name, "")) \
+            if (lookup or store) else ""
         if lookup:
             entry = (await self.store.get_async(key)) if self.remote else self.store.get(key)
             if entry is not None:
@@ -154,9 +177,10 @@ def _set_header(ex: Exchange, value: str) -> None:
         ex.extra_headers[HEADER] = value
 
 
-def build_cache(config: CacheConfig, store: CacheStore | None = None) -> ResponseCache | None:
+def build_cache(config: CacheConfig, store: CacheStore | None = None,
+                upstreams: Mapping[str, str] | None = None) -> ResponseCache | None:
     """The policy, or None when no model has the cache on (then it costs nothing)."""
-    return ResponseCache(config, store) if config.any else None
+    return ResponseCache(config, store, upstreams) if config.any else None
 
 
 __all__ = [
@@ -168,4 +192,5 @@ __all__ = [
     "build_cache",
     "cache_control",
     "cache_key",
+    "upstream_fingerprints",
 ]

@@ -195,16 +195,26 @@ class Metrics:
                                   f"fires, sampled every {LAG_SAMPLE_S:g}s: the wait every "
                                   "request and stream adds when the process is busy.", (),
                                   LAG_BUCKETS)
+        self.credentials = Counter("gatewise_upstream_credential_attempts_total", "Upstream "
+                                   "attempts per credential of a provider's key pool (its "
+                                   "name, never the key) and outcome.",
+                                   ("provider", "credential", "outcome"))
+        self.credential_cooldowns = Counter("gatewise_upstream_credential_cooldowns_total",
+                                            "A pooled credential set aside after its own "
+                                            "rate limit, quota or refusal.",
+                                            ("provider", "credential", "error_class"))
+        self.reloads = Counter("gatewise_config_reloads_total", "Config reloads: ok (applied), "
+                               "invalid (refused: the running config stays), error.",
+                               ("result",))
         self.in_flight = 0
         self._breaker_state: Callable[[str], str] | None = None
         self._statuses = {s: str(s) for s in (200, 400, 401, 403, 404, 408, 413, 429, 499,
                                               500, 502, 503, 504)}
-        for model in config.models.values():
-            for target in model.targets:
-                self.breaker.set((target.label,), 0)
+        self.track_targets(t.label for m in config.models.values() for t in m.targets)
         self._series = (self.requests, self.duration, self.tokens, self.upstream, self.ttft,
                         self.overhead, self.cost, self.cache, self.saved, self.rejections,
-                        self.breaker, self.in_flight_gauge, self.loop_lag)
+                        self.breaker, self.in_flight_gauge, self.loop_lag, self.credentials,
+                        self.credential_cooldowns, self.reloads)
 
     # --- hooks -----------------------------------------------------------------------
 
@@ -225,6 +235,27 @@ class Metrics:
         self.upstream.observe((label, outcome), (attempt.ended_ns - attempt.started_ns) / 1e9)
         if attempt.first_token_ns:
             self.ttft.observe((label,), (attempt.first_token_ns - attempt.started_ns) / 1e9)
+        if attempt.credential is not None:
+            self.credentials.inc((attempt.target.provider, attempt.credential, outcome))
+
+    def credential_cooled(self, provider: str, credential: str, error_class: str,
+                          seconds: float) -> None:
+        """A key pool's hook (proxy/engine/credentials.py)."""
+        self.credential_cooldowns.inc((provider, credential, error_class))
+
+    def follow(self, on_record: RequestListener | None,
+               gauges: Iterable[Callable[[], list[GaugeFamily]]]) -> None:
+        """A reload's generation takes over: its live statistics and SLO gauges."""
+        self.on_record = on_record
+        self.gauges = tuple(gauges)
+
+    def track_targets(self, labels: "Iterable[str]") -> None:
+        """The breaker gauge covers the configured targets (again after a reload)."""
+        wanted = {(label,) for label in labels}
+        for gone in [k for k in self.breaker.values if k not in wanted]:
+            del self.breaker.values[gone]
+        for key in wanted:
+            self.breaker.values.setdefault(key, 0)
 
     async def policy(self, ex: Exchange, call_next: CallNext) -> None:
         """Pipeline policy (right inside the access log): one record per request."""

@@ -193,7 +193,7 @@ async def test_sighup_never_kills_the_process(fake, served, tmp_path):
     async with aiohttp.ClientSession() as http:
         async with http.get(gw.url + "/health/live") as resp:
             assert resp.status == 200
-    assert "live reload is not supported yet" in gw.text
+    assert "config reload (SIGHUP): unchanged" in gw.text  # it reloads (nothing changed)
     gw.signal(signal.SIGTERM)
     assert await gw.wait() == 0
 
@@ -308,7 +308,7 @@ async def test_the_supervisor_survives_sighup_and_forwards_one_stop(fake, served
     gw.signal(signal.SIGHUP)
     await asyncio.sleep(0.3)
     assert gw.proc.returncode is None and all(alive(pid) for pid in pids)
-    assert "live reload is not supported yet" in gw.text
+    assert gw.text.count("config reload (SIGHUP): unchanged") == 2  # every worker reloads
     os.killpg(gw.proc.pid, signal.SIGINT)  # a terminal's Ctrl-C: the whole process group
     assert await gw.wait() == 0
     assert gw.text.count("draining 0 request(s)") == 2  # each worker drained once...

@@ -68,8 +68,9 @@ def parse_config(text: str, env: Mapping[str, str], source: str = "<memory>", *,
     problems = Problems()
     if raw is None:
         raw = {}
+    base = Path(source).parent if source and not source.startswith("<") else None
     try:
-        raw = interpolate(raw, env, problems)
+        raw = interpolate(raw, env, problems, base=base)
     except TooLarge as exc:
         raise ConfigError([f"{source}: {exc}"]) from None
     root = Section(raw, "", problems)
@@ -113,7 +114,8 @@ def parse_config(text: str, env: Mapping[str, str], source: str = "<memory>", *,
                          telemetry=telemetry, cache=cache, admin_key=admin_key, source=source,
                          routing=routing, keys=keys, budgets=budgets, state=state,
                          responses=responses, slos=slos, alerts=alerts, ui=ui,
-                         routes=routes, tasks=known_tasks(models, keys, routes))
+                         routes=routes, tasks=known_tasks(models, keys, routes), files=(
+                             (source,) if base is not None else ()) + tuple(problems.files))
 
 
 def _server(s: Section) -> ServerConfig:

@@ -7,9 +7,9 @@ field path, like the rest of the config.
 
 from __future__ import annotations
 
-from fnmatch import fnmatchcase
-
+import datetime
 import hashlib
+from fnmatch import fnmatchcase
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -52,6 +52,9 @@ class KeyConfig:
     #: are strings (numbers and booleans as YAML writes them, e.g. "1", "true")
     metadata: Mapping[str, str] = field(default_factory=dict, compare=False)
     tasks: tuple[str, ...] = ()  # task kinds the client may name; empty: any
+    expires_at: float | None = None  # seconds since the epoch; refused (401) from then on
+    #: "file" (the config's `keys:`) or "api" (made through /admin/keys, kept in the ledger DB)
+    source: str = field(default="file", compare=False)
 
     @property
     def limited(self) -> bool:
@@ -105,21 +108,7 @@ def parse_keys(raw: Any, problems: Problems) -> tuple[KeyConfig, ...]:
             continue
         name = k.str("name", required=True)
         digest = _digest(k)
-        models = k.list("models")
-        for j, glob in enumerate(models):
-            if not isinstance(glob, str) or not glob:
-                problems.add(join(join(path, "models"), j), "must be a model name or glob")
-        rpm = k.number("rpm", None, minimum=1, integer=True)
-        tpm = k.number("tpm", None, minimum=1, integer=True)
-        concurrent = k.number("max_concurrent", None, minimum=1, integer=True)
-        budget = parse_budget(k.raw_value("budget"), join(path, "budget"), problems)
-        any_fallback = k.bool("any_fallback", False)
-        metadata = parse_metadata(k.section("metadata"))
-        tasks = tuple(k.list("tasks"))
-        for j, task in enumerate(tasks):
-            if not isinstance(task, str) or not TASK_NAME.match(task):
-                problems.add(join(join(path, "tasks"), j), "must be a task kind (lower-case "
-                                                           "letters, digits, '_', '-', '.')")
+        fields = key_fields(k)
         k.finish()
         if name in names:
             problems.add(join(path, "name"), f"duplicate key name '{name}'")
@@ -130,13 +119,37 @@ def parse_keys(raw: Any, problems: Problems) -> tuple[KeyConfig, ...]:
         if name is None or digest is None:
             continue
         digests[digest] = name
-        keys.append(KeyConfig(name=name, digest=digest,
-                              models=tuple(m for m in models if isinstance(m, str) and m),
-                              rpm=rpm, tpm=tpm, max_concurrent=concurrent, budget=budget,
-                              any_fallback=any_fallback,
-                              metadata=MappingProxyType(metadata),
-                              tasks=tuple(t for t in tasks if isinstance(t, str))))
+        keys.append(KeyConfig(name=name, digest=digest, **fields))
     return tuple(keys)
+
+
+def key_fields(k: Section) -> dict[str, Any]:
+    """What a client key holds besides its name and secret — the same fields, read
+    the same way, for a key in the file and one made through the admin API."""
+    path, problems = k.path, k.problems
+    models = k.list("models")
+    for j, glob in enumerate(models):
+        if not isinstance(glob, str) or not glob:
+            problems.add(join(join(path, "models"), j), "must be a model name or glob")
+    return {"models": tuple(m for m in models if isinstance(m, str) and m),
+            "rpm": k.number("rpm", None, minimum=1, integer=True),
+            "tpm": k.number("tpm", None, minimum=1, integer=True),
+            "max_concurrent": k.number("max_concurrent", None, minimum=1, integer=True),
+            "budget": parse_budget(k.raw_value("budget"), join(path, "budget"), problems),
+            "any_fallback": k.bool("any_fallback", False),
+            "tasks": _tasks(k),
+            "metadata": MappingProxyType(parse_metadata(k.section("metadata"))),
+            "expires_at": parse_time(k.raw_value("expires_at"), join(path, "expires_at"),
+                                     problems)}
+
+
+def _tasks(k: Section) -> tuple[str, ...]:
+    tasks = tuple(k.list("tasks"))
+    for j, task in enumerate(tasks):
+        if not isinstance(task, str) or not TASK_NAME.match(task):
+            k.problems.add(join(join(k.path, "tasks"), j), "must be a task kind (lower-case "
+                                                           "letters, digits, '_', '-', '.')")
+    return tuple(t for t in tasks if isinstance(t, str))
 
 
 def metadata_value(value: Any) -> str | None:
@@ -161,6 +174,39 @@ def parse_metadata(m: Section) -> dict[str, str]:
         else:
             metadata[str(name)] = text
     return metadata
+
+
+def parse_time(value: Any, path: str, problems: Problems) -> float | None:
+    """A moment: seconds since the epoch, or an ISO 8601 date-time (UTC unless it says
+    otherwise; YAML may already have read it as a date)."""
+    if value is None:
+        return None
+    moment = to_timestamp(value)
+    if moment is None:
+        problems.add(path, "must be an ISO 8601 date-time like 2026-01-31T00:00:00Z or "
+                           f"seconds since the epoch, got {value!r}")
+    return moment
+
+
+def to_timestamp(value: Any) -> float | None:
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, (int, float)):
+        return float(value) if 0 <= value < 1e11 else None
+    if isinstance(value, datetime.datetime):
+        moment = value
+    elif isinstance(value, datetime.date):
+        moment = datetime.datetime(value.year, value.month, value.day)
+    elif isinstance(value, str):
+        try:
+            moment = datetime.datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
+        except ValueError:
+            return None
+    else:
+        return None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=datetime.timezone.utc)
+    return moment.timestamp()
 
 
 def _digest(k: Section) -> bytes | None:

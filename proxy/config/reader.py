@@ -9,11 +9,20 @@ so typos are reported as unknown fields instead of being ignored.
 from __future__ import annotations
 
 import math
+import os
 import re
+import stat
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Callable, Mapping
 
-_ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+#: `${VAR}`, `${VAR:-default}`, or `${file:/run/secrets/name}` (a container's or an
+#: orchestrator's secret file); one pass, so a value read in is never read again
+_REF = re.compile(r"\$\{(?:file:([^}]+)|([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?)\}")
+#: a secret file bigger than this is a mistake (a whole directory's tarball, a log)
+MAX_SECRET_FILE = 65536
+#: lists whose items may each be an unset `${VAR}` (a pool leaves that credential out)
+_LENIENT_LISTS = frozenset({"api_keys"})
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
 _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, None: 1.0}
 #: deeper than any real config; a YAML alias that contains itself is infinitely deep
@@ -30,11 +39,21 @@ class MissingEnv:
     var: str
 
 
+_CAUSES = ("environment variable", "cannot read secret file", "secret file ")
+
+
 class Problems(list):
+    """Every problem found, each `path: message`; also the secret files read (a
+    watcher reloads when one of them changes)."""
+
+    def __init__(self, *args: Any) -> None:
+        super().__init__(*args)
+        self.files: list[str] = []
+
     def add(self, path: str, message: str) -> None:
-        # An unset variable is the one problem of its field: what the emptied value
-        # then fails (a URL without host, an unknown model '') is only noise.
-        if path and any(p.startswith(f"{path}: environment variable") for p in self):
+        # An unset variable (or unreadable secret file) is the one problem of its field:
+        # what the emptied value then fails (a URL without host, '') is only noise.
+        if path and any(p.startswith(f"{path}: {cause}") for p in self for cause in _CAUSES):
             return
         self.append(f"{path}: {message}" if path else message)
 
@@ -59,9 +78,11 @@ class TooLarge(Exception):
 
 
 def interpolate(node: Any, env: Mapping[str, str], problems: Problems, path: str = "",
-                depth: int = 0, budget: _Budget | None = None) -> Any:
-    """Replace `${VAR}` and `${VAR:-default}` in every string scalar. Raises TooLarge
-    past MAX_DEPTH levels or MAX_NODES values (self-referencing or exploding aliases)."""
+                depth: int = 0, budget: _Budget | None = None, base: Path | None = None,
+                lenient: bool = False) -> Any:
+    """Replace `${VAR}`, `${VAR:-default}` and `${file:PATH}` in every string scalar (a
+    relative PATH is read from `base`, the config file's folder). Raises TooLarge past
+    MAX_DEPTH levels or MAX_NODES values (self-referencing or exploding aliases)."""
     budget = budget or _Budget()
     budget.left -= 1
     if depth > MAX_DEPTH:
@@ -70,19 +91,24 @@ def interpolate(node: Any, env: Mapping[str, str], problems: Problems, path: str
     if budget.left < 0:
         raise TooLarge(f"more than {MAX_NODES} values, counting each use of a YAML alias")
     if isinstance(node, dict):
-        return {k: interpolate(v, env, problems, join(path, str(k)), depth + 1, budget)
+        return {k: interpolate(v, env, problems, join(path, str(k)), depth + 1, budget, base,
+                               lenient=str(k) in _LENIENT_LISTS)
                 for k, v in node.items()}
     if isinstance(node, list):
-        return [_item(interpolate(v, env, problems, join(path, i), depth + 1, budget),
-                      problems, join(path, i)) for i, v in enumerate(node)]
+        items = [interpolate(v, env, problems, join(path, i), depth + 1, budget, base)
+                 for i, v in enumerate(node)]
+        return items if lenient else [_item(v, problems, join(path, i))
+                                      for i, v in enumerate(items)]
     if not isinstance(node, str) or "${" not in node:
         return node
-    whole = _ENV_REF.fullmatch(node)
-    if whole and whole.group(2) is None and not env.get(whole.group(1)):
-        return MissingEnv(whole.group(1))
+    whole = _REF.fullmatch(node)
+    if whole and whole.group(2) and whole.group(3) is None and not env.get(whole.group(2)):
+        return MissingEnv(whole.group(2))
 
     def substitute(match: re.Match[str]) -> str:
-        name, default = match.group(1), match.group(2)
+        if match.group(1) is not None:
+            return read_secret_file(match.group(1), base, problems, path)
+        name, default = match.group(2), match.group(3)
         value = env.get(name)
         if value:
             return value
@@ -91,7 +117,38 @@ def interpolate(node: Any, env: Mapping[str, str], problems: Problems, path: str
         problems.add(path, f"environment variable {name} is not set")
         return ""
 
-    return _ENV_REF.sub(substitute, node)
+    return _REF.sub(substitute, node)
+
+
+def read_secret_file(name: str, base: Path | None, problems: Problems, path: str) -> str:
+    """The file's text without surrounding whitespace (secret files mostly end in a
+    newline). Read on every load, so a reload picks up a rotated secret. A file that
+    cannot be read is a problem of its field, never an empty secret; the message names
+    the file, never what it holds."""
+    file = Path(name.strip())
+    if not file.is_absolute() and base is not None:
+        file = base / file
+    problems.files.append(str(file))
+    try:
+        if not stat.S_ISREG(os.stat(file).st_mode):  # a FIFO or a device would never end
+            problems.add(path, f"secret file {file} is not a regular file")
+            return ""
+        with open(file, "rb") as handle:
+            data = handle.read(MAX_SECRET_FILE + 1)
+    except OSError as exc:
+        problems.add(path, f"cannot read secret file {file}: {exc.strerror or exc}")
+        return ""
+    if len(data) > MAX_SECRET_FILE:
+        problems.add(path, f"secret file {file} is larger than {MAX_SECRET_FILE} bytes")
+        return ""
+    try:
+        text = data.decode("utf-8").strip()
+    except UnicodeDecodeError:
+        problems.add(path, f"secret file {file} is not UTF-8 text")
+        return ""
+    if not text:
+        problems.add(path, f"secret file {file} is empty")
+    return text
 
 
 def _item(value: Any, problems: Problems, path: str) -> Any:

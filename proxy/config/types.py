@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 from dataclasses import dataclass, field, replace
 from types import MappingProxyType
 from typing import Any, Mapping
@@ -13,6 +14,17 @@ from proxy.config.policies import BudgetsConfig, KeyConfig, StateConfig
 from proxy.config.responses import ResponsesConfig
 from proxy.config.routing import RoutingConfig
 from proxy.config.telemetry import CacheConfig, TelemetryConfig
+
+
+def is_loopback(host: str) -> bool:
+    """Whether `host` only listens on this machine (a name other than localhost may
+    resolve anywhere)."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,10 +56,22 @@ DEFAULT_MAX_CONNECTIONS = 10_000
 
 
 @dataclass(frozen=True, slots=True)
+class Credential:
+    """One key of a provider's pool (`api_keys:`): named for metrics, logs and the
+    admin API (its index when the config gives no name), never shown itself."""
+
+    name: str
+    key: str = field(repr=False)
+    weight: float = 1.0
+
+
+@dataclass(frozen=True, slots=True)
 class ProviderConfig:
     name: str
     type: str
     base_url: str
+    #: the key every request sends; with a pool, its first usable credential (health
+    #: checks use it) while each attempt sends the credential the pool picks
     api_key: str | None = field(default=None, repr=False)
     disabled_reason: str | None = None
     headers: Mapping[str, str] = field(default_factory=dict, repr=False)
@@ -60,6 +84,10 @@ class ProviderConfig:
     #: upstream connections open at once (one pool per provider); a request past it
     #: waits for one, which is gateway time, never an upstream failure
     max_connections: int = DEFAULT_MAX_CONNECTIONS
+    #: `api_keys:` — empty unless the provider lists a pool of credentials
+    credentials: tuple[Credential, ...] = ()
+    #: pool entries left out because their `${VAR}` is unset (their names)
+    unset_credentials: tuple[str, ...] = ()
 
     @property
     def enabled(self) -> bool:
@@ -139,6 +167,8 @@ class GatewayConfig:
     ui: bool = True  # admin.ui: the /ui page, served whenever admin.key is set
     routes: tuple = ()  # proxy.config.routes.RouteRule, in order: the first match wins
     tasks: frozenset[str] = frozenset()  # every task kind the config names
+    #: the config file and the secret files it names (`${file:…}`), as read
+    files: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         """Hand every provider the config's secrets: its translators scrub them from
@@ -151,6 +181,7 @@ class GatewayConfig:
     def secrets(self) -> list[str]:
         """Every credential loaded, so logs and errors can redact them by value."""
         values = [p.api_key for p in self.providers.values() if p.api_key]
+        values += [c.key for p in self.providers.values() for c in p.credentials]
         values += [v for p in self.providers.values() for v in p.headers.values()]
         if self.admin_key:
             values.append(self.admin_key)

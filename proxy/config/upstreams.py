@@ -8,6 +8,7 @@ from typing import Any, Mapping, Protocol
 from urllib.parse import urlsplit
 
 from proxy.config.catalog import CAPABILITIES, lookup
+from proxy.config.credentials import parse_api_keys
 from proxy.config.policies import TASK_NAME
 from proxy.config.reader import MissingEnv, Problems, Section, join
 from proxy.config.responses import parse_mode
@@ -83,7 +84,15 @@ def parse_providers(s: Section, timeouts: Timeouts,
             base_url = _check_url(base_url, join(p.path, "base_url"), p.problems)
         api_key, disabled = None, None
         raw_key = p.raw_value("api_key")
-        if isinstance(raw_key, MissingEnv):
+        pool = parse_api_keys(p)
+        if pool is not None and raw_key is not None:
+            p.problems.add(join(p.path, "api_keys"), "give either api_key or api_keys, not both")
+        elif pool is not None:
+            api_key = pool.credentials[0].key if pool.credentials else None
+            if pool.unset_vars and not pool.credentials:
+                names = ", ".join(pool.unset_vars)
+                disabled = f"environment variable(s) {names} are not set (every api_keys entry)"
+        elif isinstance(raw_key, MissingEnv):
             disabled = f"environment variable {raw_key.var} is not set"
         elif raw_key is not None:
             api_key = optional_secret(p, "api_key")
@@ -105,7 +114,9 @@ def parse_providers(s: Section, timeouts: Timeouts,
                 api_key=api_key, disabled_reason=disabled,
                 headers=MappingProxyType(headers), timeouts=provider_timeouts,
                 options=MappingProxyType(options), responses=responses,
-                max_connections=max_connections)
+                max_connections=max_connections,
+                credentials=pool.credentials if pool is not None else (),
+                unset_credentials=pool.unset if pool is not None else ())
     return providers
 
 

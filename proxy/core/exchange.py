@@ -35,6 +35,7 @@ class Attempt:
     model: str | None = None  # the public model it was for (a fallback's, maybe)
     usage: "Usage | None" = None  # what this attempt consumed (reported or estimated)
     cost: float | None = None  # its usage at its target's price; None if unpriced
+    credential: str | None = None  # the name of the provider's pooled key it sent, if any
 
 
 @dataclass(frozen=True, slots=True)

@@ -12,6 +12,8 @@ timeout, connect); 4xx answers other than 408/429 never do.
 
 from __future__ import annotations
 
+import copy
+from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import Callable
 
@@ -157,3 +159,11 @@ class Breakers:
 
     def is_open(self, label: str) -> bool:
         return self.state(label) == OPEN
+
+    def keep_only(self, labels: Iterable[str]) -> "Breakers":
+        """A registry for the next config (a reload): the same breakers for `labels`, so
+        their state and counts go on; the others start closed."""
+        keep = set(labels)
+        carried = copy.copy(self)
+        carried._breakers = {label: b for label, b in self._breakers.items() if label in keep}
+        return carried

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 
 from proxy.engine.breakers import PASS, Breakers
+from proxy.engine.credentials import CredentialPool, PooledCredential
 from proxy.engine.plan import (
     RequestPlan,
     RetryBudget,
@@ -101,7 +102,8 @@ class Dispatcher:
                  stats: MemoryStatsStore | None = None,
                  breakers: Breakers | None = None,
                  penalty: Callable[[str], float] | None = None,
-                 tokens: TokenLoad | None = None) -> None:
+                 tokens: TokenLoad | None = None,
+                 pools: Mapping[str, CredentialPool] | None = None) -> None:
         """Everything the dispatcher consults is handed in here, once: the gates that
         may hold a target back, the observers told of each attempt, the statistics
         store (shared through Redis when several instances run), the breakers, a
@@ -118,6 +120,8 @@ class Dispatcher:
         self.deadline = self.routing.retry.deadline or (timeouts or Timeouts()).total
         self.stats = stats if stats is not None else MemoryStatsStore()
         self.breakers = breakers if breakers is not None else Breakers(self.routing.breaker)
+        #: providers with several credentials (`api_keys`): proxy/engine/credentials.py
+        self.pools: Mapping[str, CredentialPool] = pools or {}
         self.budget = RetryBudget(self.routing.retry)
         self.rng = random.Random()  # backoff jitter: one generator, not one seeding a request
         self.provider_health = provider_health or (lambda name: None)
@@ -193,6 +197,7 @@ class Dispatcher:
 
     async def _run(self, ex: Exchange, plan: RequestPlan, skips: _Skips) -> None:
         last: UpstreamError | None = None
+        switching = False  # the last attempt's credential failed: another one, at once
         while True:
             step = plan.next()
             if step is None:
@@ -211,6 +216,11 @@ class Dispatcher:
             if wait is not None:
                 skips.gated.append(wait)
                 continue
+            pool = self.pools.get(provider.name) if self.pools else None
+            if pool is not None and pool.cooling() > 0:  # every key of it is resting
+                note(ex, target.label, "credentials_cooling", pool.cooling())
+                skips.gated.append(pool.cooling())
+                continue
             ticket = self.breakers.admit(target.label)
             if type(ticket) is float:
                 note(ex, target.label, "breaker_open", ticket)
@@ -224,7 +234,7 @@ class Dispatcher:
                 note(ex, target.label, "cooling", cooling)
                 skips.cooling.append((cooling, self.stats.get(target.label).last_error_class))
                 continue
-            if plan.attempts and not self.budget.acquire():
+            if plan.attempts and not switching and not self.budget.acquire():
                 self.breakers.record(target.label, ticket, None, settled=False)
                 note(ex, target.label, "retry_budget")
                 break
@@ -235,13 +245,20 @@ class Dispatcher:
                 skips.deadline = True
                 break
             plan.attempts += 1
+            switching = False
+            credential = pool.pick() if pool is not None else None  # (one is ready: above)
             try:
                 await self.attempt(ex, provider, target, model=step.model, ticket=ticket,
-                                   deadline=remaining,
+                                   deadline=remaining, credential=credential,
                                    last=plan.is_last(step) if ex.stream else True)
                 return
             except UpstreamError as err:
                 last = err
+                if credential is not None and pool.failed(credential, err, self.routing.retry) \
+                        and pool.cooling() == 0:
+                    plan.again(step)  # the credential's fault: the provider's next key now
+                    switching = True
+                    continue
                 cool = plan.failed(step, err)  # raises when the request must end
                 if cool:
                     self.stats.cool_down(target.label, cool)
@@ -275,15 +292,18 @@ class Dispatcher:
 
     async def attempt(self, ex: Exchange, provider: "ProviderConfig", target: "TargetConfig",
                       *, model: "ModelConfig | None" = None, ticket: int = PASS,
-                      deadline: float | None = None, last: bool = True) -> None:
+                      deadline: float | None = None, last: bool = True,
+                      credential: PooledCredential | None = None) -> None:
         """`last`: no other candidate is left, so a stream's first token may take
-        `timeouts.first_token_last`."""
+        `timeouts.first_token_last`. `credential`: the pooled key this attempt sends
+        (its copy of the provider)."""
         model = model or ex.model
         label = target.label
         transport = self._transports[provider.name]
         budget = deadline if deadline is not None else self.deadline
+        sends = provider if credential is None else credential.provider
         try:
-            translator = self._translators[provider.type](provider)
+            translator = self._translators[provider.type](sends)
             if translator.prepares:  # async pre-work, e.g. fetching image URLs
                 await translator.prepare(ex.body)
             if ex.adapter is not None:
@@ -297,6 +317,8 @@ class Dispatcher:
             self.breakers.record(label, ticket, None, settled=False)
             raise
         attempt = Attempt(target, time.perf_counter_ns(), model=model.name)
+        if credential is not None:
+            attempt.credential = credential.name
         ex.attempts.append(attempt)
         ex.served_model = model.name
         ex.usage = None  # from here on, this attempt's

@@ -7,7 +7,8 @@ with the type's own credentials (`Translator.auth_headers`); or a one-token
 chat request when the check names a `model`. A failing provider's targets go
 to the back of every plan and count as unhealthy for `/health/ready`.
 `targets_report` (for `GET /admin/targets`) shows each target's breaker state, success
-rate, latency average, in-flight count and last error class.
+rate, latency average, in-flight count and last error class, and the state of each
+credential of its provider's key pool.
 """
 
 from __future__ import annotations
@@ -167,5 +168,8 @@ def targets_report(config: "GatewayConfig", dispatcher: Any, health: HealthCheck
                     row["tier"] = target.tier
                 if dispatcher.tokens is not None:  # least_tokens counts them
                     row["tokens_in_flight"] = dispatcher.tokens.get(target.label)
+                pool = dispatcher.pools.get(target.provider)
+                if pool is not None:  # a key pool: each credential by name, never the key
+                    row["credentials"] = pool.report()
             row["models"].append(model.name)
     return {"object": "list", "data": list(rows.values())}

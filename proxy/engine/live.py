@@ -83,6 +83,13 @@ class LiveStats:
         self.closed_chart: list[tuple[float, Cell]] = []  # chart cells closed by the last tick
         self.on_failure = tuple(on_failure)
 
+    def follow(self, targets: Iterable[str], models: Iterable[str]) -> None:
+        """A reload's config: series for new targets and models, none for removed ones;
+        those that stay keep their history."""
+        wanted_t, wanted_m = set(targets), set(models)
+        self.targets = {label: self.targets.get(label) or Series() for label in wanted_t}
+        self.models = {name: self.models.get(name) or Series() for name in wanted_m}
+
     def window(self, scope: str, subject: str, seconds: float) -> Ring:
         """The ring an SLO reads (made on first use, fed from the next tick)."""
         series = (self.targets if scope == "target" else self.models).get(subject)

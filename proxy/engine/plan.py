@@ -170,6 +170,11 @@ class RequestPlan:
         can_retry = self.retries < self.config.attempts
         return all(c is candidate or (c.tries and not can_retry) for c in self._waiting)
 
+    def again(self, candidate: Candidate) -> None:
+        """Try this candidate next, at once (e.g. with another of its provider's keys);
+        not a retry: the upstream refused the credential, not the request."""
+        self._queue.appendleft(candidate)
+
     def later(self, candidate: Candidate, wait: float) -> None:
         """Try this candidate again after `wait` seconds, if the plan allows it."""
         candidate.ready_at = self.clock() + wait

@@ -1,8 +1,8 @@
-"""Admin routes for spend and keys; the admin key alone opens them.
+"""Admin routes for spend and targets; the admin key alone opens them.
 
 `GET /admin/spend?by=key|model|provider&period=day|month|total` sums the ledger
-for the current UTC period; `GET /admin/keys` lists keys with their limits,
-budget use and rate-limit state — names only, never a key or its hash.
+for the current UTC period. Keys: proxy/server/admin_keys.py; reloads:
+proxy/server/reload_admin.py.
 """
 
 from __future__ import annotations
@@ -50,29 +50,6 @@ async def spend(request: web.Request) -> web.Response:
                   "total_cost_usd": round(sum(r["cost_usd"] for r in rows), 10), "data": rows})
 
 
-async def keys(request: web.Request) -> web.Response:
-    gateway = request.app[GATEWAY]
-    gateway.admin_auth.check(request.headers)
-    budget, limits = gateway.budget, gateway.client_limits
-    data = []
-    for key in gateway.config.keys:
-        entry: dict[str, Any] = {"name": key.name, "models": list(key.models) or ["*"],
-                                 "rpm": key.rpm, "tpm": key.tpm,
-                                 "max_concurrent": key.max_concurrent}
-        if key.budget is not None:
-            b = key.budget
-            entry["budget"] = {"usd": b.usd, "per": b.per}
-            if budget is not None:
-                label = period_label(b.per, budget.now())
-                spent, held = budget.store.used(f"key:{key.name}:{label}")
-                entry["budget"].update(period=label, spent_usd=round(spent, 10),
-                                       held_usd=round(held, 10))
-        if limits is not None:
-            entry["usage"] = limits.usage(key)
-        data.append(entry)
-    return _json({"object": "list", "data": data})
-
-
 async def targets(request: web.Request) -> web.Response:
     """GET /admin/targets: each target's breaker, health and statistics."""
     gateway = request.app[GATEWAY]
@@ -99,7 +76,6 @@ async def alerts(request: web.Request) -> web.Response:
 def add_admin_routes(app: web.Application) -> None:
     app.router.add_get("/admin/alerts", alerts)
     app.router.add_get("/admin/spend", spend)
-    app.router.add_get("/admin/keys", keys)
     app.router.add_get("/admin/targets", targets)
 
 

@@ -14,8 +14,13 @@ from aiohttp import web
 from policies.accesslog import AccessLog
 from proxy.config.types import GatewayConfig
 from proxy.server.admin import add_admin_routes
+from proxy.server.admin_keys import add_key_routes
 from proxy.core.errors import GatewayError
 from proxy.server.gateway import EXCHANGE, GATEWAY, REQUEST_ID, Gateway
+from proxy.server.live import Live
+from proxy.server.reload import Loader, Reloader
+from proxy.server.reload_admin import (add_reload_routes, file_loader, listen_for_reloads,
+                                       reload_checks, start_watching)
 from proxy.server.chat import add_routes
 from proxy.server.anthropic_api import anthropic_error_response, speaks_anthropic
 from proxy.server.completions import add_completions_routes
@@ -91,9 +96,8 @@ def overloaded(limit: int) -> GatewayError:
                         headers={"retry-after": "1", "x-should-retry": "true"})
 
 
-def _middleware(gateway: Gateway, max_body: int):
-    limit = gateway.config.server.max_in_flight
-    metrics, access = gateway.metrics, gateway.access_log
+def _middleware(live: Live, max_body: int):
+    metrics, access = live.metrics, live.access_log  # (the same for every generation)
 
     @web.middleware
     async def gateway_middleware(request: web.Request, handler) -> web.StreamResponse:
@@ -103,9 +107,11 @@ def _middleware(gateway: Gateway, max_body: int):
         counted = endpoint not in _ALWAYS
         error: GatewayError | None = None
         response: web.StreamResponse | None = None
+        gateway, pin = live.enter()  # this request's config, whatever reloads come
         try:
             if counted:
-                if gateway.in_flight >= limit:  # refused at once, never queued
+                limit = gateway.config.server.max_in_flight
+                if live.in_flight >= limit:  # refused at once, never queued
                     counted = False
                     error = overloaded(limit)
                     response = _error_response(request, error)
@@ -132,6 +138,7 @@ def _middleware(gateway: Gateway, max_body: int):
         finally:
             if counted:
                 gateway.in_flight -= 1
+            live.leave(gateway, pin)
             if EXCHANGE not in request:  # the pipeline's policies did not see it: say it here
                 status = response.status if response is not None else 499
                 metrics.outside(endpoint, status, error, started)
@@ -146,14 +153,22 @@ async def _stamp_request_id(request: web.Request, response: web.StreamResponse) 
         response.headers["x-request-id"] = rid
 
 
-def build_app(config: GatewayConfig, now: Callable[[], float] | None = None) -> web.Application:
-    """`now` replaces the wall clock for budget periods (tests roll days over)."""
+def build_app(config: GatewayConfig, now: Callable[[], float] | None = None,
+              load: Loader | None = None, watch: bool = False) -> web.Application:
+    """`now` replaces the wall clock for budget periods (tests roll days over); `load`
+    reads the config again for a reload (by default the file it came from); `watch`
+    reloads when that file or a secret file it names changes."""
     max_body = config.server.max_body_bytes
     gateway = Gateway(config, policies=[AccessLog()], **({"now": now} if now else {}))
-    app = web.Application(client_max_size=max_body,
-                          middlewares=[_middleware(gateway, max_body)])
-    app[GATEWAY] = gateway
-    app.cleanup_ctx.append(gateway.lifespan)
+    live = Live(gateway)
+    live.reloader = Reloader(live, load if load is not None else file_loader(config),
+                             checks=reload_checks(live))
+    app = web.Application(client_max_size=max_body, middlewares=[_middleware(live, max_body)])
+    app[GATEWAY] = live  # type: ignore[assignment] — reads as the request's Gateway
+    listen_for_reloads(live)
+    app.cleanup_ctx.append(live.lifespan)
+    if watch:
+        app.on_startup.append(lambda _app: start_watching(live))
     app.on_response_prepare.append(_stamp_request_id)
     add_routes(app)
     add_completions_routes(app)
@@ -164,8 +179,8 @@ def build_app(config: GatewayConfig, now: Callable[[], float] | None = None) -> 
     if config.server.admin_port is None:
         _add_operator_routes(app, gateway)
     else:  # a listener of their own (loopback by default): the client port may be public
-        admin = web.Application(middlewares=[_middleware(gateway, max_body)])
-        admin[GATEWAY] = gateway
+        admin = web.Application(middlewares=[_middleware(live, max_body)])
+        admin[GATEWAY] = live  # type: ignore[assignment]
         admin.on_response_prepare.append(_stamp_request_id)
         _add_operator_routes(admin, gateway)
         app[ADMIN_APP] = admin
@@ -175,6 +190,8 @@ def build_app(config: GatewayConfig, now: Callable[[], float] | None = None) -> 
 def _add_operator_routes(app: web.Application, gateway: Gateway) -> None:
     """What an operator uses: the admin API, the dashboard, /metrics."""
     add_admin_routes(app)
+    add_key_routes(app, key_api=gateway.keyring is not None)
+    add_reload_routes(app)
     if gateway.ui_enabled:
         add_ui_routes(app, Ui(gateway.config.admin_key, gateway.sessions))
     if gateway.config.telemetry.prometheus:

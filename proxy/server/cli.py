@@ -1,16 +1,18 @@
-"""The `gatewise` command: serve, check."""
+"""The `gatewise` command: serve, check, spend, keys."""
 
 from __future__ import annotations
 
 import argparse
-import ipaddress
+import functools
 import logging
 import os
+import signal
 import sys
 from typing import Sequence
 
 from proxy import __version__
 from proxy.core.errors import StartupError
+from proxy.config.types import is_loopback
 from proxy.server.configure import ConfigError, GatewayConfig, load_config
 
 DEFAULT_CONFIG = os.environ.get("GATEWISE_CONFIG", "proxy.yaml")
@@ -60,18 +62,13 @@ def cmd_check(args: argparse.Namespace) -> int:
     return 0
 
 
-def is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False  # a name that may resolve anywhere
-
-
 def unauthenticated_refusal(config: GatewayConfig, host: str) -> str | None:
     """Why gatewise must not start open to the network (None: it may start)."""
     if config.keys or is_loopback(host) or config.server.allow_unauthenticated:
+        return None
+    from proxy.server.keys_cli import any_api_keys
+
+    if any_api_keys(config):  # keys made through the API: callers must present one
         return None
     return (f"refusing to serve on {host} without client keys: anyone who reaches it could "
             "spend your provider credit. Add `keys:` (docs/keys-and-budgets.md), bind "
@@ -79,6 +76,9 @@ def unauthenticated_refusal(config: GatewayConfig, host: str) -> str | None:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
+    hangups: list[int] = []  # a SIGHUP before the reload handler is in place: never fatal,
+    if hasattr(signal, "SIGHUP"):  # and reloaded as soon as it is
+        signal.signal(signal.SIGHUP, lambda signum, _frame: hangups.append(signum))
     config = _load(args.config)
     if config is None:
         return 2
@@ -101,10 +101,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
         if reason is not None:
             print(f"gatewise: {reason}", file=sys.stderr)
             return 2
-        return workers.run(args.config, host, port, args.workers)
-    app = build_app(config)
+        return workers.run(args.config, host, port, args.workers, watch=args.watch)
+    app = build_app(config, watch=args.watch)
     app.on_startup.append(_freeze_heap)
+    app.on_startup.append(functools.partial(_reload_on_hangup, early=hangups))
     gateway = app[GATEWAY]
+    gateway.host = host  # (a reload must not open it to the network: reload_admin.py)
     gateway.warn_disabled()
     try:
         import uvloop  # a dependency on Linux and macOS; the stdlib loop elsewhere
@@ -186,6 +188,28 @@ def _sqlite_report(path: str, by: str, since: float) -> list[dict]:
         conn.close()
 
 
+def cmd_keys(args: argparse.Namespace) -> int:
+    """`gatewise keys …` (proxy/server/keys_cli.py), on the ledger's database."""
+    config = _load(args.config)
+    if config is None:
+        return 2
+    from proxy.server import keys_cli
+
+    return keys_cli.run(config, args)
+
+
+async def _reload_on_hangup(app: object, early: list[int]) -> None:
+    """SIGHUP reloads the config file (proxy/server/reload.py); one that came while the
+    gateway was starting is honoured now."""
+    from proxy.server.gateway import GATEWAY
+    from proxy.server.reload_admin import install_hangup, on_hangup
+
+    live = app[GATEWAY]  # type: ignore[index]
+    install_hangup(live)
+    if early:
+        on_hangup(live)
+
+
 async def _freeze_heap(app: object) -> None:
     """Everything built at start-up lives as long as the process: move it out of the
     cyclic GC's reach, so its collections stop re-scanning tens of thousands of
@@ -206,6 +230,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     serve.add_argument("--port", type=int, default=None, help="override server.port")
     serve.add_argument("--workers", type=int, default=1,
                        help="processes serving the port (needs state.backend: redis)")
+    serve.add_argument("--watch", action="store_true",
+                       help="reload when the config file or a secret file it names changes")
     serve.add_argument("--reuse-port", action="store_true", help=argparse.SUPPRESS)
     serve.set_defaults(func=cmd_serve)
     check = sub.add_parser("check", help="validate a config and print its models")
@@ -216,6 +242,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     spend.add_argument("--by", choices=("key", "model", "provider"), default="key")
     spend.add_argument("--period", choices=("day", "month", "total"), default="day")
     spend.set_defaults(func=cmd_spend)
+    from proxy.server import keys_cli
+
+    keys_cli.add_parser(sub, DEFAULT_CONFIG, cmd_keys)
     args = parser.parse_args(argv)
     try:
         return args.func(args)

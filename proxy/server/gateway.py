@@ -5,6 +5,10 @@ No mutable state lives outside it: config, the upstream session, one transport
 per provider, the stores, the pipeline. Each part gets what it consults in its
 constructor (the dispatcher its gates, observers, statistics and breakers), so
 nothing is patched in afterwards. Tests build as many as they like side by side.
+
+A reload builds the next generation here too, from the new config and what the
+running one hands over (`Carried`, proxy/server/carry.py): each part below is
+taken from it when it is there, and built otherwise.
 """
 
 from __future__ import annotations
@@ -12,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from typing import Any, AsyncIterator
+from typing import Any
 
 import orjson
 from aiohttp import web
@@ -20,7 +24,7 @@ from aiohttp import web
 from policies.accesslog import AccessLog
 from policies.auth import AdminAuth, Auth
 from policies.budget import Budget
-from policies.cache import build_cache
+from policies.cache import build_cache, upstream_fingerprints
 from policies.metrics import Metrics
 from policies.ratelimit import ClientRateLimit, TargetRateLimit
 from policies.routes import Routes
@@ -31,16 +35,18 @@ from proxy.config.types import GatewayConfig
 from proxy.core.exchange import Exchange
 from proxy.core.pipeline import Pipeline, Policy
 from proxy.engine.breakers import Breakers
+from proxy.engine.credentials import build_pools
 from proxy.engine.dispatch import AttemptObserver, Dispatcher, TargetGate
 from proxy.engine.health import HealthChecker
 from proxy.engine.live import LiveStats
 from proxy.engine.slo import SloEvaluator
-from proxy.engine.mock_upstream import MockTransport
 from proxy.engine.rules import RuleTable
-from proxy.engine.transport import HttpTransport, new_session
 from proxy.server.alerts import AlertHub
+from proxy.server.carry import Carried
+from proxy.server.lifecycle import Lifecycle
 from proxy.server.watch import Watch
 from proxy.core.errors import StartupError
+from proxy.server.keyring import KeyRing, build_store
 from proxy.state.ledger import LedgerStore, SqliteLedger
 from proxy.state.ledger_watch import WatchedLedger
 from proxy.state.responses_store import ResponseStore, SqliteResponses
@@ -68,6 +74,12 @@ def _response_store(config: GatewayConfig) -> ResponseStore:
     return SqliteResponses(config.state.ledger or ":memory:", retention)
 
 
+def _keyring(config: GatewayConfig, shared: Any) -> KeyRing | None:
+    """The key API's store beside a persistent ledger, with Redis to spread changes."""
+    store = build_store(config)
+    return KeyRing(store, shared.events if shared is not None else None) if store else None
+
+
 def _shared_state(config: GatewayConfig) -> Any:
     """The Redis/PostgreSQL wiring (proxy/server/scaleout.py), or None on memory.
     Imported here, late, because redis and asyncpg are optional dependencies."""
@@ -78,52 +90,75 @@ def _shared_state(config: GatewayConfig) -> Any:
     return SharedState(config)
 
 
-class Gateway:
+class Gateway(Lifecycle):
     def __init__(self, config: GatewayConfig, policies: list[Policy] | None = None,
-                 now: Clock = wall_clock) -> None:
+                 now: Clock = wall_clock, carried: Carried | None = None) -> None:
+        """`carried`: what the running generation hands over on a reload (None: the
+        first generation, which builds everything)."""
         self.config = config
-        shared = self.shared = _shared_state(config)
-        self.transports: dict[str, Any] = {}
-        self.session = None
+        self.carried = carried
+        self.generation = carried.generation if carried else 1
+        given = self.given_policies = carried.policies if carried else list(policies or [])
+        self.now = now = carried.now if carried else now
+        shared = self.shared = carried.shared if carried else _shared_state(config)
+        self.transports: dict[str, Any] = dict(carried.transports) if carried else {}
+        self.session = carried.session if carried else None
         self.health = HealthChecker(config, PROVIDER_TYPES, self.transports)
-        self.alerts = AlertHub(config.alerts, config.secrets())
+        if carried:
+            self.health.results.update(carried.health)
+        # The page, the SLOs and the alerts outlive a reload; each generation points
+        # them at its own config when it takes over (`bind`).
+        self.alerts = carried.alerts if carried else AlertHub(config.alerts, config.secrets())
         labels = dict.fromkeys(t.label for m in config.models.values() for t in m.targets)
-        self.live = LiveStats(labels, config.models, on_failure=[self.alerts.upstream_auth])
-        self.slo = SloEvaluator(config.slos, self.live, emit=self.alerts.emit)
+        self.live = carried.live if carried else \
+            LiveStats(labels, config.models, on_failure=[self.alerts.upstream_auth])
+        self.slo = carried.slo if carried and carried.slo is not None else \
+            SloEvaluator(config.slos, self.live, emit=self.alerts.emit)
         # The page and the SLOs read per-request statistics; without either nobody would.
         self.watching = bool(config.slos) or self.ui_enabled
-        self.metrics = Metrics(config, on_record=self.live.observe_request if self.watching
-                               else None, gauges=[self.slo.gauges] if config.slos else ())
-        self.tracing = build_tracing(config)  # None when off: not in the chain
-        self.cache = build_cache(config.cache, shared.cache_store() if shared else None)
-        self.responses = _response_store(config)  # POST /v1/responses with store
+        self.metrics = carried.metrics if carried else Metrics(  # always on, cheap
+            config, on_record=self.live.observe_request if self.watching else None,
+            gauges=[self.slo.gauges] if config.slos else ())
+        # None when off: not in the chain
+        self.tracing = carried.tracing if carried else build_tracing(config)
+        cache_store = carried.cache_store if carried else None
+        self.cache = build_cache(config.cache, cache_store or (
+            shared.cache_store() if shared else None),
+            upstream_fingerprints(config.models, config.providers))
+        self.responses = carried.responses if carried else _response_store(config)
+        # client keys made through the admin API (None: the ledger is in memory)
+        self.keyring = carried.keyring if carried else _keyring(config, shared)
+        self._tasks: set[asyncio.Task] = set()
         access = self._access_policies(now)
         gates, observers = self._dispatch_hooks()
-        breakers = Breakers(config.routing.breaker, on_change=self.metrics.set_breaker_state)
-        self.metrics.watch_breakers(breakers.state)
-        stats = shared.stats_store() if shared else MemoryStatsStore()
+        breakers = carried.breakers if carried and carried.breakers else \
+            Breakers(config.routing.breaker, on_change=self.metrics.set_breaker_state)
+        stats = carried.stats if carried else (
+            shared.stats_store() if shared else MemoryStatsStore())
         if shared is not None:
             observers.append(shared.open_breaker_observer(breakers, stats))
-            shared.bind(stats, self.budget)
         adaptive = any(slo.adaptive for slo in config.slos)
+        pools = build_pools(config.providers, carried.pools if carried else None)
+        for pool in pools.values():
+            pool.on_cool = self.metrics.credential_cooled
         self.dispatcher = Dispatcher(config.providers, PROVIDER_TYPES, self.transports,
                                      models=config.models, routing=config.routing,
                                      timeouts=config.timeouts, provider_health=self.health.status,
                                      gates=gates, observers=observers, stats=stats,
                                      breakers=breakers, tokens=self._token_load(),
-                                     penalty=self.slo.penalty if adaptive else None)
-        self.sessions = (shared.sessions() if shared else MemorySessions()) \
-            if self.ui_enabled else None
-        self.watch = Watch(config, self.live, self.slo, self.alerts, self.dispatcher,
-                           self.health, self.budget, shared.chart_store() if shared else None)
+                                     penalty=self.slo.penalty if adaptive else None, pools=pools)
+        self.sessions = carried.sessions if carried else \
+            ((shared.sessions() if shared else MemorySessions()) if self.ui_enabled else None)
+        self.watch = carried.watch if carried else \
+            Watch(config, self.live, self.slo, self.alerts, self.dispatcher, self.health,
+                  self.budget, shared.chart_store() if shared else None)
         for name in self._affinity_models():  # rings built now, not on a first request
             self.dispatcher.router.affinity.ring(name)
-        given = list(policies) if policies is not None else []
         #: the access log of requests that never reach the pipeline (the policy's own
         #: when it is in the chain)
         self.access_log = next((p for p in given if isinstance(p, AccessLog)), AccessLog())
-        self.in_flight = 0  # requests being served, counted by the server's middleware
-        self.peers: Any = None  # the other workers' metrics (peers.py), set by serve.py
+        self.in_flight = 0  # data-plane requests on this generation (the middleware counts)
+        self.requests = 0  # every request pinned to it (proxy/server/live.py)
         self.policies: list[Policy] = self._with_observability(given + access)
         self._pipeline = Pipeline(self.policies, self.dispatcher)
         #: requests inside the pipeline, by the task serving each (a shutdown ends them)
@@ -182,7 +217,10 @@ class Gateway:
             r.strategy.name for r in self.config.routes if r.strategy is not None}
 
     def _token_load(self) -> TokenLoad | None:
-        """Tokens in flight are counted only when a strategy balances by them."""
+        """Tokens in flight are counted only when a strategy balances by them (and once
+        counted, the count goes on across reloads: requests in flight give theirs back)."""
+        if self.carried is not None and self.carried.tokens is not None:
+            return self.carried.tokens
         if "least_tokens" not in self._strategies():
             return None
         return self.shared.token_load() if self.shared is not None else TokenLoad()
@@ -199,25 +237,37 @@ class Gateway:
     def _access_policies(self, now: Clock) -> list[Policy]:
         """Routes → auth → client rate limit → budget, each only when the config asks for
         it, so an open gateway pays nothing for them. The admin key, when set, may call
-        the data plane too, as the key named 'admin' (compared like every client key)."""
-        config, shared = self.config, self.shared
+        the data plane too, as the key named 'admin' (compared like every client key).
+        Their stores (windows, spend, the ledger) are the running generation's on a reload."""
+        config, shared, carried = self.config, self.shared, self.carried
+        index = self.keyring.index if self.keyring is not None else None
         admin = self.admin_identity = (KeyConfig(name=ADMIN_KEY_NAME,
                                                  digest=hash_key(config.admin_key))
                                        if config.admin_key else None)
-        self.auth = Auth(config.keys + ((admin,) if admin else ())) if config.keys else None
+        self.auth = Auth(config.keys, index, also=(admin,) if admin else ()) \
+            if config.keys or index is not None else None
         self.routes = (Routes(RuleTable(config.routes), config.models, config.tasks, admin)
                        if config.routes or config.tasks or admin else None)
-        self.admin_auth = AdminAuth(config.admin_key, [k.digest for k in config.keys])
-        self.client_limits = (ClientRateLimit(*(shared.client_stores() if shared else ()))
-                              if any(k.limited for k in config.keys) else None)
+        self.admin_auth = AdminAuth(config.admin_key, [k.digest for k in config.keys], index)
+        self.client_limits = carried.client_limits if carried else None
+        if self.client_limits is None and (index is not None
+                                           or any(k.limited for k in config.keys)):
+            self.client_limits = ClientRateLimit(*(shared.client_stores() if shared else ()))
         self.budget: Budget | None = None
+        #: kept for the next generation even while no budget uses it
+        self.spare_ledger = carried.ledger if carried else None
         if (config.state.ledger is not None or config.state.postgres is not None
-                or config.budgets.any or any(k.budget is not None for k in config.keys)):
-            self.budget = Budget(config, WatchedLedger(self._ledger(), self.alerts.ledger_failed),
-                                 store=shared.budget_store() if shared else None, now=now,
-                                 alert=self.alerts.budget_alert)
-        self.target_limits: TargetRateLimit | None = None
-        if TargetRateLimit.needed(t for m in config.models.values() for t in m.targets):
+                or config.budgets.any or any(k.budget is not None for k in config.keys)
+                or self.spare_ledger is not None):  # (once open, the ledger keeps its owner)
+            ledger = self.spare_ledger or WatchedLedger(self._ledger(), self.alerts.ledger_failed)
+            store = (carried.budget_store if carried else None) or (
+                shared.budget_store() if shared else None)
+            self.budget = Budget(config, ledger, store=store, now=now,
+                                 alert=self.alerts.budget_alert,
+                                 more_keys=index.keys if index is not None else None)
+        self.target_limits: TargetRateLimit | None = carried.target_limits if carried else None
+        if self.target_limits is None and \
+                TargetRateLimit.needed(t for m in config.models.values() for t in m.targets):
             self.target_limits = TargetRateLimit(shared.target_store() if shared else None)
         return [p for p in (self.routes, self.auth, self.client_limits, self.budget)
                 if p is not None]
@@ -263,7 +313,8 @@ class Gateway:
 
     def authenticate(self, headers: Any) -> Any:
         """The caller's KeyConfig (401 if keys are configured and none matches), else None."""
-        return self.auth.identify(headers) if self.auth is not None else None
+        auth = self.auth
+        return auth.identify(headers) if auth is not None and auth.required else None
 
     def state_status(self) -> dict[str, str] | None:
         """The shared state's health for /health/ready (None with the memory backend)."""
@@ -277,108 +328,5 @@ class Gateway:
     @property
     def session_open(self) -> bool:
         return self.session is not None and not self.session.closed
-
-    def usable_models(self) -> list[str]:
-        """Models that can answer now: a target of their own, or of one of their
-        fallback models, whose provider is enabled, not failing its health check,
-        and whose circuit breaker is not open."""
-        providers, models = self.config.providers, self.config.models
-        breakers, health = self.dispatcher.breakers, self.health
-
-        def live(name: str) -> bool:
-            return any(providers[t.provider].enabled and health.status(t.provider) is not False
-                       and not breakers.is_open(t.label) for t in models[name].targets)
-
-        alive = {name for name in models if live(name)}
-        return [name for name, model in models.items()
-                if name in alive or any(f in alive for f in model.fallbacks)]
-
-    def why_unavailable(self, name: str) -> str:
-        """Why a model cannot answer now: each of its targets' reasons, once."""
-        providers, breakers = self.config.providers, self.dispatcher.breakers
-        reasons: dict[str, None] = {}
-        for target in self.config.models[name].targets:
-            provider = providers[target.provider]
-            if not provider.enabled:
-                reasons[f"provider '{provider.name}' is disabled ({provider.disabled_reason})"] \
-                    = None
-            elif self.health.status(target.provider) is False:
-                reasons[f"provider '{provider.name}' fails its health check"] = None
-            elif breakers.is_open(target.label):
-                reasons[f"target {target.label} is failing (circuit open)"] = None
-        return "; ".join(reasons) or "no target can answer"
-
-    def startup_lines(self) -> list[str]:
-        """Which models can answer, and for the others why not."""
-        usable = self.usable_models()
-        models = self.config.models
-        lines = [f"{len(usable)} of {len(models)} model(s) can answer: "
-                 + (", ".join(usable) or "none")]
-        lines += [f"model '{name}' cannot answer: {self.why_unavailable(name)}"
-                  for name in models if name not in usable]
-        return lines
-
-    def warn_disabled(self) -> None:
-        for provider in self.config.providers.values():
-            if not provider.enabled:
-                log.warning(f"provider '{provider.name}' is disabled: {provider.disabled_reason}; "
-                            "its models answer 503 until it is set")
-
-    async def lifespan(self, app: web.Application) -> AsyncIterator[None]:
-        try:
-            await self._start(app)
-        except BaseException:
-            await self._stop()
-            raise
-        try:
-            yield
-        finally:
-            await self._stop()
-
-    async def _start(self, app: web.Application) -> None:
-        app.on_shutdown.append(self._shutting_down)
-        self.session = new_session()  # the gateway's own calls (alert webhooks)
-        for name, provider in self.config.providers.items():
-            if PROVIDER_TYPES[provider.type].in_process:
-                self.transports[name] = MockTransport(provider)
-            else:  # one pool per provider, `max_connections` at most
-                self.transports[name] = HttpTransport(provider)
-        self.health.start()
-        self.alerts.start()
-        self.watch.start()
-        self._lag = asyncio.get_running_loop().create_task(self.metrics.watch_loop(),
-                                                           name="gatewise-loop-lag")
-        if self.peers is not None:
-            await self.peers.start()
-        if self.shared is not None:
-            await self.shared.start()
-        if self.budget is not None:
-            if self.config.state.ledger is None and self.config.state.postgres is None:
-                log.warning("budgets are kept in memory only: set state.ledger (sqlite:PATH) "
-                            "so a restart forgets no spend")
-            await self.budget.start()
-        await self.responses.open()
-
-    async def _stop(self) -> None:
-        if self._lag is not None:
-            self._lag.cancel()
-        await self.watch.stop()
-        await self.responses.close()
-        if self.budget is not None:
-            await self.budget.stop()
-        await self.alerts.stop()
-        if self.shared is not None:
-            await self.shared.close()
-        await self.health.stop()
-        if self.peers is not None:
-            await self.peers.stop()
-        for transport in self.transports.values():
-            if isinstance(transport, HttpTransport):
-                await transport.close()
-        if self.session is not None:
-            await self.session.close()
-        if self.tracing is not None:
-            self.tracing.shutdown()  # flushes the OTLP batch
-
 
 GATEWAY = web.AppKey("gateway", Gateway)

@@ -147,6 +147,15 @@ def log_handler(log_format: str, secrets: Iterable[str],
     return handler
 
 
+def remember_secrets(secrets: Iterable[str]) -> None:
+    """A reloaded config's credentials: every gatewise log handler hides them too."""
+    secrets = list(secrets)
+    for handler in logging.getLogger().handlers:
+        redact = getattr(handler.formatter, "_redact", None)
+        if isinstance(redact, Redactor):
+            redact.add(secrets)
+
+
 def configure_logging(log_format: str, level: str, secrets: Iterable[str]) -> Redactor:
     # Our lines never print the caller's file and line, thread or process: don't make
     # every record look them up (findCaller walks the stack on each call).

@@ -12,6 +12,7 @@ from proxy.engine.breakers import OPEN, Breakers
 from proxy.config.types import GatewayConfig
 from proxy.core.exchange import Attempt, Exchange
 from proxy.engine.live import CELL_S, CHART_CELLS
+from proxy.state.events import EventBus
 from proxy.state.series_redis import SharedChart
 from proxy.state.sessions import RedisSessions
 from proxy.state.token_load_redis import RedisTokenLoad
@@ -32,8 +33,11 @@ class SharedState:
         state = config.state
         self.config = config
         self.redis = RedisState(state.url, state.prefix, state.instances)
+        self.events = EventBus(self.redis)  # reloads and key changes reach every instance
         self.budgets: RedisBudgetStore | None = None
         self.budget: Budget | None = None
+        self.stats: SharedStatsStore | None = None
+        self._hooked = False
 
     # --- stores ------------------------------------------------------------------------
 
@@ -56,9 +60,7 @@ class SharedState:
     def stats_store(self) -> SharedStatsStore:
         """Target statistics whose cool-downs every instance sees."""
         labels = [t.label for m in self.config.models.values() for t in m.targets]
-        stats = SharedStatsStore(self.redis, labels)
-        self.redis.on_tick.append(stats.poll)
-        return stats
+        return SharedStatsStore(self.redis, labels)
 
     def chart_store(self) -> SharedChart:
         """The page's charts: every instance's hour, added together in Redis."""
@@ -74,13 +76,24 @@ class SharedState:
         self.redis.on_tick.append(tokens.publish)
         return tokens
 
-    def bind(self, stats: SharedStatsStore, budget: Budget | None) -> None:
-        """Budget rebuilds when Redis comes back empty; provider budget refresh."""
-        self.budget = budget
-        if budget is not None:
-            self.redis.on_empty.append(budget.reseed)
-            if self.config.budgets.providers:
-                self.redis.on_tick.append(self._refresh_provider_budgets)
+    def bind(self, config: GatewayConfig, stats: SharedStatsStore, budget: Budget | None) -> None:
+        """Budget rebuilds when Redis comes back empty; provider budget refresh; polling
+        shared cool-downs. Bound again by each generation a reload makes: the hooks,
+        added once, always serve the current one."""
+        self.config, self.stats, self.budget = config, stats, budget
+        stats.labels = sorted({t.label for m in config.models.values() for t in m.targets})
+        if not self._hooked:
+            self._hooked = True
+            self.redis.on_tick.append(self._poll_stats)
+            self.redis.on_empty.append(self._reseed)
+            self.redis.on_tick.append(self._refresh_provider_budgets)
+
+    async def _poll_stats(self) -> None:
+        await self.stats.poll()
+
+    async def _reseed(self) -> None:
+        if self.budget is not None:
+            await self.budget.reseed()
 
     def open_breaker_observer(self, breakers: Breakers, stats: SharedStatsStore) -> Any:
         """An attempt observer: a breaker that opens here cools the target down on
@@ -96,14 +109,18 @@ class SharedState:
 
     async def _refresh_provider_budgets(self) -> None:
         budget = self.budget
+        if budget is None or not self.config.budgets.providers:
+            return
         now = budget.now()
         await self.budgets.refresh(f"provider:{name}:{period_label(b.per, now)}"
                                    for name, b in self.config.budgets.providers.items())
 
     async def start(self) -> None:
         await self.redis.start()
+        self.events.start()
 
     async def close(self) -> None:
+        await self.events.close()
         await self.redis.close()
 
     def status(self) -> dict[str, str]:

@@ -7,8 +7,8 @@ deadline every request still open is ended by the gateway: a stream gets a
 last `server_shutting_down` error event in its client's wire format, anything
 else a 503; each one's usage is billed and its ledger row settled before the
 process exits. The drain's start and end are logged with their counts. A
-second signal exits at once, with one log line and no traceback. SIGHUP is
-logged and ignored (live reload does not exist yet): it never kills the process.
+second signal exits at once, with one log line and no traceback. SIGHUP
+reloads the config (proxy/server/reload.py): it never kills the process.
 """
 
 from __future__ import annotations
@@ -64,7 +64,6 @@ def run(app: web.Application, host: str, port: int, *, reuse_port: bool = False,
 async def _serve(app: web.Application, host: str, port: int, reuse_port: bool,
                  admin: tuple[web.Application, str, int] | None) -> int:
     gateway = app[GATEWAY]
-    grace = gateway.config.server.shutdown_timeout
     metrics_dir = os.environ.get(METRICS_DIR_ENV)
     if metrics_dir and os.path.isdir(metrics_dir):  # a worker: /metrics sums over all
         gateway.peers = Peers(gateway.metrics, metrics_dir)
@@ -83,13 +82,9 @@ async def _serve(app: web.Application, host: str, port: int, reuse_port: bool,
         logging.shutdown()
         os._exit(128 + signum)
 
-    def on_hangup() -> None:
-        log.warning("SIGHUP: live reload is not supported yet; the config is unchanged "
-                    "(restart gatewise to apply a new one)")
-
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, on_signal, signum)
-    loop.add_signal_handler(signal.SIGHUP, on_hangup)
+    # SIGHUP reloads the config: its handler is installed with the app (cli.py)
     watchdog = _watch_supervisor(loop)
     runners = [web.AppRunner(app, access_log=None, handler_cancellation=True,
                              shutdown_timeout=_CUT_GRACE_S)]
@@ -105,6 +100,7 @@ async def _serve(app: web.Application, host: str, port: int, reuse_port: bool,
             sites.append(web.TCPSite(runners[1], admin_host, admin_port))
             await sites[1].start()
         await stop.wait()
+        grace = gateway.config.server.shutdown_timeout  # (the config now: a reload may set it)
         await _drain(gateway, sites, runners[0], grace, signal.Signals(received[0]).name)
     finally:
         if watchdog is not None:

@@ -65,6 +65,13 @@ class Watch:
         self._tasks: set[asyncio.Task] = set()
         self._loop: asyncio.Task | None = None
 
+    def follow(self, config: "GatewayConfig", slo: SloEvaluator, dispatcher: "Dispatcher",
+               health: "HealthChecker", budget: "Budget | None") -> None:
+        """A reload's generation takes over: the page shows its config, targets and
+        budgets from the next tick (the ledger, and so the spend reader, stay)."""
+        self.config, self.slo, self.dispatcher, self.health, self.budget = \
+            config, slo, dispatcher, health, budget
+
     # --- events ------------------------------------------------------------------------
 
     def _transitions(self) -> None:

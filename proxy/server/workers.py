@@ -7,7 +7,7 @@ redis`), which is why the memory backend refuses N > 1. The parent only
 supervises. Workers run in their own process group, so a terminal's Ctrl-C
 reaches the supervisor alone and each worker hears one signal: SIGINT/SIGTERM
 are forwarded (the workers drain), a second one too (they exit at once).
-SIGHUP is logged and ignored. When one worker dies the supervisor stops the
+SIGHUP is forwarded too: every worker reloads its config and logs its result. When one worker dies the supervisor stops the
 others and exits with that worker's status (let systemd/Kubernetes restart);
 when the supervisor dies, the workers drain and exit (proxy/server/serve.py).
 """
@@ -37,12 +37,12 @@ def refusal(config: GatewayConfig, workers: int) -> str | None:
     return None
 
 
-def run(config_path: str, host: str, port: int, workers: int) -> int:
+def run(config_path: str, host: str, port: int, workers: int, watch: bool = False) -> int:
     from proxy.server.peers import METRICS_DIR_ENV
     from proxy.server.serve import SUPERVISOR_ENV
 
     cmd = [sys.executable, "-m", "proxy", "serve", "--config", config_path, "--host", host,
-           "--port", str(port), "--reuse-port"]
+           "--port", str(port), "--reuse-port"] + (["--watch"] if watch else [])
     metrics_dir = tempfile.mkdtemp(prefix="gatewise-metrics-")  # mode 0700
     env = {**os.environ, SUPERVISOR_ENV: str(os.getpid()), METRICS_DIR_ENV: metrics_dir}
     try:
@@ -63,13 +63,15 @@ def _supervise(cmd: list[str], env: dict[str, str], workers: int) -> int:
             if child.poll() is None:
                 child.send_signal(signum)
 
-    def hangup(_signum, _frame) -> None:
-        print("gatewise: SIGHUP: live reload is not supported yet; the config is unchanged "
-              "(restart gatewise to apply a new one)", file=sys.stderr, flush=True)
+    def reload_all(signum, _frame) -> None:
+        """SIGHUP: every worker reloads its config (each answers for itself in the log)."""
+        for child in children:
+            if child.poll() is None:
+                child.send_signal(signum)
 
     signal.signal(signal.SIGTERM, forward)
     signal.signal(signal.SIGINT, forward)
-    signal.signal(signal.SIGHUP, hangup)
+    signal.signal(signal.SIGHUP, reload_all)
     status = 0
     while children:
         for child in list(children):

@@ -219,6 +219,12 @@ class MemoryBudgetStore:
     def load(self, scope: str, spent: float) -> None:
         self._spent[scope] = self._spent.get(scope, 0.0) + spent
 
+    async def seed(self, totals: dict[str, float]) -> None:
+        """The ledger's totals for scopes a reload adds: never added to what is already
+        counted, only raised to it (as the shared store's seed)."""
+        for scope, total in totals.items():
+            self._spent[scope] = max(self._spent.get(scope, 0.0), total)
+
 
 Clock = Callable[[], float]  # seconds since the epoch (UTC); tests inject their own
 wall_clock: Clock = time.time

@@ -7,7 +7,9 @@ between instances later; the memory store is the default.
 
 from __future__ import annotations
 
+import copy
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -87,3 +89,11 @@ class MemoryStatsStore:
 
     def all(self) -> dict[str, TargetStats]:
         return dict(self._stats)
+
+    def keep_only(self, labels: Iterable[str]) -> "MemoryStatsStore":
+        """A store for the next config (a reload): the same live entries for `labels`
+        (requests in flight on either side count in one place), none for the rest."""
+        keep = set(labels)
+        carried = copy.copy(self)  # the same kind of store, with what it holds
+        carried._stats = {label: s for label, s in self._stats.items() if label in keep}
+        return carried

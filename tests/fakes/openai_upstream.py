@@ -63,6 +63,11 @@ class Received:
 class FakeOpenAI:
     def __init__(self, api_key: str = API_KEY) -> None:
         self.api_key = api_key
+        #: every key it accepts (a key pool's accounts); add to it for more than one
+        self.keys: set[str] = {api_key}
+        #: keys whose account is out of credit: 429 insufficient_quota, as OpenAI answers
+        self.quota_spent: set[str] = set()
+        self.by_key: dict[str, int] = {}  # requests per presented key
         self.requests: list[Received] = []
         self.replies: deque[Reply] = deque()
         self.default = Reply()
@@ -101,10 +106,17 @@ class FakeOpenAI:
                 "from your browser and are prompted for a username. You can obtain an API key "
                 "from https://platform.openai.com/account/api-keys."))
         given = auth[len("Bearer "):]
-        if given != self.api_key:
+        self.by_key[given] = self.by_key.get(given, 0) + 1
+        if given not in self.keys:
             return _error(401, error(
                 f"Incorrect API key provided: {_mask(given)}. You can find your API key at "
                 "https://platform.openai.com/account/api-keys.", code="invalid_api_key"))
+        if given in self.quota_spent:
+            return _error(429, error(
+                "You exceeded your current quota, please check your plan and billing details. "
+                "For more information on this error, read the docs: "
+                "https://platform.openai.com/docs/guides/error-codes/api-errors.",
+                type_="insufficient_quota", code="insufficient_quota"))
         problem = validate(body if not isinstance(body, bytes) else None)
         if problem:
             return _error(400, problem)
