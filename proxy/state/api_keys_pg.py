@@ -13,8 +13,8 @@ from typing import Any
 import asyncpg
 import orjson
 
-from proxy.state.api_keys import AuditEntry, KeyConflict, KeyNotFound, KeyRecord, KeyStoreDown
-from proxy.state.api_keys_sqlite import COLUMNS, SETTABLE
+from proxy.state.api_keys import AuditEntry, KeyNotFound, KeyRecord, KeyStoreDown
+from proxy.state.api_keys_sqlite import COLUMNS, change_values, name_taken, row_values
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS api_keys (
@@ -105,25 +105,18 @@ class PostgresKeyStore:
     async def create(self, record: KeyRecord, audit: AuditEntry) -> KeyRecord:
         async def write(conn: asyncpg.Connection, seq: int) -> None:
             record.seq = seq
-            values = [getattr(record, c) for c in COLUMNS]
-            values[COLUMNS.index("spec")] = orjson.dumps(record.spec).decode()
             await conn.execute(f"INSERT INTO api_keys ({', '.join(COLUMNS)}) VALUES ("
                                + ", ".join(f"${i + 1}" for i in range(len(COLUMNS))) + ")",
-                               *values)
+                               *row_values(record))
         try:
             await self._change(write, audit)
         except asyncpg.UniqueViolationError:
-            raise KeyConflict(f"A key named '{record.name}' already exists (names are never "
-                              "reused, also after a revoke).") from None
+            raise name_taken(record.name) from None
         return record
 
     async def update(self, name: str, changes: dict[str, Any], audit: AuditEntry,
                      live_only: bool = True) -> KeyRecord:
-        names = sorted(changes)
-        if not set(names) <= SETTABLE:
-            raise ValueError(f"not settable: {set(names) - SETTABLE}")
-        values = [orjson.dumps(changes[n]).decode() if n == "spec" else changes[n]
-                  for n in names]
+        names, values = change_values(changes)
 
         async def write(conn: asyncpg.Connection, seq: int) -> None:
             sets = ", ".join([f"{n} = ${i + 1}" for i, n in enumerate(names)]

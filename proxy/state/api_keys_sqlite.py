@@ -52,6 +52,27 @@ SETTABLE = frozenset({"digest", "prefix", "previous_digest", "previous_until", "
                       "revoked_at"})
 
 
+def row_values(record: KeyRecord) -> list[Any]:
+    """The record's values in COLUMNS order, its spec as JSON text (both backends)."""
+    values = [getattr(record, c) for c in COLUMNS]
+    values[COLUMNS.index("spec")] = orjson.dumps(record.spec).decode()
+    return values
+
+
+def change_values(changes: dict[str, Any]) -> tuple[list[str], list[Any]]:
+    """The changed column names (sorted, each settable) and their values."""
+    names = sorted(changes)
+    if not set(names) <= SETTABLE:
+        raise ValueError(f"not settable: {set(names) - SETTABLE}")
+    return names, [orjson.dumps(changes[n]).decode() if n == "spec" else changes[n]
+                   for n in names]
+
+
+def name_taken(name: str) -> KeyConflict:
+    return KeyConflict(f"A key named '{name}' already exists (names are never "
+                       "reused, also after a revoke).")
+
+
 def row_record(row: tuple) -> KeyRecord:
     values = dict(zip(COLUMNS, row))
     values["spec"] = orjson.loads(values["spec"])
@@ -124,24 +145,17 @@ class SqliteKeyStore:
     async def create(self, record: KeyRecord, audit: AuditEntry) -> KeyRecord:
         def write(conn: sqlite3.Connection, seq: int) -> None:
             record.seq = seq
-            values = [getattr(record, c) for c in COLUMNS]
-            values[COLUMNS.index("spec")] = orjson.dumps(record.spec).decode()
             conn.execute(f"INSERT INTO api_keys ({', '.join(COLUMNS)}) VALUES "
-                         f"({', '.join('?' * len(COLUMNS))})", values)
+                         f"({', '.join('?' * len(COLUMNS))})", row_values(record))
         try:
             await self._run(self._change, write, audit)
         except sqlite3.IntegrityError:
-            raise KeyConflict(f"A key named '{record.name}' already exists (names are never "
-                              "reused, also after a revoke).") from None
+            raise name_taken(record.name) from None
         return record
 
     async def update(self, name: str, changes: dict[str, Any], audit: AuditEntry,
                      live_only: bool = True) -> KeyRecord:
-        names = sorted(changes)
-        if not set(names) <= SETTABLE:
-            raise ValueError(f"not settable: {set(names) - SETTABLE}")
-        values = [orjson.dumps(changes[n]).decode() if n == "spec" else changes[n]
-                  for n in names]
+        names, values = change_values(changes)
 
         def write(conn: sqlite3.Connection, seq: int) -> None:
             sets = ", ".join([f"{n} = ?" for n in names] + ["updated_at = ?", "seq = ?"])
