@@ -305,10 +305,16 @@ async def test_workers_exit_when_the_supervisor_dies(fake, served):
 async def test_the_supervisor_survives_sighup_and_forwards_one_stop(fake, served):
     gw = await served(workers_config(fake.url), "--workers", "2", session=True)
     pids = await two_workers(gw)
+    async with asyncio.timeout(15):  # both past their first line: SIGHUP is theirs to take
+        while gw.text.count(f" on {gw.url} from ") < 2:
+            await asyncio.sleep(0.05)
     gw.signal(signal.SIGHUP)
+    async with asyncio.timeout(15):
+        while gw.text.count("config reload (SIGHUP): unchanged") < 2:
+            await asyncio.sleep(0.05)
     await asyncio.sleep(0.3)
     assert gw.proc.returncode is None and all(alive(pid) for pid in pids)
-    assert gw.text.count("config reload (SIGHUP): unchanged") == 2  # every worker reloads
+    assert gw.text.count("config reload (SIGHUP): unchanged") == 2  # each worker, once
     os.killpg(gw.proc.pid, signal.SIGINT)  # a terminal's Ctrl-C: the whole process group
     assert await gw.wait() == 0
     assert gw.text.count("draining 0 request(s)") == 2  # each worker drained once...

@@ -128,7 +128,8 @@ def test_a_sighup_while_starting_is_not_fatal_and_is_honoured(tmp_path):
     write(path, "a")
     proc = serve(path, port)
     try:
-        time.sleep(0.3)  # the interpreter is up, the gateway is not serving yet
+        # its first line is out (SIGHUP is in gatewise's hands), the gateway not yet serving
+        eventually(lambda: f"on http://127.0.0.1:{port} " in log_of(path))
         write(path, "b")
         proc.send_signal(signal.SIGHUP)
         eventually(lambda: target(port) == "b/echo")

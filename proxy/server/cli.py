@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import functools
 import logging
 import os
 import signal
@@ -76,9 +75,9 @@ def unauthenticated_refusal(config: GatewayConfig, host: str) -> str | None:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    hangups: list[int] = []  # a SIGHUP before the reload handler is in place: never fatal,
-    if hasattr(signal, "SIGHUP"):  # and reloaded as soon as it is
-        signal.signal(signal.SIGHUP, lambda signum, _frame: hangups.append(signum))
+    hangup = Hangup()  # from now on a SIGHUP is never fatal
+    if hasattr(signal, "SIGHUP"):
+        signal.signal(signal.SIGHUP, lambda _signum, _frame: hangup())
     config = _load(args.config)
     if config is None:
         return 2
@@ -104,7 +103,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         return workers.run(args.config, host, port, args.workers, watch=args.watch)
     app = build_app(config, watch=args.watch)
     app.on_startup.append(_freeze_heap)
-    app.on_startup.append(functools.partial(_reload_on_hangup, early=hangups))
+    app.on_startup.append(hangup.open)
     gateway = app[GATEWAY]
     gateway.host = host  # (a reload must not open it to the network: reload_admin.py)
     gateway.warn_disabled()
@@ -131,7 +130,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
                     "(ulimit -n) or lower max_in_flight")
     try:
         return run(app, host, port, reuse_port=args.reuse_port, admin=admin,
-                   loop_factory=loop_factory)
+                   loop_factory=loop_factory, hangup=hangup)
     except StartupError as err:  # e.g. a ledger that cannot be opened: one line, no traceback
         print(f"gatewise: {err}", file=sys.stderr)
         return 2
@@ -198,16 +197,35 @@ def cmd_keys(args: argparse.Namespace) -> int:
     return keys_cli.run(config, args)
 
 
-async def _reload_on_hangup(app: object, early: list[int]) -> None:
-    """SIGHUP reloads the config file (proxy/server/reload.py); one that came while the
-    gateway was starting is honoured now."""
-    from proxy.server.gateway import GATEWAY
-    from proxy.server.reload_admin import install_hangup, on_hangup
+class Hangup:
+    """SIGHUP, from the first line of `serve` on: reload the config, never die.
 
-    live = app[GATEWAY]  # type: ignore[index]
-    install_hangup(live)
-    if early:
-        on_hangup(live)
+    Until the gateway has started, hangups are remembered as one (the reload reads the
+    file as it is then) and honoured at start-up. One object takes the signal both
+    before the event loop (a plain signal handler) and in it (serve.py), so a signal
+    that lands while the two hand over is seen once, not twice.
+    """
+
+    def __init__(self) -> None:
+        self.live: object | None = None
+        self.pending = False
+
+    def __call__(self) -> None:
+        if self.live is None:
+            self.pending = True
+            return
+        from proxy.server.reload_admin import on_hangup
+
+        on_hangup(self.live)  # type: ignore[arg-type]
+
+    async def open(self, app: object) -> None:
+        """An on_startup hook: from now on a hangup reloads at once."""
+        from proxy.server.gateway import GATEWAY
+
+        self.live = app[GATEWAY]  # type: ignore[index]
+        if self.pending:
+            self.pending = False
+            self()
 
 
 async def _freeze_heap(app: object) -> None:

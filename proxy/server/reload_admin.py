@@ -10,10 +10,8 @@ many instances heard it.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import os
-import signal
 from pathlib import Path
 from typing import Any, Callable
 
@@ -103,11 +101,6 @@ async def start_watching(live: Live) -> None:
 def on_hangup(live: Live) -> None:
     """SIGHUP: reload (under --workers the supervisor sends it to every worker)."""
     live.reloader.reload_soon("SIGHUP")
-
-
-def install_hangup(live: Live) -> None:
-    if hasattr(signal, "SIGHUP"):
-        asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, on_hangup, live)
 
 
 def listen_for_reloads(live: Live) -> None:

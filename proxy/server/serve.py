@@ -55,14 +55,16 @@ def raise_fd_limit() -> int:
 
 def run(app: web.Application, host: str, port: int, *, reuse_port: bool = False,
         admin: tuple[web.Application, str, int] | None = None,
-        loop_factory: Callable[[], asyncio.AbstractEventLoop] | None = None) -> int:
-    """Serve until a signal; returns the exit status."""
+        loop_factory: Callable[[], asyncio.AbstractEventLoop] | None = None,
+        hangup: Callable[[], None] | None = None) -> int:
+    """Serve until a signal; returns the exit status. `hangup` is called on SIGHUP."""
     with asyncio.Runner(loop_factory=loop_factory) as runner:
-        return runner.run(_serve(app, host, port, reuse_port, admin))
+        return runner.run(_serve(app, host, port, reuse_port, admin, hangup))
 
 
 async def _serve(app: web.Application, host: str, port: int, reuse_port: bool,
-                 admin: tuple[web.Application, str, int] | None) -> int:
+                 admin: tuple[web.Application, str, int] | None,
+                 hangup: Callable[[], None] | None = None) -> int:
     gateway = app[GATEWAY]
     metrics_dir = os.environ.get(METRICS_DIR_ENV)
     if metrics_dir and os.path.isdir(metrics_dir):  # a worker: /metrics sums over all
@@ -82,9 +84,12 @@ async def _serve(app: web.Application, host: str, port: int, reuse_port: bool,
         logging.shutdown()
         os._exit(128 + signum)
 
+    if hangup is not None and hasattr(signal, "SIGHUP"):
+        # First: the loop's signal pipe starts with this call, and a SIGHUP must not
+        # reach both the plain handler and the pipe (two reloads for one signal).
+        loop.add_signal_handler(signal.SIGHUP, hangup)
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, on_signal, signum)
-    # SIGHUP reloads the config: its handler is installed with the app (cli.py)
     watchdog = _watch_supervisor(loop)
     runners = [web.AppRunner(app, access_log=None, handler_cancellation=True,
                              shutdown_timeout=_CUT_GRACE_S)]

@@ -52,8 +52,14 @@ def run(config_path: str, host: str, port: int, workers: int, watch: bool = Fals
 
 
 def _supervise(cmd: list[str], env: dict[str, str], workers: int) -> int:
-    children = [subprocess.Popen(cmd, env={**env, "GATEWISE_WORKER": str(i)}, process_group=0)
-                for i in range(workers)]
+    # Workers start with SIGHUP ignored (kept across exec) until `gatewise serve` takes it
+    # on its first lines: a reload asked while one is still importing is lost, not fatal.
+    previous = signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    try:
+        children = [subprocess.Popen(cmd, env={**env, "GATEWISE_WORKER": str(i)},
+                                     process_group=0) for i in range(workers)]
+    finally:
+        signal.signal(signal.SIGHUP, previous)
     stopping = False
 
     def forward(signum, _frame) -> None:
