@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import glob
 import os
 import signal
 import socket
@@ -51,7 +52,10 @@ async def test_pending_then_finished_once_and_recovered(tmp_path, durability, sy
     assert (ledger._direct is not None) == (durability == "process")
     for i in range(3):
         await ledger.begin(Pending(f"id{i}", f"r{i}", "k", "m", 0.75, False, 1.0))
-    assert conn.execute("SELECT COUNT(*) FROM spend WHERE state='pending'").fetchone()[0] == 3
+    # power: a pending row, fsynced; process: a line in the journal, no row until settled
+    pending = conn.execute("SELECT COUNT(*) FROM spend WHERE state='pending'").fetchone()[0]
+    assert pending == (3 if durability == "power" else 0)
+    assert journaled(db) == (0 if durability == "power" else 3)
     await ledger.finish("id0", outcome())
     await ledger.finish("id0", outcome(cost=99.0))  # a second finish changes nothing
     await ledger.close()
@@ -63,6 +67,11 @@ async def test_pending_then_finished_once_and_recovered(tmp_path, durability, sy
     report = await ledger.report("key", 0.0)
     assert report[0]["cost_usd"] == 2.0 and report[0]["requests"] == 3
     await ledger.close()
+
+
+def journaled(db: str | Path) -> int:
+    """Lines in the begun-rows journal of a `durability: process` ledger."""
+    return sum(len(Path(p).read_bytes().splitlines()) for p in glob.glob(f"{db}-begun.*"))
 
 
 async def test_group_commit_keeps_every_row(tmp_path):
@@ -153,8 +162,10 @@ async def test_kill_9_mid_request_then_restart_forgets_nothing(tmp_path, durabil
         async with aiohttp.ClientSession() as http:
             request = asyncio.ensure_future(http.post(server.url + "/v1/chat/completions",
                                                       json=CHAT, headers=AUTH))
-            for _ in range(200):  # until the pending row is on disk
+            for _ in range(200):  # until the pending row (or journal line) is written
                 await asyncio.sleep(0.02)
+                if journaled(db):
+                    break
                 if db.exists():
                     with sqlite3.connect(db) as conn:
                         if conn.execute("SELECT COUNT(*) FROM spend WHERE state = 'pending'"
@@ -312,6 +323,7 @@ async def test_process_durability_checkpoints_off_the_event_loop(tmp_path, monke
     await ledger.open(1.0)
     for i in range(4):
         await ledger.begin(Pending(f"id{i}", f"r{i}", "k", "m", 0.5, False, 1.0))
+        await ledger.finish(f"id{i}", outcome())
     await ledger.flush()  # the writer's thread ran the queued checkpoints first
     copy = tmp_path / "copy.db"
     copy.write_bytes(db.read_bytes())  # the database file alone, without its WAL
@@ -321,21 +333,25 @@ async def test_process_durability_checkpoints_off_the_event_loop(tmp_path, monke
 
 
 async def test_process_durability_commits_a_turn_of_the_loop_together(tmp_path):
-    """Fifty requests beginning at once share one commit, and each begin returns only
-    once its row can be read by another connection (it is in the operating system)."""
+    """A begin is a journal line, no SQLite write; fifty settles queued together share
+    one commit, each resolving once its row can be read by another connection (it is
+    in the operating system), and a settled row's journal segment is then deleted."""
     db = tmp_path / "l.db"
     ledger = SqliteLedger(str(db), durability="process")
     await ledger.open(1.0)
     before = ledger._direct._commits
     await asyncio.gather(*(ledger.begin(Pending(f"id{i}", f"r{i}", "k", "m", 0.5, False, 1.0))
                            for i in range(50)))
-    assert ledger._direct._commits - before == 1
-    with sqlite3.connect(db) as conn:
-        pending = conn.execute("SELECT COUNT(*) FROM spend WHERE state = 'pending'").fetchone()
-    assert pending[0] == 50
+    assert ledger._direct._commits == before and journaled(db) == 50
     with pytest.raises(sqlite3.IntegrityError):  # a duplicate id fails alone, as before
         await ledger.begin(Pending("id0", "r0", "k", "m", 0.5, False, 1.0))
+    await asyncio.gather(*(ledger.finish(f"id{i}", outcome()) for i in range(50)))
+    assert ledger._direct._commits - before == 1
+    with sqlite3.connect(db) as conn:
+        done = conn.execute("SELECT COUNT(*) FROM spend WHERE state = 'done'").fetchone()
+    assert done[0] == 50
     await ledger.close()
+    assert journaled(db) == 0 and not glob.glob(f"{db}-begun.*")  # all settled: no file left
 
 
 async def test_process_durability_hands_a_failing_commit_to_the_writer(tmp_path):

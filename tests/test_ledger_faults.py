@@ -6,6 +6,7 @@ clear 503, never a 500."""
 from __future__ import annotations
 
 import asyncio
+import glob
 import sqlite3
 import subprocess
 import sys
@@ -70,6 +71,11 @@ def spent(gw) -> float:
     return sum(v for k, v in store._spent.items() if k.startswith(SCOPE))
 
 
+def journaled(db: str) -> int:
+    """Rows begun in the journal of a `durability: process` ledger."""
+    return sum(len(Path(p).read_bytes().splitlines()) for p in glob.glob(f"{db}-begun.*"))
+
+
 async def until(check, timeout: float = 10.0) -> None:
     deadline = time.monotonic() + timeout
     while not check():
@@ -89,7 +95,7 @@ async def test_locked_sqlite_finish_is_retried_until_it_lands_once(tmp_path, sho
     ledger = gw.app[GATEWAY].budget.ledger
     big = {**CHAT, "max_tokens": 1000}  # reserves $1.009; really costs $0.012
     first = asyncio.create_task(post(gw, big))
-    await until(lambda: sqlite3.connect(db).execute("SELECT COUNT(*) FROM spend").fetchone()[0])
+    await until(lambda: journaled(db))  # begun (a journal line): it is upstream now
     locker = sqlite3.connect(db, isolation_level=None)
     locker.execute("BEGIN IMMEDIATE")  # another process holds the write lock
     status, _, _ = await first
@@ -101,15 +107,15 @@ async def test_locked_sqlite_finish_is_retried_until_it_lands_once(tmp_path, sho
     assert status == 503 and int(headers["retry-after"]) >= 1
     assert b"ledger_unavailable" in body
     assert time.monotonic() - started < 1.0  # no waiting for the lock per request
-    assert locker.execute("SELECT state FROM spend").fetchall() == [("pending",)]
+    assert locker.execute("SELECT state FROM spend").fetchall() == []  # still journaled
     # a spend report now would be short: it says so instead of guessing
     assert (await ledger_report_status(gw)) == 503
     locker.execute("COMMIT")
     await until(lambda: ledger.writer.failing is None and not ledger.writer.backlog)
     rows = sqlite3.connect(db).execute("SELECT state, cost, reserved FROM spend").fetchall()
     assert rows == [("done", pytest.approx(REAL_COST), pytest.approx(1.009))]
-    # the first request's finish, and the refused request's settle-at-nothing (its
-    # insert never landed, so it matches no row)
+    # the first request's settled row, and the refused request's settle-at-nothing
+    # (it never began, so it matches no row)
     assert ledger.writer.written_late == 2
     status, _, _ = await post(gw)
     assert status == 200
@@ -123,28 +129,36 @@ async def test_locked_sqlite_finish_is_retried_until_it_lands_once(tmp_path, sho
     await again.close()
 
 
-async def test_a_begin_the_lock_refuses_is_503_and_reserves_nothing(tmp_path, short_busy):
+async def test_a_locked_database_delays_settles_then_refuses_begins(tmp_path, short_busy):
+    """A begin needs only the journal, so requests are served while another process
+    holds the database; their settled rows wait and are retried. Once the writer
+    knows the database refuses writes, new requests get a 503 and reserve nothing."""
     db = str(tmp_path / "l.db")
     gw = await serve(config(f"sqlite:{db}", latency_ms=0))
+    budget = gw.app[GATEWAY].budget
     locker = sqlite3.connect(db, isolation_level=None)
     locker.execute("BEGIN EXCLUSIVE")
     results = await asyncio.gather(*(post(gw) for _ in range(5)))
-    assert [r[0] for r in results] == [503] * 5
-    budget = gw.app[GATEWAY].budget
+    assert [r[0] for r in results] == [200] * 5
+    await until(lambda: budget.ledger.writer.failing is not None)
+    status, headers, body = await post(gw)
+    assert status == 503 and b"ledger_unavailable" in body
     assert all(held == 0 for held in budget.store._held.values())
     locker.execute("COMMIT")
-    await until(lambda: budget.ledger.writer.failing is None, 10)
+    await until(lambda: budget.ledger.writer.failing is None
+                and not budget.ledger.writer.backlog, 10)
     assert (await post(gw))[0] == 200
     await gw.close()
     rows = sqlite3.connect(db).execute("SELECT state, http_status FROM spend").fetchall()
-    assert rows == [("done", 200)]
+    assert rows == [("done", 200)] * 6  # each served request once; the refused one: none
+    assert not glob.glob(f"{db}-begun.*")  # every journal line settled
 
 
 async def test_clean_shutdown_marks_requests_in_flight_interrupted(tmp_path, caplog):
     db = str(tmp_path / "l.db")
     gw = await serve(config(f"sqlite:{db}", latency_ms=5000), shutdown_timeout=0.2)
     request = asyncio.create_task(post(gw))
-    await until(lambda: sqlite3.connect(db).execute("SELECT COUNT(*) FROM spend").fetchone()[0])
+    await until(lambda: journaled(db))
     await gw.close()
     with pytest.raises(aiohttp.ClientError):
         await request

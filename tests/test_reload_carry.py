@@ -143,6 +143,7 @@ async def test_a_changed_provider_starts_afresh_with_its_secret_read_again(gatew
         status, headers, _ = await chat(http, url, "a", "after rotation")
         assert status == 200
     assert one.by_key.get(K2) == 1
+    await live.budget.ledger.flush()  # settled rows are committed within 2 ms
     rows = sqlite3.connect(gateway.tmp / "ledger.db").execute(
         "SELECT COUNT(*) FROM spend WHERE key_name = 'team'").fetchone()[0]
     assert rows == 3  # one ledger, every request in it

@@ -1,19 +1,21 @@
-"""The spend ledger: one row per request, written before the upstream call and
-finalised after it, durable on commit; one more row per earlier attempt of the
-request that consumed tokens (failed over, cut by a timeout), so every token an
-upstream bills is recorded once.
+"""The spend ledger: one row per request, begun before the upstream call and
+settled after it; one more row per earlier attempt of the request that consumed
+tokens (failed over, cut by a timeout), so every token an upstream bills is
+recorded once.
 
 SQLite in WAL mode. `durability="power"`: `synchronous=FULL`, every commit is
 fsynced, and writes are group-committed by one writer thread
 (proxy/state/ledger_writer.py): all rows queued while a commit runs go into the
 next transaction, so under load many requests share one fsync and the event
 loop never blocks on the disk. `durability="process"` (the default) survives a
-crash of gatewise, not of the machine: `synchronous=NORMAL`, no fsync, and rows
-are committed on the event loop's thread, grouped per turn of the loop
-(proxy/state/ledger_direct.py); only writes that find the database locked or
-failing go through the writer. A settle the database refuses (locked past its
-busy timeout, disk full) is kept and retried until it lands. `LedgerStore` is
-the interface both ledgers implement. Rows never hold prompt text or keys.
+crash of gatewise, not of the machine: a begin is one line appended to a
+journal file (proxy/state/ledger_journal.py), not a row, and the row reaches
+SQLite once, settled, with `synchronous=NORMAL` and no fsync, committed on the
+event loop's thread in groups (proxy/state/ledger_direct.py); writes that find
+the database locked or failing go through the writer. A settle the database
+refuses (locked past its busy timeout, disk full) is kept and retried until it
+lands. `LedgerStore` is the interface both ledgers implement. Rows never hold
+prompt text or keys.
 """
 
 from __future__ import annotations
@@ -29,12 +31,12 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from proxy.state.ledger_direct import DirectWriter
+from proxy.state.ledger_journal import BegunJournal, recovered_rows, settled_row, with_in_flight
 from proxy.state.ledger_schema import BUSY_TIMEOUT_MS, SCHEMA, connect
 from proxy.state.ledger_writer import GroupWriter, LedgerUnavailable
 
 __all__ = ["BUSY_TIMEOUT_MS", "SCHEMA", "AttemptRow", "LedgerStore", "LedgerUnavailable",
-           "Outcome", "Pending", "SpendRow", "connect",
-           "SqliteLedger"]
+           "Outcome", "Pending", "SpendRow", "connect", "SqliteLedger"]
 
 log = logging.getLogger("gatewise.ledger")
 
@@ -180,6 +182,8 @@ class SqliteLedger:
         self.path = path
         self.durability = durability  # process | power (see the module's docstring)
         self._direct: DirectWriter | None = None
+        self._journal: BegunJournal | None = None
+        self._begun: dict[str, Pending] = {}  # journaled, not yet settled
         self._conn: sqlite3.Connection | None = None
         self._executor = ThreadPoolExecutor(1, thread_name_prefix="gatewise-ledger")
         self.writer = GroupWriter(self._write, "ledger", grace=FINISH_GRACE_S)
@@ -208,6 +212,10 @@ class SqliteLedger:
             await self._run(connect, self.path, False, sync)
         settled = await self._run(self._recover, now)
         if not self._inline and self.durability == "process":
+            journal = BegunJournal(self.path)
+            settled += await self._run(self._recover_journal, journal, now)
+            journal.open()
+            self._journal = journal
             self._direct = DirectWriter(self.path, self.writer.submit, self._checkpoint,
                                         _ROW_ERRORS)
         self.writer.start()
@@ -220,6 +228,13 @@ class SqliteLedger:
             "finished_at = ? WHERE state = 'pending'", (now,))
         return cur.rowcount
 
+    def _recover_journal(self, journal: BegunJournal, now: float) -> int:
+        """A crashed process's journaled, unsettled rows: at their reservation."""
+        before = self._conn.total_changes
+        self._apply((_ADD, values) for values in recovered_rows(journal.left_behind(), now))
+        journal.clear()
+        return self._conn.total_changes - before
+
     async def close(self) -> None:
         if self._open:
             self._open = False
@@ -229,6 +244,8 @@ class SqliteLedger:
                 self._direct.close()
                 self._direct = None
             left = await self.writer.close(CLOSE_TIMEOUT_S)
+            if self._journal is not None:  # its unsettled rows are recovered next time
+                self._journal.close()
             if left:
                 log.error(f"ledger: {left} row write(s) could not be written before shutdown "
                           f"({self.writer.failing}); their rows stay pending and are settled "
@@ -252,6 +269,17 @@ class SqliteLedger:
             return
         params = (row.id, row.request_id, row.key_name, row.model, row.reserved,
                   int(row.stream), row.created_at)
+        if self._journal is not None:
+            if self.writer.failing is not None:  # settles are not landing: no new spend
+                raise LedgerUnavailable(str(self.writer.failing))
+            if row.id in self._begun:  # (as the table's primary key would say)
+                raise sqlite3.IntegrityError("UNIQUE constraint failed: spend.id")
+            try:
+                self._journal.write(row.id, params)
+            except OSError as exc:
+                raise LedgerUnavailable(f"the journal cannot be written: {exc}") from None
+            self._begun[row.id] = row
+            return
         await (self._direct or self.writer).submit(_INSERT, params)
 
     def finish(self, row_id: str, o: Outcome) -> asyncio.Future:
@@ -263,6 +291,11 @@ class SqliteLedger:
                 (fresh[6], fresh[4], fresh[5], fresh[7], fresh[8], fresh[9], fresh[10],
                  fresh[11], fresh[12], fresh[14], fresh[15], fresh[16], fresh[19]) = o.values()
             return _done()
+        row = self._begun.pop(row_id, None)
+        if row is not None:  # journaled: its one INSERT, settled
+            future = self._direct.submit(_ADD, settled_row(row, o), f"finish:{row_id}")
+            future.add_done_callback(self._journal.when_landed(row_id))
+            return future
         return (self._direct or self.writer).submit(_FINISH, (*o.values(), row_id),
                                                     f"finish:{row_id}")
 
@@ -346,8 +379,9 @@ class SqliteLedger:
         await self.writer.submit("SELECT 1", ())
 
     async def report(self, by: str, since: float) -> list[dict[str, Any]]:
-        await self.flush()
-        return await self._run(query_report, self._conn, by, since)
+        await self.flush()  # (requests in flight are journaled, not in the table yet)
+        found = await self._run(query_report, self._conn, by, since)
+        return with_in_flight(found, self._begun.values(), by, since)
 
 
 def _checkpoint(conn: sqlite3.Connection) -> None:

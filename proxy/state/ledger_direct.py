@@ -2,10 +2,13 @@
 
 Surviving a `kill -9` of gatewise needs the row's bytes in the operating system,
 not on the disk: a commit in WAL mode with `synchronous=NORMAL` is a write() to
-the WAL file and no fsync. Writes queued in one turn of the event loop are
-committed together at the end of it (`call_soon`), so concurrent requests share
-a commit — a commit writes whole pages of every index it touches, and costs
-tens of microseconds of system calls — and nobody waits for another thread.
+the WAL file and no fsync. A write somebody waits for is committed at the end
+of this turn of the event loop (`call_soon`) with everything queued in it; a
+settle, which nobody waits for, within `SETTLE_GRACE_S`, with every other write
+of that window — a commit writes whole pages of every index it touches and
+costs tens of microseconds of system calls, so concurrent requests share one —
+and nobody waits for another thread. (A SQLite ledger's begins are journal
+lines, proxy/state/ledger_journal.py: what comes here is mostly settles.)
 
 The connection never waits for a lock (`busy_timeout=0`): when another
 connection holds it, or the disk says no, the whole batch is handed to the

@@ -1,0 +1,134 @@
+"""The begun-rows journal of `durability: process` (proxy/state/ledger_journal.py):
+segments roll and are deleted once settled, a torn line is skipped, a live process's
+segments are not recovered, and a journal that cannot be written refuses the begin."""
+
+from __future__ import annotations
+
+import errno
+import glob
+import os
+import sqlite3
+import subprocess
+import sys
+
+import pytest
+
+import proxy.state.ledger_journal as ledger_journal
+from proxy.state.ledger import Pending, SqliteLedger
+from proxy.state.ledger_writer import LedgerUnavailable
+from tests.test_ledger import outcome
+
+
+def segments(db) -> list[str]:
+    return sorted(glob.glob(f"{db}-begun.*"))
+
+
+def rows(db) -> list[tuple]:
+    with sqlite3.connect(db) as conn:
+        return conn.execute("SELECT id, state, cost, reserved FROM spend ORDER BY id").fetchall()
+
+
+async def test_full_segments_are_deleted_once_every_row_settled(tmp_path, monkeypatch):
+    monkeypatch.setattr(ledger_journal, "SEGMENT_ROWS", 4)
+    db = tmp_path / "l.db"
+    ledger = SqliteLedger(str(db))
+    await ledger.open(1.0)
+    for i in range(10):
+        await ledger.begin(Pending(f"id{i}", "r", "k", "m", 0.5, False, 1.0))
+    assert len(segments(db)) == 3  # 4 + 4 + 2 lines
+    for i in range(4):
+        await ledger.finish(f"id{i}", outcome())
+    assert len(segments(db)) == 2  # the first is settled and gone
+    await ledger.finish("id5", outcome())
+    assert len(segments(db)) == 2  # the second still has three rows out
+    await ledger.close()  # id4, id6..id9 stay journaled: a restart recovers them
+    again = SqliteLedger(str(db))
+    assert await again.open(3.0) == 5
+    got = rows(db)
+    assert [r[1] for r in got] == ["done"] * 4 + ["recovered", "done"] + ["recovered"] * 4
+    assert got[4] == ("id4", "recovered", 0.5, 0.5)
+    await again.close()
+    assert segments(db) == []
+
+
+async def test_a_torn_last_line_is_skipped(tmp_path):
+    db = tmp_path / "l.db"
+    ledger = SqliteLedger(str(db))
+    await ledger.open(1.0)
+    await ledger.begin(Pending("id0", "r", None, "m", 0.25, True, 1.0))
+    with open(segments(db)[0], "ab") as file:
+        file.write(b'["id1","r",null,"m",0.2')  # a kill -9 in the middle of a write
+    ledger._journal = None  # a crash: nothing is closed or settled
+    again = SqliteLedger(str(db))
+    assert await again.open(2.0) == 1
+    assert rows(db) == [("id0", "recovered", 0.25, 0.25)]
+    await again.close()
+
+
+async def test_a_running_process_keeps_its_segments(tmp_path):
+    db = tmp_path / "l.db"
+    other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    try:
+        with open(f"{db}-begun.{other.pid}.0", "wb") as file:
+            file.write(b'["id9","r",null,"m",0.5,0,1.0]\n')
+        ledger = SqliteLedger(str(db))
+        assert await ledger.open(1.0) == 0  # its process still runs: not a crash
+        assert os.path.exists(f"{db}-begun.{other.pid}.0")
+        await ledger.close()
+    finally:
+        other.kill()
+        other.wait()
+    ledger = SqliteLedger(str(db))
+    assert await ledger.open(2.0) == 1  # now it is gone: its row is recovered
+    assert rows(db) == [("id9", "recovered", 0.5, 0.5)]
+    await ledger.close()
+
+
+async def test_a_journal_that_cannot_be_written_refuses_the_begin(tmp_path, monkeypatch):
+    db = tmp_path / "l.db"
+    ledger = SqliteLedger(str(db))
+    await ledger.open(1.0)
+
+    def full(fd, data):
+        raise OSError(errno.ENOSPC, "No space left on device")
+    monkeypatch.setattr(ledger_journal.os, "write", full)
+    with pytest.raises(LedgerUnavailable, match="No space left"):
+        await ledger.begin(Pending("id0", "r", None, "m", 0.5, False, 1.0))
+    monkeypatch.undo()
+    ledger.finish("id0", outcome())  # the budget settles a refused begin at nothing
+    await ledger.flush()
+    assert rows(db) == []  # it never began: nothing to bill
+    await ledger.close()
+
+
+async def test_a_report_counts_requests_in_flight_as_pending(tmp_path):
+    ledger = SqliteLedger(str(tmp_path / "l.db"))
+    await ledger.open(1.0)
+    await ledger.begin(Pending("id0", "r", "app", "m", 0.5, False, 10.0))
+    await ledger.begin(Pending("id1", "r", "app", "m", 0.25, False, 10.0))
+    await ledger.begin(Pending("id2", "r", "other", "m", 0.5, False, 1.0))  # before `since`
+    await ledger.finish("id0", outcome(cost=0.125))
+    report = await ledger.report("key", 5.0)
+    assert report == [{"key": "app", "requests": 2, "prompt_tokens": 10,
+                       "completion_tokens": 5, "cached_tokens": 0, "cost_usd": 0.125,
+                       "pending_usd": 0.25, "estimated_rows": 0}]
+    await ledger.close()
+
+
+async def test_a_short_write_never_joins_the_next_line(tmp_path, monkeypatch):
+    """Out of space mid-line: that begin is refused, and the next one goes to a fresh
+    segment, so the torn half cannot swallow it at recovery."""
+    db = tmp_path / "l.db"
+    ledger = SqliteLedger(str(db))
+    await ledger.open(1.0)
+    real_write = os.write
+    monkeypatch.setattr(ledger_journal.os, "write", lambda fd, data: real_write(fd, data[:9]))
+    with pytest.raises(LedgerUnavailable, match="short write"):
+        await ledger.begin(Pending("id0", "r", None, "m", 0.5, False, 1.0))
+    monkeypatch.undo()
+    await ledger.begin(Pending("id1", "r", None, "m", 0.75, False, 1.0))
+    ledger._journal = None  # a crash
+    again = SqliteLedger(str(db))
+    assert await again.open(2.0) == 1
+    assert rows(db) == [("id1", "recovered", 0.75, 0.75)]
+    await again.close()
