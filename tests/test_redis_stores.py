@@ -5,6 +5,7 @@ Locally a missing Redis skips with the reason; in CI (CI=true) it fails.
 
 from __future__ import annotations
 
+import calendar
 import asyncio
 import os
 import socket
@@ -350,3 +351,12 @@ async def test_close_ends_the_monitor_even_when_redis_swallows_its_cancel():
     async with asyncio.timeout(2):
         await state.close()
     assert state._monitor.done()
+
+
+def test_budget_keys_expire_a_day_after_their_period():
+    from proxy.state.stores_redis import _expire_at
+    day = calendar.timegm((2026, 12, 7, 0, 0, 0))
+    assert _expire_at("key:app:2026-12-06") == day + 86400  # the day ends, then one more
+    assert _expire_at("global:2026-12") == calendar.timegm((2027, 1, 2, 0, 0, 0))
+    assert _expire_at("global:total") == 0
+    assert _expire_at("key:app:2026-13-01") == 0

@@ -20,11 +20,23 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import MaxConnectionsError, RedisError
 
 from proxy.state import redis_lua as lua
+from proxy.state.redis_pipe import ScriptPipe
 
 log = logging.getLogger("gatewise.state")
 HEARTBEAT_S = 5.0
-#: connections to Redis per gatewise process at most
+#: connections to Redis per gatewise process at most (besides the scripts' one)
 POOL_SIZE = 1024
+#: how long one command (or one script) may take before Redis counts as unreachable
+SCRIPT_TIMEOUT_S = 2.0
+
+
+def _client(url: str, socket_timeout: float | None) -> aioredis.Redis:
+    """A pool far above what one process keeps in flight (a few dozen commands at
+    thousands of requests/s); were it ever exhausted, that is load, never an outage
+    (`pool_busy`). No retries: what failed is replayed by the owner."""
+    return aioredis.Redis(connection_pool=aioredis.ConnectionPool.from_url(
+        url, max_connections=POOL_SIZE, socket_connect_timeout=0.5,
+        socket_timeout=socket_timeout), retry=Retry(NoBackoff(), 0))
 
 
 def pool_busy(exc: BaseException) -> bool:
@@ -38,14 +50,12 @@ class RedisState:
 
     def __init__(self, url: str, prefix: str, instances: int = 1, interval: float = 0.5,
                  client: aioredis.Redis | None = None) -> None:
-        # A pool far above what one process keeps in flight (a few dozen commands at
-        # thousands of requests/s); were it ever exhausted, that is load, never an
-        # outage (`pool_busy`). The non-blocking pool costs ~15 us less a command.
-        self.client = client or aioredis.Redis(connection_pool=aioredis.ConnectionPool.
-                                               from_url(url, max_connections=POOL_SIZE,
-                                                        socket_connect_timeout=0.5,
-                                                        socket_timeout=2.0),
-                                               retry=Retry(NoBackoff(), 0))  # we replay
+        self.client = client or _client(url, socket_timeout=SCRIPT_TIMEOUT_S)
+        # The request path's scripts (limits, budgets, tokens in flight) go pipelined
+        # over a connection of their own (proxy/state/redis_pipe.py); other URL kinds
+        # (TLS, unix sockets) and an injected client keep redis-py's.
+        self._pipe = ScriptPipe(url, lua.SCRIPTS) \
+            if client is None and ScriptPipe.handles(url) else None
         self.prefix = prefix
         self.instances = max(1, instances)
         self.interval = interval
@@ -65,7 +75,15 @@ class RedisState:
     async def run(self, name: str, keys: list[str], args: list) -> object:
         """One script, atomically; marks the state down on a connection failure."""
         try:
-            return await self.scripts[name](keys=keys, args=args)
+            if self._pipe is None:
+                return await self.scripts[name](keys=keys, args=args)
+            async with asyncio.timeout(SCRIPT_TIMEOUT_S):
+                return await self._pipe.run(name, keys, args)
+        except TimeoutError as exc:  # an OSError: Redis counts as unreachable
+            if self._pipe is not None:  # and the next call starts on a new connection
+                self._pipe.close()
+            self.failed(exc)
+            raise
         except (RedisError, OSError) as exc:
             if not pool_busy(exc):
                 self.failed(exc)
@@ -151,3 +169,5 @@ class RedisState:
             except (RedisError, OSError):
                 pass
         await self.client.aclose()
+        if self._pipe is not None:
+            self._pipe.close()

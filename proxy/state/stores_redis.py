@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import calendar
 import logging
-import time
 import uuid
 from collections.abc import Iterable
 
@@ -167,8 +166,11 @@ def _expire_at(scope: str) -> int:
     """When a scope's keys may go: a day after its UTC period ends (0: never, `total`)."""
     label = scope.rpartition(":")[2]
     try:
-        if len(label) == 10:  # YYYY-MM-DD
-            end = calendar.timegm(time.strptime(label, "%Y-%m-%d")) + 86400
+        if len(label) == 10 and label[4] == label[7] == "-":  # YYYY-MM-DD (no strptime:
+            y, m, d = int(label[:4]), int(label[5:7]), int(label[8:])  # 4 per request)
+            if not (1 <= m <= 12 and 1 <= d <= 31):
+                return 0
+            end = calendar.timegm((y, m, d, 0, 0, 0)) + 86400
         elif len(label) == 7:  # YYYY-MM
             y, m = int(label[:4]), int(label[5:])
             end = calendar.timegm((y + m // 12, m % 12 + 1, 1, 0, 0, 0))
