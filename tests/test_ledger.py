@@ -314,10 +314,10 @@ async def test_an_error_answer_is_recorded_with_its_status(tmp_path):
 
 
 async def test_process_durability_checkpoints_off_the_event_loop(tmp_path, monkeypatch):
-    """Direct writes never checkpoint themselves; every CHECKPOINT_EVERY commits the
+    """Direct writes never checkpoint themselves; every CHECKPOINT_ROWS rows the
     writer's thread moves the WAL's pages into the database file."""
     import proxy.state.ledger_direct as ledger_direct
-    monkeypatch.setattr(ledger_direct, "CHECKPOINT_EVERY", 2)
+    monkeypatch.setattr(ledger_direct, "CHECKPOINT_ROWS", 2)
     db = tmp_path / "l.db"
     ledger = SqliteLedger(str(db), durability="process")
     await ledger.open(1.0)

@@ -32,7 +32,7 @@ from typing import Any, Protocol
 
 from proxy.state.ledger_direct import DirectWriter
 from proxy.state.ledger_journal import BegunJournal, recovered_rows, settled_row, with_in_flight
-from proxy.state.ledger_schema import BUSY_TIMEOUT_MS, SCHEMA, connect
+from proxy.state.ledger_schema import BUSY_TIMEOUT_MS, SCHEMA, checkpoint, connect
 from proxy.state.ledger_writer import GroupWriter, LedgerUnavailable
 
 __all__ = ["BUSY_TIMEOUT_MS", "SCHEMA", "AttemptRow", "LedgerStore", "LedgerUnavailable",
@@ -309,7 +309,7 @@ class SqliteLedger:
         """Direct writes never checkpoint (a checkpoint fsyncs): the writer's thread does."""
         if self._conn is not None:
             asyncio.get_running_loop().run_in_executor(
-                self._executor, _checkpoint, self._conn).add_done_callback(_checkpointed)
+                self._executor, checkpoint, self._conn).add_done_callback(_checkpointed)
 
     def _sync(self) -> None:
         """In-memory ledger: write the buffered rows and updates in one transaction."""
@@ -382,10 +382,6 @@ class SqliteLedger:
         await self.flush()  # (requests in flight are journaled, not in the table yet)
         found = await self._run(query_report, self._conn, by, since)
         return with_in_flight(found, self._begun.values(), by, since)
-
-
-def _checkpoint(conn: sqlite3.Connection) -> None:
-    conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()  # fetched: no statement left open
 
 
 def _checkpointed(future: asyncio.Future) -> None:

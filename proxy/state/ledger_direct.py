@@ -14,7 +14,7 @@ The connection never waits for a lock (`busy_timeout=0`): when another
 connection holds it, or the disk says no, the whole batch is handed to the
 group-commit writer (`fallback`), which waits, retries and fails begins fast
 exactly as it does for `durability: power`. Checkpoints (which fsync) never run
-here: every `CHECKPOINT_EVERY` commits one is asked of the writer's thread.
+here: every `CHECKPOINT_ROWS` rows one is asked of the writer's thread.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ import asyncio
 import sqlite3
 from collections.abc import Callable
 
-CHECKPOINT_EVERY = 1000  # commits between two checkpoints run off the event loop
+CHECKPOINT_ROWS = 4096  # rows written between two checkpoints (run off the event loop)
 SETTLE_GRACE_S = 0.002  # how long a settle alone waits for company (the next begin)
 
 #: queues a write on the group-commit writer: (sql, params, key) → its future
@@ -44,6 +44,7 @@ class DirectWriter:
         self._soon = False  # a commit is due at the end of this turn of the loop
         self._timer: asyncio.TimerHandle | None = None  # settles alone: a commit soon
         self._commits = 0
+        self._rows = 0  # written since the last checkpoint
 
     def submit(self, sql: str, params: tuple, key: str | None = None) -> asyncio.Future:
         """Queue a write; its future resolves once the row is in the operating system
@@ -105,8 +106,9 @@ class DirectWriter:
             else:
                 future.set_exception(error)
         self._commits += 1
-        if self._commits >= CHECKPOINT_EVERY:
-            self._commits = 0
+        self._rows += len(batch)
+        if self._rows >= CHECKPOINT_ROWS:  # by rows, not commits: a commit may hold hundreds
+            self._rows = 0
             self._checkpoint()
 
     def _hand_over(self, batch: list) -> None:

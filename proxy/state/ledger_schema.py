@@ -50,6 +50,24 @@ def connect(path: str, readonly: bool = False, synchronous: str = "FULL") -> sql
     return conn
 
 
+def checkpoint(conn: sqlite3.Connection) -> None:
+    """Move the WAL's pages into the database file and start the WAL over (RESTART).
+
+    A PASSIVE checkpoint never lets the WAL start over while another connection
+    keeps committing (the event loop's, every few milliseconds): it copied pages,
+    but the file grew by every commit for ever (measured: 3.5 GB after 200,000
+    requests) and its index, mapped into memory, grew the process's RSS. RESTART
+    waits until no reader is on the old pages and holds new writers meanwhile (the
+    loop's connection, which never waits, hands its rows to the writer thread).
+    It waits at most 200 ms for a reader; a checkpoint that gives up is retried
+    with the next one."""
+    conn.execute("PRAGMA busy_timeout=200")
+    try:
+        conn.execute("PRAGMA wal_checkpoint(RESTART)").fetchall()  # fetched: nothing left open
+    finally:
+        conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+
+
 def _migrate(conn: sqlite3.Connection) -> None:
     """Bring a ledger file written by an earlier version up to this schema."""
     columns = {row[1] for row in conn.execute("PRAGMA table_info(spend)")}
