@@ -37,6 +37,9 @@ def new_session(limit: int = 0) -> aiohttp.ClientSession:
         connector=connector, timeout=aiohttp.ClientTimeout(total=None),
         auto_decompress=True, skip_auto_headers=("User-Agent",),
         json_serialize=None,  # bodies are already bytes
+        # One session serves every client: a cookie an upstream sets for one must
+        # never go out with another's request (nor cost a jar lookup per request).
+        cookie_jar=aiohttp.DummyCookieJar(),
     )
 
 
