@@ -3,7 +3,10 @@
 A policy is `async def __call__(exchange, call_next)`. It may act before the
 call (auth, limits, reservations, cache lookup), after it (usage, cost, ledger,
 cache store), or instead of it (a cache hit, a refusal). The chain is linked
-once at start, so a request pays one coroutine per policy and nothing else.
+once at start, so a request pays one coroutine per policy and nothing else:
+each link is a plain function that hands back the policy's own coroutine, not
+a coroutine of its own around it (every await level is paid again each time
+the request's task resumes).
 """
 
 from __future__ import annotations
@@ -20,8 +23,8 @@ class Policy(Protocol):
 
 
 def _link(policy: Policy, call_next: CallNext) -> CallNext:
-    async def step(exchange: Exchange) -> None:
-        await policy(exchange, call_next)
+    def step(exchange: Exchange) -> Awaitable[None]:
+        return policy(exchange, call_next)
 
     return step
 
@@ -34,5 +37,5 @@ class Pipeline:
             handler = _link(policy, handler)
         self._handler = handler
 
-    async def __call__(self, exchange: Exchange) -> None:
-        await self._handler(exchange)
+    def __call__(self, exchange: Exchange) -> Awaitable[None]:
+        return self._handler(exchange)

@@ -106,7 +106,8 @@ def estimate_body(body: dict[str, Any]) -> Estimate:
             for key, value in message.items():
                 if isinstance(value, str):  # the common string content
                     if key != "role":  # (counted in the per-message overhead)
-                        chars += _weight(value)
+                        # _weight, inlined for the common ASCII text
+                        chars += len(value) if value.isascii() else _weight(value)
                 else:
                     c, p = _walk(value)
                     chars += c

@@ -15,7 +15,6 @@ import asyncio
 import logging
 import random
 import time
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 
 from proxy.engine.breakers import PASS, Breakers
@@ -75,16 +74,19 @@ def no_target_room(model: "ModelConfig", retry_after: float) -> GatewayError:
         headers={"retry-after": str(seconds)})
 
 
-@dataclass(slots=True)
 class _Skips:
-    """Why targets were not tried, for the answer when none was."""
+    """Why targets were not tried, for the answer when none was. (A plain class: one
+    is made per request, and a dataclass's default factories cost a call each.)"""
 
-    disabled: list[str] = field(default_factory=list)
-    gated: list[float] = field(default_factory=list)
-    cooling: list[tuple[float, str | None]] = field(default_factory=list)  # (wait, class)
-    open: list[float] = field(default_factory=list)
-    missing: set[str] = field(default_factory=set)
-    deadline: bool = False
+    __slots__ = ("cooling", "deadline", "disabled", "gated", "missing", "open")
+
+    def __init__(self) -> None:
+        self.disabled: list[str] = []
+        self.gated: list[float] = []
+        self.cooling: list[tuple[float, str | None]] = []  # (wait, class)
+        self.open: list[float] = []
+        self.missing: set[str] = set()
+        self.deadline = False
 
 
 class Dispatcher:
