@@ -49,6 +49,8 @@ __all__ = ["AttemptObserver", "Dispatcher", "TargetGate", "no_target_room",
            "provider_disabled"]
 
 attempt_log = logging.getLogger("gatewise.attempt")
+#: the capabilities `lacks` checks (proxy/engine/routing.py)
+_NEEDED = frozenset({"tools", "vision", "json_schema"})
 
 
 def provider_disabled(model: "ModelConfig", reasons: list[str]) -> GatewayError:
@@ -128,6 +130,10 @@ class Dispatcher:
         self.rng = random.Random()  # backoff jitter: one generator, not one seeding a request
         self.provider_health = provider_health or (lambda name: None)
         self.tokens = tokens
+        #: every configured target has every capability a request may need: a request's
+        #: body need not be searched for tools, images or JSON schemas
+        self._all_capable = bool(self.models) and all(
+            _NEEDED <= t.info.capabilities for m in self.models.values() for t in m.targets)
         self.router = Router(View(self.stats, self.health_score, penalty=penalty, tokens=tokens),
                              self.routing.weights, models=self.models,
                              affinity=self.routing.affinity)
@@ -153,23 +159,34 @@ class Dispatcher:
         retry = self.routing.retry
         clock = asyncio.get_running_loop().time
         self.budget.request()
+        model = ex.model
+        body = ex.body
         allowed = _allowed_fallbacks(ex)
-        names = request_fallbacks(ex.body, self.models, lambda n: _key_allows(ex, n))
+        # (without either key there is nothing to take out of the body)
+        names = request_fallbacks(body, self.models, lambda n: _key_allows(ex, n)) \
+            if "fallbacks" in body or "extra_body" in body else None
         if names is None:
-            names = [n for n in ex.model.fallbacks if allowed(n)]
-        chain = [ex.model] + [self.models[n] for n in dict.fromkeys(names) if n != ex.model.name]
+            names = [n for n in model.fallbacks if allowed(n)] if model.fallbacks else ()
+        chain = [model] + [self.models[n] for n in dict.fromkeys(names) if n != model.name] \
+            if names else [model]
         # The context-window check chooses among alternatives on an estimate. With one
         # target and nothing to fall back on, the upstream itself says whether the prompt
         # fits - better than refusing on a guess (and the estimate is not paid for).
-        alone = len(chain) == 1 and len(ex.model.targets) == 1 \
-            and not ex.model.context_window_fallbacks
-        needs = request_needs(ex.body, sized=False) if alone else \
-            request_needs(ex.body, ex.estimated().prompt_tokens)
+        alone = len(chain) == 1 and len(model.targets) == 1 \
+            and not model.context_window_fallbacks
+        if self._all_capable and self.models.get(model.name) is model:
+            # No configured target lacks a capability: only the size can rule one out.
+            needs = None if alone else \
+                request_needs(body, ex.estimated().prompt_tokens, capabilities=False)
+        else:
+            needs = request_needs(body, sized=False) if alone else \
+                request_needs(body, ex.estimated().prompt_tokens)
         skips = _Skips()
 
         def order(model: "ModelConfig", plan: RequestPlan) -> list["TargetConfig"]:
             targets = self.order(ex, model, needs, skips)
-            if not targets and any(lacks(t, needs) == "context_window" for t in model.targets):
+            if not targets and needs is not None and \
+                    any(lacks(t, needs) == "context_window" for t in model.targets):
                 plan.add_context_fallbacks(model)
             return targets
 

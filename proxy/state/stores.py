@@ -36,6 +36,11 @@ class RateStore(Protocol):
     def adjust_local(self, name: str, limit: int, delta: float) -> None:
         """`adjust` for what a synchronous `take` took (the same bucket as that take)."""
 
+    def take_pair(self, first: tuple[str, int, float], second: tuple[str, int, float]
+                  ) -> tuple[bool, Window, Window]:
+        """`take` of (name, limit, amount) twice: both taken, or neither (a refused
+        first leaves the second untouched and reports its window)."""
+
     def peek(self, name: str, limit: int) -> Window: ...
 
 
@@ -83,15 +88,18 @@ class MemoryRateStore:
             bucket = self._buckets[name] = _Bucket(limit, self._period)
         return bucket
 
-    def take(self, name: str, limit: int, amount: float) -> tuple[bool, Window]:
+    def take(self, name: str, limit: int, amount: float,
+             now: float | None = None) -> tuple[bool, Window]:
+        """`now`: the loop's time, when the caller has just read it (`take_pair`)."""
         bucket = self._buckets.get(name)
         if bucket is None or bucket.max_rate != limit:
             bucket = self._bucket(name, limit)
         if amount <= limit:
-            loop = self._loop  # `_now()` and `bucket.leak()`, inlined: the hot path
-            if loop is None or loop.is_closed():
-                loop = self._loop = asyncio.get_running_loop()
-            now = loop.time()
+            if now is None:  # `_now()` and `bucket.leak()`, inlined: the hot path
+                loop = self._loop
+                if loop is None or loop.is_closed():
+                    loop = self._loop = asyncio.get_running_loop()
+                now = loop.time()
             level = bucket._level
             if level:
                 level = bucket._level = max(
@@ -108,21 +116,26 @@ class MemoryRateStore:
         return ok, Window(limit, max(0, int(limit - level)), level / per_sec, retry)
 
     def adjust(self, name: str, limit: int, delta: float) -> None:
-        bucket = self._bucket(name, limit)
+        bucket = self._buckets.get(name)
+        if bucket is None or bucket.max_rate != limit:
+            bucket = self._bucket(name, limit)
         bucket._level = max(0.0, bucket.leak(self._now()) + delta)
 
     adjust_local = adjust  # in memory there is only one bucket
 
     def take_pair(self, first: tuple[str, int, float], second: tuple[str, int, float],
-                  share: Callable[[int], int] = lambda limit: limit
+                  share: Callable[[int], int] | None = None
                   ) -> tuple[bool, Window, Window]:
-        """Both or neither, like the Redis store's one-round-trip pair."""
+        """Both or neither, like the Redis store's one-round-trip pair, at one reading
+        of the clock. `share`: what each limit is on this instance (Redis's fallback)."""
         (n1, l1, a1), (n2, l2, a2) = first, second
-        l1, l2 = share(l1), share(l2)
-        ok1, w1 = self.take(n1, l1, a1)
+        if share is not None:
+            l1, l2 = share(l1), share(l2)
+        now = self._now()
+        ok1, w1 = self.take(n1, l1, a1, now)
         if not ok1:
             return False, w1, self.peek(n2, l2)
-        ok2, w2 = self.take(n2, l2, a2)
+        ok2, w2 = self.take(n2, l2, a2, now)
         if not ok2:
             self.adjust(n1, l1, -a1)
         return ok2, w1, w2
