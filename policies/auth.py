@@ -105,10 +105,14 @@ class Auth:
         return key  # type: ignore[return-value]
 
     async def __call__(self, ex: Exchange, call_next: CallNext) -> None:
+        self.before(ex)
+        await call_next(ex)
+
+    def before(self, ex: Exchange) -> None:
+        """The whole policy, before the call (the pipeline links it without a coroutine)."""
         key = ex.key
         if key is None:  # the handler identifies first; be safe if one did not
             if not self.required:
-                await call_next(ex)
                 return
             key = ex.key = self.identify(ex.http.headers)
             ex.key_name = key.name
@@ -117,7 +121,6 @@ class Auth:
                 403, f"The key '{key.name}' is not allowed to use the model "
                      f"'{ex.model.name}'.", "invalid_request_error", param="model",
                 code="model_not_allowed")
-        await call_next(ex)
 
 
 class AdminAuth:

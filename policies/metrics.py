@@ -119,6 +119,7 @@ class Metrics:
                                               500, 502, 503, 504)}
         #: each request label set's histogram cells, bound once (`_child`)
         self._children: dict[tuple, list] = {}
+        self._attempt_cells: dict[tuple, list] = {}  # (target, outcome): its upstream cell
         self.track_targets(t.label for m in config.models.values() for t in m.targets)
         self._series = (self.requests, self.duration, self.tokens, self.upstream, self.ttft,
                         self.overhead, self.cost, self.cache, self.saved, self.rejections,
@@ -141,7 +142,13 @@ class Metrics:
         """Dispatcher observer: called as each upstream attempt ends."""
         label = attempt.target.label
         outcome = attempt.error_class.value if attempt.error_class is not None else "ok"
-        self.upstream.observe((label, outcome), (attempt.ended_ns - attempt.started_ns) / 1e9)
+        labels = (label, outcome)
+        cell = self._attempt_cells.get(labels)  # Histogram.observe, on its bound cell
+        if cell is None:
+            cell = self._attempt_cells[labels] = self.upstream.cell(labels)
+        value = (attempt.ended_ns - attempt.started_ns) / 1e9
+        cell[0] += value
+        cell[1 + bisect_left(DURATION_BUCKETS, value)] += 1
         if attempt.first_token_ns:
             self.ttft.observe((label,), (attempt.first_token_ns - attempt.started_ns) / 1e9)
         if attempt.credential is not None:
@@ -203,7 +210,7 @@ class Metrics:
         now = time.perf_counter_ns()
         model = ex.model.name
         target = ex.target.label if ex.target is not None else ""
-        error = error_label(err)
+        error = error_label(err) if err is not None else ""
         status_label = self._statuses.get(status) or str(status)
         endpoint = ex.endpoint
         labels = (endpoint, model, target, status_label, error)

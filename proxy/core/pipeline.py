@@ -6,7 +6,9 @@ cache store), or instead of it (a cache hit, a refusal). The chain is linked
 once at start, so a request pays one coroutine per policy and nothing else:
 each link is a plain function that hands back the policy's own coroutine, not
 a coroutine of its own around it (every await level is paid again each time
-the request's task resumes).
+the request's task resumes). A policy whose whole work is a synchronous check
+before the call (it raises to refuse) may say so with a `before(exchange)`
+method: its link calls that and hands on, and the policy costs no coroutine.
 """
 
 from __future__ import annotations
@@ -23,6 +25,14 @@ class Policy(Protocol):
 
 
 def _link(policy: Policy, call_next: CallNext) -> CallNext:
+    before: Callable[[Exchange], None] | None = getattr(policy, "before", None)
+    if before is not None:
+        def check(exchange: Exchange) -> Awaitable[None]:
+            before(exchange)  # (raising here is raising at the caller's await)
+            return call_next(exchange)
+
+        return check
+
     def step(exchange: Exchange) -> Awaitable[None]:
         return policy(exchange, call_next)
 

@@ -231,7 +231,7 @@ class Dispatcher:
                 skips.disabled.append(f"provider '{provider.name}' is disabled because "
                                       f"{provider.disabled_reason}")
                 continue
-            wait = self._gated(ex, target)
+            wait = self._gated(ex, target) if self.gates else None
             if wait is not None:
                 skips.gated.append(wait)
                 continue
