@@ -119,7 +119,12 @@ class MemoryRateStore:
         bucket = self._buckets.get(name)
         if bucket is None or bucket.max_rate != limit:
             bucket = self._bucket(name, limit)
-        bucket._level = max(0.0, bucket.leak(self._now()) + delta)
+        now = self._now()
+        level = bucket._level  # `bucket.leak(now)`, inlined
+        if level:
+            level = max(level - (now - bucket._last_check) * bucket._rate_per_sec, 0)
+        bucket._last_check = now
+        bucket._level = max(0.0, level + delta)
 
     adjust_local = adjust  # in memory there is only one bucket
 
@@ -131,7 +136,31 @@ class MemoryRateStore:
         (n1, l1, a1), (n2, l2, a2) = first, second
         if share is not None:
             l1, l2 = share(l1), share(l2)
+        b1 = self._buckets.get(n1)
+        if b1 is None or b1.max_rate != l1:
+            b1 = self._bucket(n1, l1)
+        b2 = self._buckets.get(n2)
+        if b2 is None or b2.max_rate != l2:
+            b2 = self._bucket(n2, l2)
         now = self._now()
+        if a1 <= l1 and a2 <= l2:
+            # Both buckets leaked to now (as `take` does), then both taken if both fit:
+            # the same floats as two `take`s, in one step.
+            level1 = b1._level
+            if level1:
+                level1 = b1._level = max(level1 - (now - b1._last_check) * b1._rate_per_sec, 0)
+            b1._last_check = now
+            level2 = b2._level
+            if level2:
+                level2 = b2._level = max(level2 - (now - b2._last_check) * b2._rate_per_sec, 0)
+            b2._last_check = now
+            if level1 + a1 <= l1 and level2 + a2 <= l2:
+                level1 = b1._level = level1 + a1
+                level2 = b2._level = level2 + a2
+                return (True,
+                        Window(l1, max(0, int(l1 - level1)), level1 / b1._rate_per_sec, 0.0),
+                        Window(l2, max(0, int(l2 - level2)), level2 / b2._rate_per_sec, 0.0))
+        # One is refused: the two steps (at the same time: nothing leaks again).
         ok1, w1 = self.take(n1, l1, a1, now)
         if not ok1:
             return False, w1, self.peek(n2, l2)
