@@ -243,8 +243,11 @@ class Metrics:
             cell = child[3]
             cell[0] += value
             cell[1 + bisect_left(TOKEN_BUCKETS, value)] += 1
-        if ex.cost:
-            self.cost.inc((model, target), ex.cost)
+        cost = ex.cost
+        if cost:
+            counts = self.cost.values  # Counter.inc, inlined
+            labels = (model, target)
+            counts[labels] = counts.get(labels, 0.0) + cost
         if cache is not None:
             self.cache.inc((model, "hit" if cache == "HIT" else "miss"))
             saved = ex.cost_saved

@@ -136,7 +136,9 @@ class RequestPlan:
             model = self._chain.popleft()
             # The plan is passed in, not captured by `order`: no reference cycle, so a
             # request's objects are freed by refcount, never left to the cyclic GC.
-            self._queue.extend(Candidate(model, t) for t in self._order(model, self))
+            queue = self._queue
+            for target in self._order(model, self):
+                queue.append(Candidate(model, target))
 
     def next(self) -> Candidate | float | None:
         """An untried candidate first; else the soonest retry (or the seconds until it is

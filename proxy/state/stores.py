@@ -237,7 +237,8 @@ class MemoryBudgetStore:
 
     def reserve(self, scopes: Iterable[tuple[str, float]], amount: float,
                 rid: str = "") -> str | None:
-        scopes = list(scopes)
+        if not isinstance(scopes, (list, tuple)):  # (the budget passes a list, read twice)
+            scopes = list(scopes)
         for scope, limit in scopes:
             if self._spent.get(scope, 0.0) + self._held.get(scope, 0.0) + amount > limit + 1e-12:
                 return scope
