@@ -296,11 +296,13 @@ class Budget:
         return key.budget if key else None
 
     def _check_thresholds(self, scopes: list[str]) -> None:
+        used = self.store.used
         for scope in scopes:
             budget = self._budget_of(scope)
             if budget is None:
                 continue
-            frac = self._fraction(scope, budget)
+            spent = used(scope)[0]  # `_fraction`, inlined: this runs on every request
+            frac = spent / budget.usd if budget.usd > 0 else (1.0 if spent > 0 else 0.0)
             for threshold in budget.thresholds:
                 if frac >= threshold and (scope, threshold) not in self.alerted:
                     self.alerted.add((scope, threshold))

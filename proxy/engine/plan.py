@@ -125,7 +125,8 @@ class RequestPlan:
         self.rng = rng or random.Random()
         self._order = order
         self._chain: deque["ModelConfig"] = deque(chain)
-        self._seen_models = {m.name for m in chain}
+        self._first = chain  # its names start `_seen_models`, made when first needed
+        self._seen: set[str] | None = None
         self._queue: deque[Candidate] = deque()
         self._waiting: list[Candidate] = []
         self.retries = 0  # in-place retries used
@@ -217,10 +218,19 @@ class RequestPlan:
         self.add_context_fallbacks(failed.model)
 
     def add_context_fallbacks(self, model: "ModelConfig") -> None:
+        seen = self._seen_models
         names = [n for n in model.context_window_fallbacks
-                 if n not in self._seen_models and self.allowed(n)]
-        self._seen_models.update(names)
+                 if n not in seen and self.allowed(n)]
+        seen.update(names)
         self._chain.extendleft(self.models[n] for n in reversed(names))
+
+    @property
+    def _seen_models(self) -> set[str]:
+        """The models already in the plan (none is added twice)."""
+        seen = self._seen
+        if seen is None:
+            seen = self._seen = {m.name for m in self._first}
+        return seen
 
     def remaining(self) -> float:
         return self.deadline - self.clock()
