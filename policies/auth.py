@@ -83,6 +83,9 @@ class Auth:
         self.keys += tuple(also)
         self._digests = tuple((k.digest, k) for k in self.keys)
         self.api_keys = api_keys
+        #: `KeyConfig.allows`, remembered by (the key's globs, the model): a glob match
+        #: costs more than a lookup, and the answer never changes
+        self._allowed: dict[tuple[tuple[str, ...], str], bool] = {}
 
     @property
     def required(self) -> bool:
@@ -116,11 +119,22 @@ class Auth:
                 return
             key = ex.key = self.identify(ex.http.headers)
             ex.key_name = key.name
-        if key.models and not key.allows(ex.model.name):
+        if key.models and not self._allows(key, ex.model.name):
             raise GatewayError(
                 403, f"The key '{key.name}' is not allowed to use the model "
                      f"'{ex.model.name}'.", "invalid_request_error", param="model",
                 code="model_not_allowed")
+
+
+    def _allows(self, key: KeyConfig, model: str) -> bool:
+        allowed = self._allowed
+        pair = (key.models, model)
+        ok = allowed.get(pair)
+        if ok is None:
+            if len(allowed) >= 4096:  # keys made through the API come and go: stay small
+                allowed.clear()
+            ok = allowed[pair] = key.allows(model)
+        return ok
 
 
 class AdminAuth:
