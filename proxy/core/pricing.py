@@ -103,6 +103,11 @@ def estimate_body(body: dict[str, Any]) -> Estimate:
         for message in messages:
             if not isinstance(message, dict):
                 continue
+            if len(message) == 2:  # the usual {"role", "content"} of two strings, at once
+                content = message.get("content")
+                if content.__class__ is str and message.get("role").__class__ is str:
+                    chars += len(content) if content.isascii() else _weight(content)
+                    continue
             for key, value in message.items():
                 if isinstance(value, str):  # the common string content
                     if key != "role":  # (counted in the per-message overhead)
