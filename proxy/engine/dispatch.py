@@ -22,6 +22,9 @@ from proxy.engine.credentials import CredentialPool, PooledCredential
 from proxy.engine.plan import (
     RequestPlan,
     RetryBudget,
+    Skips,
+    allowed_fallbacks,
+    key_allows,
     all_cooling,
     all_open,
     deadline_exceeded,
@@ -74,21 +77,6 @@ def no_target_room(model: "ModelConfig", retry_after: float) -> GatewayError:
         429, f"Every target of model '{model.name}' is at its configured rate limit; "
              f"retry in {seconds}s.", "rate_limit_exceeded", code="upstream_rate_limit",
         headers={"retry-after": str(seconds)})
-
-
-class _Skips:
-    """Why targets were not tried, for the answer when none was. (A plain class: one
-    is made per request, and a dataclass's default factories cost a call each.)"""
-
-    __slots__ = ("cooling", "deadline", "disabled", "gated", "missing", "open")
-
-    def __init__(self) -> None:
-        self.disabled: list[str] = []
-        self.gated: list[float] = []
-        self.cooling: list[tuple[float, str | None]] = []  # (wait, class)
-        self.open: list[float] = []
-        self.missing: set[str] = set()
-        self.deadline = False
 
 
 class Dispatcher:
@@ -149,7 +137,7 @@ class Dispatcher:
         return score
 
     def order(self, ex: Exchange, model: "ModelConfig", needs: Needs | None = None,
-              skips: _Skips | None = None) -> list["TargetConfig"]:
+              skips: Skips | None = None) -> list["TargetConfig"]:
         """The model's capable targets in routing order (proxy/engine/route_hooks.py)."""
         return order_targets(self, ex, model, needs, skips)
 
@@ -161,9 +149,9 @@ class Dispatcher:
         self.budget.request()
         model = ex.model
         body = ex.body
-        allowed = _allowed_fallbacks(ex)
+        allowed = allowed_fallbacks(ex)
         # (without either key there is nothing to take out of the body)
-        names = request_fallbacks(body, self.models, lambda n: _key_allows(ex, n)) \
+        names = request_fallbacks(body, self.models, lambda n: key_allows(ex, n)) \
             if "fallbacks" in body or "extra_body" in body else None
         if names is None:
             names = [n for n in model.fallbacks if allowed(n)] if model.fallbacks else ()
@@ -181,7 +169,7 @@ class Dispatcher:
         else:
             needs = request_needs(body, sized=False) if alone else \
                 request_needs(body, ex.estimated().prompt_tokens)
-        skips = _Skips()
+        skips = Skips()
 
         def order(model: "ModelConfig", plan: RequestPlan) -> list["TargetConfig"]:
             targets = self.order(ex, model, needs, skips)
@@ -214,7 +202,7 @@ class Dispatcher:
             if ex.cost is None:
                 ex.cost = total_cost(ex.attempts)
 
-    async def _run(self, ex: Exchange, plan: RequestPlan, skips: _Skips) -> None:
+    async def _run(self, ex: Exchange, plan: RequestPlan, skips: Skips) -> None:
         last: UpstreamError | None = None
         switching = False  # the last attempt's credential failed: another one, at once
         while True:
@@ -283,7 +271,7 @@ class Dispatcher:
                     self.stats.cool_down(target.label, cool)
         raise self._no_answer(ex, last, skips, plan)
 
-    def _no_answer(self, ex: Exchange, last: UpstreamError | None, skips: _Skips,
+    def _no_answer(self, ex: Exchange, last: UpstreamError | None, skips: Skips,
                    plan: RequestPlan) -> GatewayError:
         if last is not None:
             return last
@@ -397,16 +385,3 @@ class Dispatcher:
                 "probe": ticket != PASS,
                 "ms": round((attempt.ended_ns - attempt.started_ns) / 1e6, 3)}})
 
-
-def _key_allows(ex: Exchange, model: str) -> bool:
-    """The caller's key allow-list (policies/auth.py) decides; no key: any model."""
-    return ex.key is None or ex.key.allows(model)
-
-
-def _allowed_fallbacks(ex: Exchange) -> Callable[[str], bool]:
-    """Which configured fallback models may serve this caller: those its key may ask
-    for by name, or any with the key's explicit `any_fallback: true`."""
-    key = ex.key
-    if key is None or key.any_fallback or not key.models:
-        return lambda name: True
-    return key.allows

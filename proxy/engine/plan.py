@@ -30,6 +30,7 @@ from proxy.core.errors import ErrorClass, GatewayError, UpstreamError, bad_reque
 
 if TYPE_CHECKING:
     from proxy.config.types import ModelConfig, TargetConfig
+    from proxy.core.exchange import Exchange
 
 
 class RetryBudget:
@@ -107,6 +108,21 @@ class Candidate:
     target: "TargetConfig"
     tries: int = 0
     ready_at: float = 0.0
+
+
+class Skips:
+    """Why targets were not tried, for the answer when none was. (A plain class: one
+    is made per request, and a dataclass's default factories cost a call each.)"""
+
+    __slots__ = ("cooling", "deadline", "disabled", "gated", "missing", "open")
+
+    def __init__(self) -> None:
+        self.disabled: list[str] = []
+        self.gated: list[float] = []
+        self.cooling: list[tuple[float, str | None]] = []  # (wait, class)
+        self.open: list[float] = []
+        self.missing: set[str] = set()
+        self.deadline = False
 
 
 class RequestPlan:
@@ -286,3 +302,17 @@ def not_capable(model: "ModelConfig", missing: set[str]) -> GatewayError:
     what = ", ".join(sorted(missing))
     return bad_request(f"No target of model '{model.name}' supports what this request needs "
                        f"({what}).", code="unsupported_capability")
+
+
+def key_allows(ex: "Exchange", model: str) -> bool:
+    """The caller's key allow-list (policies/auth.py) decides; no key: any model."""
+    return ex.key is None or ex.key.allows(model)
+
+
+def allowed_fallbacks(ex: "Exchange") -> Callable[[str], bool]:
+    """Which configured fallback models may serve this caller: those its key may ask
+    for by name, or any with the key's explicit `any_fallback: true`."""
+    key = ex.key
+    if key is None or key.any_fallback or not key.models:
+        return lambda name: True
+    return key.allows
