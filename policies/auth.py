@@ -83,6 +83,9 @@ class Auth:
         self.keys += tuple(also)
         self._digests = tuple((k.digest, k) for k in self.keys)
         self.api_keys = api_keys
+        #: `KeyConfig.allows`, remembered by (the key's globs, the model): a glob match
+        #: costs more than a lookup, and the answer never changes
+        self._allowed: dict[tuple[tuple[str, ...], str], bool] = {}
 
     @property
     def required(self) -> bool:
@@ -105,19 +108,33 @@ class Auth:
         return key  # type: ignore[return-value]
 
     async def __call__(self, ex: Exchange, call_next: CallNext) -> None:
+        self.before(ex)
+        await call_next(ex)
+
+    def before(self, ex: Exchange) -> None:
+        """The whole policy, before the call (the pipeline links it without a coroutine)."""
         key = ex.key
         if key is None:  # the handler identifies first; be safe if one did not
             if not self.required:
-                await call_next(ex)
                 return
             key = ex.key = self.identify(ex.http.headers)
             ex.key_name = key.name
-        if key.models and not key.allows(ex.model.name):
+        if key.models and not self._allows(key, ex.model.name):
             raise GatewayError(
                 403, f"The key '{key.name}' is not allowed to use the model "
                      f"'{ex.model.name}'.", "invalid_request_error", param="model",
                 code="model_not_allowed")
-        await call_next(ex)
+
+
+    def _allows(self, key: KeyConfig, model: str) -> bool:
+        allowed = self._allowed
+        pair = (key.models, model)
+        ok = allowed.get(pair)
+        if ok is None:
+            if len(allowed) >= 4096:  # keys made through the API come and go: stay small
+                allowed.clear()
+            ok = allowed[pair] = key.allows(model)
+        return ok
 
 
 class AdminAuth:

@@ -20,6 +20,7 @@ from aiohttp import web
 from proxy.core.errors import GatewayError, UpstreamError
 from proxy.core.exchange import Attempt, Exchange
 from proxy.core.pipeline import CallNext
+from policies.prometheus import Counter, Histogram, _labels, _num
 
 if TYPE_CHECKING:
     from proxy.config.types import GatewayConfig
@@ -40,100 +41,6 @@ BREAKER_STATES = {"closed": 0, "half_open": 1, "half-open": 1, "open": 2}
 OPERATIONS = {"chat": "chat", "completions": "text_completion", "embeddings": "embeddings",
               "responses": "chat", "messages": "chat"}
 REJECTIONS = {"gateway_rate_limit": "rate_limit", "budget_exceeded": "budget"}
-
-
-class Counter:
-    __slots__ = ("help", "kind", "labelnames", "name", "values")
-
-    def __init__(self, name: str, help_: str, labelnames: tuple[str, ...],
-                 kind: str = "counter") -> None:
-        self.name, self.help, self.labelnames, self.kind = name, help_, labelnames, kind
-        self.values: dict[tuple, float] = {}
-
-    def inc(self, labels: tuple, amount: float = 1.0) -> None:
-        values = self.values
-        values[labels] = values.get(labels, 0.0) + amount
-
-    def set(self, labels: tuple, value: float) -> None:
-        self.values[labels] = value
-
-    def merge(self, peers: list[list]) -> dict[tuple, float]:
-        """This series with other workers' (`snapshot` rows): counters and the in-flight
-        gauge add up; the breaker gauge takes the worst state any worker sees."""
-        merged = dict(self.values)
-        worst = self.name == "gatewise_breaker_state"
-        for rows in peers:
-            for labels, value in rows:
-                key = tuple(labels)
-                mine = merged.get(key)
-                merged[key] = value if mine is None else max(mine, value) if worst \
-                    else mine + value
-        return merged
-
-    def render(self, out: list[str], values: dict[tuple, float] | None = None) -> None:
-        out.append(f"# HELP {self.name} {self.help}\n# TYPE {self.name} {self.kind}\n")
-        for labels, value in (self.values if values is None else values).items():
-            out.append(f"{self.name}{_labels(self.labelnames, labels)} {_num(value)}\n")
-
-
-class Histogram:
-    __slots__ = ("bounds", "cells", "help", "labelnames", "name")
-
-    def __init__(self, name: str, help_: str, labelnames: tuple[str, ...],
-                 buckets: Iterable[float]) -> None:
-        self.name, self.help, self.labelnames = name, help_, labelnames
-        self.bounds = tuple(float(b) for b in buckets)
-        self.cells: dict[tuple, list] = {}  # labels -> [sum, count per bucket..., +Inf]
-
-    def observe(self, labels: tuple, value: float) -> None:
-        cell = self.cells.get(labels)
-        if cell is None:
-            cell = self.cells[labels] = [0.0] + [0] * (len(self.bounds) + 1)
-        cell[0] += value
-        cell[1 + bisect_left(self.bounds, value)] += 1
-
-    def merge(self, peers: list[list]) -> dict[tuple, list]:
-        """Bucket by bucket, with other workers' cells (same buckets: same code)."""
-        merged = {labels: list(cell) for labels, cell in self.cells.items()}
-        for rows in peers:
-            for labels, cell in rows:
-                key = tuple(labels)
-                mine = merged.get(key)
-                merged[key] = list(cell) if mine is None else [a + b for a, b in zip(mine, cell)]
-        return merged
-
-    def render(self, out: list[str], cells: dict[tuple, list] | None = None) -> None:
-        out.append(f"# HELP {self.name} {self.help}\n# TYPE {self.name} histogram\n")
-        names = self.labelnames + ("le",)
-        for labels, cell in (self.cells if cells is None else cells).items():
-            running = 0
-            for bound, count in zip(self.bounds, cell[1:]):
-                running += count
-                out.append(f"{self.name}_bucket{_labels(names, labels + (_num(bound),))} "
-                           f"{running}\n")
-            running += cell[-1]
-            out.append(f"{self.name}_bucket{_labels(names, labels + ('+Inf',))} {running}\n")
-            base = _labels(self.labelnames, labels)
-            out.append(f"{self.name}_sum{base} {_num(cell[0])}\n")
-            out.append(f"{self.name}_count{base} {running}\n")
-
-
-def _labels(names: tuple[str, ...], values: tuple) -> str:
-    if not names:
-        return ""
-    return "{" + ",".join(f'{n}="{_escape(str(v))}"' for n, v in zip(names, values)) + "}"
-
-
-def _escape(value: str) -> str:
-    if "\\" in value or '"' in value or "\n" in value:
-        value = value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
-    return value
-
-
-def _num(value: float) -> str:
-    if value != value or value in (float("inf"), float("-inf")):
-        return "NaN" if value != value else ("+Inf" if value > 0 else "-Inf")
-    return repr(float(value)) if value != int(value) else f"{int(value)}.0"
 
 
 def error_label(err: BaseException | None) -> str:
@@ -210,6 +117,9 @@ class Metrics:
         self._breaker_state: Callable[[str], str] | None = None
         self._statuses = {s: str(s) for s in (200, 400, 401, 403, 404, 408, 413, 429, 499,
                                               500, 502, 503, 504)}
+        #: each request label set's histogram cells, bound once (`_child`)
+        self._children: dict[tuple, list] = {}
+        self._attempt_cells: dict[tuple, list] = {}  # (target, outcome): its upstream cell
         self.track_targets(t.label for m in config.models.values() for t in m.targets)
         self._series = (self.requests, self.duration, self.tokens, self.upstream, self.ttft,
                         self.overhead, self.cost, self.cache, self.saved, self.rejections,
@@ -232,7 +142,13 @@ class Metrics:
         """Dispatcher observer: called as each upstream attempt ends."""
         label = attempt.target.label
         outcome = attempt.error_class.value if attempt.error_class is not None else "ok"
-        self.upstream.observe((label, outcome), (attempt.ended_ns - attempt.started_ns) / 1e9)
+        labels = (label, outcome)
+        cell = self._attempt_cells.get(labels)  # Histogram.observe, on its bound cell
+        if cell is None:
+            cell = self._attempt_cells[labels] = self.upstream.cell(labels)
+        value = (attempt.ended_ns - attempt.started_ns) / 1e9
+        cell[0] += value
+        cell[1 + bisect_left(DURATION_BUCKETS, value)] += 1
         if attempt.first_token_ns:
             self.ttft.observe((label,), (attempt.first_token_ns - attempt.started_ns) / 1e9)
         if attempt.credential is not None:
@@ -280,25 +196,58 @@ class Metrics:
         finally:
             self.in_flight -= 1
 
+    def _child(self, labels: tuple) -> list:
+        """The cells a request with these labels (endpoint, model, target, status, error)
+        adds to: [duration, overhead, input tokens, output tokens]; the token cells are
+        made at their first use (a series appears once something was recorded in it)."""
+        endpoint, model, _, _, error = labels
+        operation = OPERATIONS.get(endpoint, endpoint)
+        child = self._children[labels] = [self.duration.cell((operation, model, error)),
+                                          self.overhead.cell((model,)), None, None]
+        return child
+
     def record(self, ex: Exchange, status: int, err: BaseException | None) -> None:
         now = time.perf_counter_ns()
         model = ex.model.name
         target = ex.target.label if ex.target is not None else ""
-        error = error_label(err)
+        error = error_label(err) if err is not None else ""
         status_label = self._statuses.get(status) or str(status)
         endpoint = ex.endpoint
-        operation = OPERATIONS.get(endpoint, endpoint)
-        self.requests.inc((endpoint, model, target, status_label, error))
+        labels = (endpoint, model, target, status_label, error)
+        child = self._children.get(labels)
+        if child is None:
+            child = self._child(labels)
+        counts = self.requests.values
+        counts[labels] = counts.get(labels, 0.0) + 1.0
+        # Histogram.observe, inlined on the cells bound to these labels
         seconds = (now - ex.started_ns) / 1e9
-        self.duration.observe((operation, model, error), seconds)
-        self.overhead.observe((model,), max(0, now - ex.started_ns - ex.upstream_ns) / 1e9)
+        cell = child[0]
+        cell[0] += seconds
+        cell[1 + bisect_left(DURATION_BUCKETS, seconds)] += 1
+        value = max(0, now - ex.started_ns - ex.upstream_ns) / 1e9
+        cell = child[1]
+        cell[0] += value
+        cell[1 + bisect_left(OVERHEAD_BUCKETS, value)] += 1
         usage = ex.usage
         cache = ex.cache_status
         if usage is not None and cache != "HIT":
-            self.tokens.observe((operation, model, "input"), usage.prompt_tokens)
-            self.tokens.observe((operation, model, "output"), usage.completion_tokens)
-        if ex.cost:
-            self.cost.inc((model, target), ex.cost)
+            cell = child[2]
+            if cell is None:
+                operation = OPERATIONS.get(endpoint, endpoint)
+                cell = child[2] = self.tokens.cell((operation, model, "input"))
+                child[3] = self.tokens.cell((operation, model, "output"))
+            value = usage.prompt_tokens
+            cell[0] += value
+            cell[1 + bisect_left(TOKEN_BUCKETS, value)] += 1
+            value = usage.completion_tokens
+            cell = child[3]
+            cell[0] += value
+            cell[1 + bisect_left(TOKEN_BUCKETS, value)] += 1
+        cost = ex.cost
+        if cost:
+            counts = self.cost.values  # Counter.inc, inlined
+            labels = (model, target)
+            counts[labels] = counts.get(labels, 0.0) + cost
         if cache is not None:
             self.cache.inc((model, "hit" if cache == "HIT" else "miss"))
             saved = ex.cost_saved

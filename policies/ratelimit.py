@@ -102,10 +102,12 @@ class ClientRateLimit:
                 f"Too many concurrent requests for key '{name}': limit "
                 f"{key.max_concurrent}. Retry when one finishes.", 1.0, {})
         try:
-            if self.remote and key.rpm and key.tpm:
-                # Shared state: both buckets in one round trip, both or neither taken.
-                ok, req_window, tok_window = await self.rates.take_pair_async(
-                    (rpm_name, key.rpm, 1), (tpm_name, key.tpm, tokens))
+            if key.rpm and key.tpm:
+                # Both buckets in one step (shared state: one round trip), both or
+                # neither taken.
+                ok, req_window, tok_window = (await self.rates.take_pair_async(
+                    (rpm_name, key.rpm, 1), (tpm_name, key.tpm, tokens))) if self.remote \
+                    else self.rates.take_pair((rpm_name, key.rpm, 1), (tpm_name, key.tpm, tokens))
                 if not ok:
                     tpm_refused = req_window.retry_after_s == 0
                     refused = tok_window if tpm_refused else req_window
@@ -124,12 +126,10 @@ class ClientRateLimit:
                         f"Limit {key.rpm}. Please try again in "
                         f"{go_duration(req_window.retry_after_s)}.", req_window.retry_after_s,
                         window_headers(req_window, self._peek_tokens(key)))
-            if key.tpm and not (self.remote and key.rpm):
+            elif key.tpm:
                 ok, tok_window = (await self._take(tpm_name, key.tpm, tokens)) \
                     if self.remote else self.rates.take(tpm_name, key.tpm, tokens)
                 if not ok:
-                    if key.rpm:
-                        self.rates.adjust(rpm_name, key.rpm, -1)
                     raise rate_limited(
                         f"Rate limit reached for key '{name}' on tokens per min (TPM): "
                         f"Limit {key.tpm}, Requested {tokens}. Please try again in "
@@ -187,26 +187,26 @@ class TargetRateLimit:
             return None
         label = target.label
         rpm_name, tpm_name = self._names_of(label)
-        tokens = 0
-        if target.tpm:
-            est = ex.estimated()
-            tokens = est.prompt_tokens + est.output_for(target)
-            if tokens > target.tpm:
-                return 60.0  # never fits this target: let routing move on
-        if target.rpm:
+        if not target.tpm:
             ok, window = self.rates.take(rpm_name, target.rpm, 1)
+            return None if ok else window.retry_after_s
+        est = ex.estimated()
+        tokens = est.prompt_tokens + est.output_for(target)
+        if tokens > target.tpm:
+            return 60.0  # never fits this target: let routing move on
+        if target.rpm:  # both in one step, both or neither
+            ok, requests, window = self.rates.take_pair((rpm_name, target.rpm, 1),
+                                                        (tpm_name, target.tpm, tokens))
             if not ok:
-                return window.retry_after_s
-        if target.tpm:
+                return (window if requests.retry_after_s == 0 else requests).retry_after_s
+        else:
             ok, window = self.rates.take(tpm_name, target.tpm, tokens)
             if not ok:
-                if target.rpm:
-                    self.rates.adjust_local(rpm_name, target.rpm, -1)
                 return window.retry_after_s
-            taken = ex.target_tokens
-            if taken is None:
-                taken = ex.target_tokens = {}
-            taken[label] = tokens
+        taken = ex.target_tokens
+        if taken is None:
+            taken = ex.target_tokens = {}
+        taken[label] = tokens
         return None
 
     def observe(self, ex: Exchange, attempt: Attempt) -> None:

@@ -45,6 +45,11 @@ class Routes:
         self.admin = admin
 
     async def __call__(self, ex: Exchange, call_next: CallNext) -> None:
+        self.before(ex)
+        await call_next(ex)
+
+    def before(self, ex: Exchange) -> None:
+        """The whole policy, before the call (the pipeline links it without a coroutine)."""
         headers = ex.http.headers if ex.http is not None else _NO_HEADERS
         if self.tasks:
             value = headers.get(TASK_HEADER)
@@ -57,7 +62,6 @@ class Routes:
             rule = self.table.match(ex)
             if rule is not None:
                 self._apply(ex, rule)
-        await call_next(ex)
 
     def _is_admin(self, ex: Exchange, headers: Mapping[str, str]) -> bool:
         """The admin key's identity; with no client keys configured (no auth), its

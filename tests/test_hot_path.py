@@ -56,3 +56,88 @@ async def test_a_request_leaves_no_garbage_for_the_cyclic_gc(model):
         except StopAsyncIteration:
             pass
     assert leaked == []
+
+
+async def test_a_sync_before_check_is_seen_by_the_policies_around_it():
+    # `before` links a policy without a coroutine: its refusal must still reach the
+    # outer policies' except clauses, and the inner ones must not run.
+    from proxy.core.pipeline import Pipeline
+
+    seen: list[str] = []
+
+    class Outer:
+        async def __call__(self, ex, call_next):
+            try:
+                await call_next(ex)
+            except ValueError:
+                seen.append("outer saw it")
+                raise
+
+    class Check:
+        def before(self, ex):
+            seen.append("checked")
+            if ex == "refuse":
+                raise ValueError("no")
+
+        async def __call__(self, ex, call_next):  # (not used when `before` is there)
+            raise AssertionError
+
+    async def terminal(ex):
+        seen.append("dispatched")
+
+    pipeline = Pipeline([Outer(), Check()], terminal)
+    await pipeline("fine")
+    with pytest.raises(ValueError):
+        await pipeline("refuse")
+    assert seen == ["checked", "dispatched", "checked", "outer saw it"]
+
+
+async def test_a_pair_of_buckets_takes_like_two_takes():
+    # take_pair's one-step path must leave the buckets and report the windows exactly
+    # as `take` twice (and a refusal as before: both or neither).
+    from proxy.state.stores import MemoryRateStore
+
+    class Clock:
+        t = 0.0
+
+        def is_closed(self):
+            return False
+
+        def time(self):
+            return self.t
+
+    clock = Clock()
+    paired, single = MemoryRateStore(), MemoryRateStore()
+    paired._loop = single._loop = clock
+    for step, tokens in enumerate([100, 300, 500, 50, 0, 800, 40]):
+        clock.t = step * 7.5
+        ok, requests, window = paired.take_pair(("rpm:k", 3, 1), ("tpm:k", 1000, tokens))
+        ok1, w1 = single.take("rpm:k", 3, 1)
+        ok2, w2 = single.take("tpm:k", 1000, tokens) if ok1 \
+            else (False, single.peek("tpm:k", 1000))
+        if ok1 and not ok2:
+            single.adjust("rpm:k", 3, -1)
+        assert (ok, requests, window) == (ok1 and ok2, w1, w2)
+        for name in ("rpm:k", "tpm:k"):
+            assert paired._buckets[name]._level == single._buckets[name]._level
+
+
+async def test_bound_metric_cells_render_as_observed_ones():
+    # Metrics.record adds to cells it bound once; the exposition must be the one that
+    # Histogram.observe gives.
+    from policies.prometheus import Histogram
+    from policies.metrics import DURATION_BUCKETS
+
+    observed = Histogram("h", "help", ("a",), DURATION_BUCKETS)
+    bound = Histogram("h", "help", ("a",), DURATION_BUCKETS)
+    cell = bound.cell(("x",))
+    from bisect import bisect_left
+    for value in (0.0005, 0.003, 0.003, 2.0, 100.0):
+        observed.observe(("x",), value)
+        cell[0] += value
+        cell[1 + bisect_left(DURATION_BUCKETS, value)] += 1
+    out1: list[str] = []
+    out2: list[str] = []
+    observed.render(out1)
+    bound.render(out2)
+    assert out1 == out2

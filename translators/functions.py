@@ -69,12 +69,12 @@ class LegacyFunctions(OverChat):
 def functions_adapter(body: dict[str, Any]) -> Callable[[Translator], Translator] | None:
     """None for a chat request without legacy function calling (the usual case, cheap);
     else the adapter, with the request converted once to tools (400 for what cannot map)."""
-    messages = body.get("messages")
-    if ("functions" not in body and "function_call" not in body
-            and not any(isinstance(m, dict) and (m.get("role") == "function"
-                                                 or "function_call" in m)
-                        for m in messages or ())):
-        return None
+    if "functions" not in body and "function_call" not in body:
+        for m in body.get("messages") or ():  # (a loop: no generator per request)
+            if isinstance(m, dict) and (m.get("role") == "function" or "function_call" in m):
+                break
+        else:
+            return None
     chat = functions_to_tools(body)
     return lambda translator: LegacyFunctions(translator, chat)
 

@@ -37,8 +37,12 @@ class ModelInfo:
         """USD for real usage: cache reads at the cached price and cache writes at the
         write price (1-hour writes at theirs) where one is known, else at the input price.
         `cache_write` includes `cache_write_1h`; both are part of `prompt_tokens`."""
-        if not self.priced:
+        price_in, price_out = self.input, self.output
+        if price_in is None or price_out is None:  # not priced
             return 0.0
+        if not (cached_tokens or cache_write or cache_write_1h):
+            # the common case: the sum below with its zero terms left out (the same float)
+            return (prompt_tokens * price_in + completion_tokens * price_out) / 1_000_000
         cached = min(cached_tokens, prompt_tokens)
         writes = min(cache_write, prompt_tokens - cached)
         long_writes = min(cache_write_1h, writes)

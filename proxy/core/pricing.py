@@ -103,10 +103,16 @@ def estimate_body(body: dict[str, Any]) -> Estimate:
         for message in messages:
             if not isinstance(message, dict):
                 continue
+            if len(message) == 2:  # the usual {"role", "content"} of two strings, at once
+                content = message.get("content")
+                if content.__class__ is str and message.get("role").__class__ is str:
+                    chars += len(content) if content.isascii() else _weight(content)
+                    continue
             for key, value in message.items():
                 if isinstance(value, str):  # the common string content
                     if key != "role":  # (counted in the per-message overhead)
-                        chars += _weight(value)
+                        # _weight, inlined for the common ASCII text
+                        chars += len(value) if value.isascii() else _weight(value)
                 else:
                     c, p = _walk(value)
                     chars += c

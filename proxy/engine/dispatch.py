@@ -15,7 +15,6 @@ import asyncio
 import logging
 import random
 import time
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 
 from proxy.engine.breakers import PASS, Breakers
@@ -23,6 +22,9 @@ from proxy.engine.credentials import CredentialPool, PooledCredential
 from proxy.engine.plan import (
     RequestPlan,
     RetryBudget,
+    Skips,
+    allowed_fallbacks,
+    key_allows,
     all_cooling,
     all_open,
     deadline_exceeded,
@@ -50,6 +52,8 @@ __all__ = ["AttemptObserver", "Dispatcher", "TargetGate", "no_target_room",
            "provider_disabled"]
 
 attempt_log = logging.getLogger("gatewise.attempt")
+#: the capabilities `lacks` checks (proxy/engine/routing.py)
+_NEEDED = frozenset({"tools", "vision", "json_schema"})
 
 
 def provider_disabled(model: "ModelConfig", reasons: list[str]) -> GatewayError:
@@ -73,18 +77,6 @@ def no_target_room(model: "ModelConfig", retry_after: float) -> GatewayError:
         429, f"Every target of model '{model.name}' is at its configured rate limit; "
              f"retry in {seconds}s.", "rate_limit_exceeded", code="upstream_rate_limit",
         headers={"retry-after": str(seconds)})
-
-
-@dataclass(slots=True)
-class _Skips:
-    """Why targets were not tried, for the answer when none was."""
-
-    disabled: list[str] = field(default_factory=list)
-    gated: list[float] = field(default_factory=list)
-    cooling: list[tuple[float, str | None]] = field(default_factory=list)  # (wait, class)
-    open: list[float] = field(default_factory=list)
-    missing: set[str] = field(default_factory=set)
-    deadline: bool = False
 
 
 class Dispatcher:
@@ -126,6 +118,10 @@ class Dispatcher:
         self.rng = random.Random()  # backoff jitter: one generator, not one seeding a request
         self.provider_health = provider_health or (lambda name: None)
         self.tokens = tokens
+        #: every configured target has every capability a request may need: a request's
+        #: body need not be searched for tools, images or JSON schemas
+        self._all_capable = bool(self.models) and all(
+            _NEEDED <= t.info.capabilities for m in self.models.values() for t in m.targets)
         self.router = Router(View(self.stats, self.health_score, penalty=penalty, tokens=tokens),
                              self.routing.weights, models=self.models,
                              affinity=self.routing.affinity)
@@ -141,7 +137,7 @@ class Dispatcher:
         return score
 
     def order(self, ex: Exchange, model: "ModelConfig", needs: Needs | None = None,
-              skips: _Skips | None = None) -> list["TargetConfig"]:
+              skips: Skips | None = None) -> list["TargetConfig"]:
         """The model's capable targets in routing order (proxy/engine/route_hooks.py)."""
         return order_targets(self, ex, model, needs, skips)
 
@@ -151,23 +147,34 @@ class Dispatcher:
         retry = self.routing.retry
         clock = asyncio.get_running_loop().time
         self.budget.request()
-        allowed = _allowed_fallbacks(ex)
-        names = request_fallbacks(ex.body, self.models, lambda n: _key_allows(ex, n))
+        model = ex.model
+        body = ex.body
+        allowed = allowed_fallbacks(ex)
+        # (without either key there is nothing to take out of the body)
+        names = request_fallbacks(body, self.models, lambda n: key_allows(ex, n)) \
+            if "fallbacks" in body or "extra_body" in body else None
         if names is None:
-            names = [n for n in ex.model.fallbacks if allowed(n)]
-        chain = [ex.model] + [self.models[n] for n in dict.fromkeys(names) if n != ex.model.name]
+            names = [n for n in model.fallbacks if allowed(n)] if model.fallbacks else ()
+        chain = [model] + [self.models[n] for n in dict.fromkeys(names) if n != model.name] \
+            if names else [model]
         # The context-window check chooses among alternatives on an estimate. With one
         # target and nothing to fall back on, the upstream itself says whether the prompt
         # fits - better than refusing on a guess (and the estimate is not paid for).
-        alone = len(chain) == 1 and len(ex.model.targets) == 1 \
-            and not ex.model.context_window_fallbacks
-        needs = request_needs(ex.body, sized=False) if alone else \
-            request_needs(ex.body, ex.estimated().prompt_tokens)
-        skips = _Skips()
+        alone = len(chain) == 1 and len(model.targets) == 1 \
+            and not model.context_window_fallbacks
+        if self._all_capable and self.models.get(model.name) is model:
+            # No configured target lacks a capability: only the size can rule one out.
+            needs = None if alone else \
+                request_needs(body, ex.estimated().prompt_tokens, capabilities=False)
+        else:
+            needs = request_needs(body, sized=False) if alone else \
+                request_needs(body, ex.estimated().prompt_tokens)
+        skips = Skips()
 
         def order(model: "ModelConfig", plan: RequestPlan) -> list["TargetConfig"]:
             targets = self.order(ex, model, needs, skips)
-            if not targets and any(lacks(t, needs) == "context_window" for t in model.targets):
+            if not targets and needs is not None and \
+                    any(lacks(t, needs) == "context_window" for t in model.targets):
                 plan.add_context_fallbacks(model)
             return targets
 
@@ -195,7 +202,7 @@ class Dispatcher:
             if ex.cost is None:
                 ex.cost = total_cost(ex.attempts)
 
-    async def _run(self, ex: Exchange, plan: RequestPlan, skips: _Skips) -> None:
+    async def _run(self, ex: Exchange, plan: RequestPlan, skips: Skips) -> None:
         last: UpstreamError | None = None
         switching = False  # the last attempt's credential failed: another one, at once
         while True:
@@ -212,7 +219,7 @@ class Dispatcher:
                 skips.disabled.append(f"provider '{provider.name}' is disabled because "
                                       f"{provider.disabled_reason}")
                 continue
-            wait = self._gated(ex, target)
+            wait = self._gated(ex, target) if self.gates else None
             if wait is not None:
                 skips.gated.append(wait)
                 continue
@@ -264,7 +271,7 @@ class Dispatcher:
                     self.stats.cool_down(target.label, cool)
         raise self._no_answer(ex, last, skips, plan)
 
-    def _no_answer(self, ex: Exchange, last: UpstreamError | None, skips: _Skips,
+    def _no_answer(self, ex: Exchange, last: UpstreamError | None, skips: Skips,
                    plan: RequestPlan) -> GatewayError:
         if last is not None:
             return last
@@ -378,16 +385,3 @@ class Dispatcher:
                 "probe": ticket != PASS,
                 "ms": round((attempt.ended_ns - attempt.started_ns) / 1e6, 3)}})
 
-
-def _key_allows(ex: Exchange, model: str) -> bool:
-    """The caller's key allow-list (policies/auth.py) decides; no key: any model."""
-    return ex.key is None or ex.key.allows(model)
-
-
-def _allowed_fallbacks(ex: Exchange) -> Callable[[str], bool]:
-    """Which configured fallback models may serve this caller: those its key may ask
-    for by name, or any with the key's explicit `any_fallback: true`."""
-    key = ex.key
-    if key is None or key.any_fallback or not key.models:
-        return lambda name: True
-    return key.allows

@@ -30,6 +30,7 @@ from proxy.core.errors import ErrorClass, GatewayError, UpstreamError, bad_reque
 
 if TYPE_CHECKING:
     from proxy.config.types import ModelConfig, TargetConfig
+    from proxy.core.exchange import Exchange
 
 
 class RetryBudget:
@@ -109,6 +110,21 @@ class Candidate:
     ready_at: float = 0.0
 
 
+class Skips:
+    """Why targets were not tried, for the answer when none was. (A plain class: one
+    is made per request, and a dataclass's default factories cost a call each.)"""
+
+    __slots__ = ("cooling", "deadline", "disabled", "gated", "missing", "open")
+
+    def __init__(self) -> None:
+        self.disabled: list[str] = []
+        self.gated: list[float] = []
+        self.cooling: list[tuple[float, str | None]] = []  # (wait, class)
+        self.open: list[float] = []
+        self.missing: set[str] = set()
+        self.deadline = False
+
+
 class RequestPlan:
     """Hands out the next (model, target) to try, or how long to wait for one."""
 
@@ -125,7 +141,8 @@ class RequestPlan:
         self.rng = rng or random.Random()
         self._order = order
         self._chain: deque["ModelConfig"] = deque(chain)
-        self._seen_models = {m.name for m in chain}
+        self._first = chain  # its names start `_seen_models`, made when first needed
+        self._seen: set[str] | None = None
         self._queue: deque[Candidate] = deque()
         self._waiting: list[Candidate] = []
         self.retries = 0  # in-place retries used
@@ -136,7 +153,9 @@ class RequestPlan:
             model = self._chain.popleft()
             # The plan is passed in, not captured by `order`: no reference cycle, so a
             # request's objects are freed by refcount, never left to the cyclic GC.
-            self._queue.extend(Candidate(model, t) for t in self._order(model, self))
+            queue = self._queue
+            for target in self._order(model, self):
+                queue.append(Candidate(model, target))
 
     def next(self) -> Candidate | float | None:
         """An untried candidate first; else the soonest retry (or the seconds until it is
@@ -215,10 +234,19 @@ class RequestPlan:
         self.add_context_fallbacks(failed.model)
 
     def add_context_fallbacks(self, model: "ModelConfig") -> None:
+        seen = self._seen_models
         names = [n for n in model.context_window_fallbacks
-                 if n not in self._seen_models and self.allowed(n)]
-        self._seen_models.update(names)
+                 if n not in seen and self.allowed(n)]
+        seen.update(names)
         self._chain.extendleft(self.models[n] for n in reversed(names))
+
+    @property
+    def _seen_models(self) -> set[str]:
+        """The models already in the plan (none is added twice)."""
+        seen = self._seen
+        if seen is None:
+            seen = self._seen = {m.name for m in self._first}
+        return seen
 
     def remaining(self) -> float:
         return self.deadline - self.clock()
@@ -274,3 +302,17 @@ def not_capable(model: "ModelConfig", missing: set[str]) -> GatewayError:
     what = ", ".join(sorted(missing))
     return bad_request(f"No target of model '{model.name}' supports what this request needs "
                        f"({what}).", code="unsupported_capability")
+
+
+def key_allows(ex: "Exchange", model: str) -> bool:
+    """The caller's key allow-list (policies/auth.py) decides; no key: any model."""
+    return ex.key is None or ex.key.allows(model)
+
+
+def allowed_fallbacks(ex: "Exchange") -> Callable[[str], bool]:
+    """Which configured fallback models may serve this caller: those its key may ask
+    for by name, or any with the key's explicit `any_fallback: true`."""
+    key = ex.key
+    if key is None or key.any_fallback or not key.models:
+        return lambda name: True
+    return key.allows

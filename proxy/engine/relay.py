@@ -28,11 +28,14 @@ async def relay_json(ex: Exchange, attempt: Attempt, translator: "Translator", t
     try:
         # aiohttp enforces the provider's total timeout; a second timer only when the
         # request's deadline (spent partly by earlier attempts) comes clearly sooner.
+        # (the fetch is written out twice rather than called: one coroutine less)
         if deadline < provider.timeouts.total - 0.5:
             async with asyncio.timeout(deadline):
-                resp, body = await _fetch(transport, request, provider)
+                async with transport.open(request, provider.timeouts) as resp:
+                    body = await resp.read()
         else:
-            resp, body = await _fetch(transport, request, provider)
+            async with transport.open(request, provider.timeouts) as resp:
+                body = await resp.read()
     except TimeoutError:
         raise upstream_timeout(provider.name, "request deadline", round(deadline, 3)) from None
     finally:
@@ -60,8 +63,3 @@ def malformed(provider: str, exc: Exception, request_id: str) -> UpstreamError:
     log.warning(f"upstream provider '{provider}' answered in a shape its translator does "
                 "not expect", exc_info=exc, extra={"request_id": request_id})
     return upstream_protocol(provider, "its answer does not have the expected shape")
-
-
-async def _fetch(transport: Any, request: Any, provider: "ProviderConfig") -> tuple[Any, bytes]:
-    async with transport.open(request, provider.timeouts) as resp:
-        return resp, await resp.read()

@@ -42,10 +42,12 @@ def order_targets(d: Any, ex: "Exchange", model: "ModelConfig", needs: Needs | N
     if len(capable) > 1:
         cooling = d.stats.cooling
         health = d.health_score
-        last = [cooling(label) > 0 or health(label) == 0
-                for label in [t.label for t in capable]]
-        if any(last):
-            down = {id(t) for t, k in zip(capable, last) if k}
+        for target in capable:  # (a loop: no comprehension frames on every request)
+            label = target.label
+            if cooling(label) > 0 or health(label) == 0:
+                if down is None:
+                    down = set()
+                down.add(id(target))
     notes = {} if ex.explain is not None else None
     hint = ex.routing_hint
     ordered = d.router.order(model.name, strategy, capable, hint, ex, spec, notes, down)

@@ -48,12 +48,12 @@ def _has_image(messages: Any) -> bool:
 
 
 def request_needs(body: Mapping[str, Any], prompt_tokens: int | None = None, *,
-                  sized: bool = True) -> Needs:
+                  sized: bool = True, capabilities: bool = True) -> Needs:
     """`prompt_tokens`: the exchange's estimate (proxy/core/pricing.py), so one estimator
     serves limits, budgets and routing; computed here when not given. `sized=False`
-    leaves the context window to the upstream (tokens 0: nothing is estimated)."""
-    messages = body.get("messages")
-    response_format = body.get("response_format")
+    leaves the context window to the upstream (tokens 0: nothing is estimated);
+    `capabilities=False` the body's tools, images and schema unsearched (every target
+    has them all)."""
     max_tokens = body.get("max_completion_tokens") or body.get("max_tokens") or 0
     if not sized:
         prompt, max_tokens = 0, 0
@@ -61,6 +61,10 @@ def request_needs(body: Mapping[str, Any], prompt_tokens: int | None = None, *,
         prompt = estimate_body(body).prompt_tokens
     else:
         prompt = prompt_tokens
+    if not capabilities:
+        return Needs(tokens=prompt + (max_tokens if isinstance(max_tokens, int) else 0))
+    messages = body.get("messages")
+    response_format = body.get("response_format")
     return Needs(
         tools=bool(body.get("tools") or body.get("functions")),
         vision=_has_image(messages),

@@ -6,7 +6,6 @@ import asyncio
 import logging
 import re
 import time
-import uuid
 from typing import Callable
 
 from aiohttp import web
@@ -16,6 +15,7 @@ from proxy.config.types import GatewayConfig
 from proxy.server.admin import add_admin_routes
 from proxy.server.admin_keys import add_key_routes
 from proxy.core.errors import GatewayError
+from proxy.core.ids import uuid4_hex
 from proxy.server.gateway import EXCHANGE, GATEWAY, REQUEST_ID, Gateway
 from proxy.server.live import Live
 from proxy.server.reload import Loader, Reloader
@@ -38,7 +38,7 @@ def _request_id(request: web.Request) -> str:
     given = request.headers.get("x-request-id")
     if given and _SAFE_REQUEST_ID.fullmatch(given):
         return given
-    return f"req_{uuid.uuid4().hex}"
+    return "req_" + uuid4_hex()
 
 
 def _error_response(request: web.Request, error: GatewayError) -> web.Response:
@@ -98,12 +98,16 @@ def overloaded(limit: int) -> GatewayError:
 
 def _middleware(live: Live, max_body: int):
     metrics, access = live.metrics, live.access_log  # (the same for every generation)
+    endpoints: dict = {}  # each route's resource (None: no route): its endpoint label
 
     @web.middleware
     async def gateway_middleware(request: web.Request, handler) -> web.StreamResponse:
         started = time.perf_counter_ns()
         rid = request[REQUEST_ID] = _request_id(request)
-        endpoint = endpoint_of(request)
+        resource = request.match_info.route.resource
+        endpoint = endpoints.get(resource)
+        if endpoint is None:
+            endpoint = endpoints[resource] = endpoint_of(request)
         counted = endpoint not in _ALWAYS
         error: GatewayError | None = None
         response: web.StreamResponse | None = None

@@ -61,7 +61,7 @@ def _parse_chat(body: dict[str, Any], server: ServerConfig) -> bool:
 
 
 async def chat_completions(request: web.Request) -> web.StreamResponse:
-    gateway = request.app[GATEWAY]
+    gateway = request.app[GATEWAY].pinned  # this request's generation, looked up once
     key = gateway.authenticate(request.headers)  # 401 before anything else
     body = await read_json(request)
     stream = _parse_chat(body, gateway.config.server)

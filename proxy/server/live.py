@@ -69,7 +69,10 @@ class Live:
     @property
     def in_flight(self) -> int:
         """Data-plane requests being served, on every generation still serving some."""
-        return self.current.in_flight + sum(g.in_flight for g in self._retiring)
+        count = self.current.in_flight
+        if self._retiring:  # (only while a reload's old generation drains)
+            count += sum(g.in_flight for g in self._retiring)
+        return count
 
     @property
     def open(self) -> dict:

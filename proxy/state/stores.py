@@ -12,13 +12,13 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 
-@dataclass(frozen=True, slots=True)
-class Window:
-    """A rate window's state after a take: what OpenAI's x-ratelimit headers report."""
+class Window(NamedTuple):
+    """A rate window's state after a take: what OpenAI's x-ratelimit headers report.
+    A named tuple: made on every take, and a tuple costs a fraction of a frozen
+    dataclass to build."""
 
     limit: int
     remaining: int
@@ -35,6 +35,11 @@ class RateStore(Protocol):
 
     def adjust_local(self, name: str, limit: int, delta: float) -> None:
         """`adjust` for what a synchronous `take` took (the same bucket as that take)."""
+
+    def take_pair(self, first: tuple[str, int, float], second: tuple[str, int, float]
+                  ) -> tuple[bool, Window, Window]:
+        """`take` of (name, limit, amount) twice: both taken, or neither (a refused
+        first leaves the second untouched and reports its window)."""
 
     def peek(self, name: str, limit: int) -> Window: ...
 
@@ -83,15 +88,18 @@ class MemoryRateStore:
             bucket = self._buckets[name] = _Bucket(limit, self._period)
         return bucket
 
-    def take(self, name: str, limit: int, amount: float) -> tuple[bool, Window]:
+    def take(self, name: str, limit: int, amount: float,
+             now: float | None = None) -> tuple[bool, Window]:
+        """`now`: the loop's time, when the caller has just read it (`take_pair`)."""
         bucket = self._buckets.get(name)
         if bucket is None or bucket.max_rate != limit:
             bucket = self._bucket(name, limit)
         if amount <= limit:
-            loop = self._loop  # `_now()` and `bucket.leak()`, inlined: the hot path
-            if loop is None or loop.is_closed():
-                loop = self._loop = asyncio.get_running_loop()
-            now = loop.time()
+            if now is None:  # `_now()` and `bucket.leak()`, inlined: the hot path
+                loop = self._loop
+                if loop is None or loop.is_closed():
+                    loop = self._loop = asyncio.get_running_loop()
+                now = loop.time()
             level = bucket._level
             if level:
                 level = bucket._level = max(
@@ -108,21 +116,55 @@ class MemoryRateStore:
         return ok, Window(limit, max(0, int(limit - level)), level / per_sec, retry)
 
     def adjust(self, name: str, limit: int, delta: float) -> None:
-        bucket = self._bucket(name, limit)
-        bucket._level = max(0.0, bucket.leak(self._now()) + delta)
+        bucket = self._buckets.get(name)
+        if bucket is None or bucket.max_rate != limit:
+            bucket = self._bucket(name, limit)
+        now = self._now()
+        level = bucket._level  # `bucket.leak(now)`, inlined
+        if level:
+            level = max(level - (now - bucket._last_check) * bucket._rate_per_sec, 0)
+        bucket._last_check = now
+        bucket._level = max(0.0, level + delta)
 
     adjust_local = adjust  # in memory there is only one bucket
 
     def take_pair(self, first: tuple[str, int, float], second: tuple[str, int, float],
-                  share: Callable[[int], int] = lambda limit: limit
+                  share: Callable[[int], int] | None = None
                   ) -> tuple[bool, Window, Window]:
-        """Both or neither, like the Redis store's one-round-trip pair."""
+        """Both or neither, like the Redis store's one-round-trip pair, at one reading
+        of the clock. `share`: what each limit is on this instance (Redis's fallback)."""
         (n1, l1, a1), (n2, l2, a2) = first, second
-        l1, l2 = share(l1), share(l2)
-        ok1, w1 = self.take(n1, l1, a1)
+        if share is not None:
+            l1, l2 = share(l1), share(l2)
+        b1 = self._buckets.get(n1)
+        if b1 is None or b1.max_rate != l1:
+            b1 = self._bucket(n1, l1)
+        b2 = self._buckets.get(n2)
+        if b2 is None or b2.max_rate != l2:
+            b2 = self._bucket(n2, l2)
+        now = self._now()
+        if a1 <= l1 and a2 <= l2:
+            # Both buckets leaked to now (as `take` does), then both taken if both fit:
+            # the same floats as two `take`s, in one step.
+            level1 = b1._level
+            if level1:
+                level1 = b1._level = max(level1 - (now - b1._last_check) * b1._rate_per_sec, 0)
+            b1._last_check = now
+            level2 = b2._level
+            if level2:
+                level2 = b2._level = max(level2 - (now - b2._last_check) * b2._rate_per_sec, 0)
+            b2._last_check = now
+            if level1 + a1 <= l1 and level2 + a2 <= l2:
+                level1 = b1._level = level1 + a1
+                level2 = b2._level = level2 + a2
+                return (True,
+                        Window(l1, max(0, int(l1 - level1)), level1 / b1._rate_per_sec, 0.0),
+                        Window(l2, max(0, int(l2 - level2)), level2 / b2._rate_per_sec, 0.0))
+        # One is refused: the two steps (at the same time: nothing leaks again).
+        ok1, w1 = self.take(n1, l1, a1, now)
         if not ok1:
             return False, w1, self.peek(n2, l2)
-        ok2, w2 = self.take(n2, l2, a2)
+        ok2, w2 = self.take(n2, l2, a2, now)
         if not ok2:
             self.adjust(n1, l1, -a1)
         return ok2, w1, w2
@@ -195,7 +237,8 @@ class MemoryBudgetStore:
 
     def reserve(self, scopes: Iterable[tuple[str, float]], amount: float,
                 rid: str = "") -> str | None:
-        scopes = list(scopes)
+        if not isinstance(scopes, (list, tuple)):  # (the budget passes a list, read twice)
+            scopes = list(scopes)
         for scope, limit in scopes:
             if self._spent.get(scope, 0.0) + self._held.get(scope, 0.0) + amount > limit + 1e-12:
                 return scope

@@ -94,6 +94,11 @@ class RedisRateStore:
         """Synchronous callers (dispatcher gates) get the per-instance share."""
         return self._local.take(name, self._share(limit), amount)
 
+    def take_pair(self, first: tuple[str, int, float], second: tuple[str, int, float]
+                  ) -> tuple[bool, Window, Window]:
+        """`take` for two buckets, both or neither (the per-instance shares)."""
+        return self._local.take_pair(first, second, self._share)
+
     def adjust_local(self, name: str, limit: int, delta: float) -> None:
         """Reconcile what a synchronous `take` took: in the same local bucket (sending
         it to Redis, which never saw the take, would skew both)."""
