@@ -91,10 +91,18 @@ def start_floor(name: str, upstream: str, cpu: str, workdir: Path) -> Target:
     return Target(name, f"http://127.0.0.1:{port}", proc, proc.pid, stderr_path=err)
 
 
-def check_config(config: Path, env: dict[str, str]) -> str | None:
+def gatewise_command(tree: Path | None) -> list[str]:
+    """This checkout's `gatewise`, or another checkout's (`--baseline`): its own code,
+    imported first from its directory, with this virtualenv's packages."""
+    if tree is None:
+        return [str(GATEWISE)]
+    return [str(ROOT / ".venv" / "bin" / "python"), "-m", "proxy"]
+
+
+def check_config(config: Path, env: dict[str, str], tree: Path | None = None) -> str | None:
     """None if gatewise accepts the config, else its first complaint (the skip reason)."""
-    out = subprocess.run([str(GATEWISE), "check", "--config", str(config)], env=env,
-                         check=False, capture_output=True, text=True)
+    out = subprocess.run([*gatewise_command(tree), "check", "--config", str(config)], env=env,
+                         check=False, capture_output=True, text=True, cwd=tree)
     if out.returncode == 0:
         return None
     problems = [line.strip() for line in out.stderr.splitlines() if line.startswith("  ")]
@@ -103,14 +111,14 @@ def check_config(config: Path, env: dict[str, str]) -> str | None:
 
 
 def start_gatewise(name: str, config: Path, env: dict[str, str], cpu: str,
-                   workdir: Path) -> Target:
-    reason = check_config(config, env)
+                   workdir: Path, tree: Path | None = None) -> Target:
+    reason = check_config(config, env, tree)
     if reason:
         return Target(name, "", skipped=f"config rejected: {reason}")
     port = free_port()
     err = workdir / f"{name}.stderr"
-    proc = subprocess.Popen(["taskset", "-c", cpu, str(GATEWISE), "serve", "--config", str(config),
-                             "--port", str(port)], env=env,
+    proc = subprocess.Popen(["taskset", "-c", cpu, *gatewise_command(tree), "serve", "--config",
+                             str(config), "--port", str(port)], env=env, cwd=tree,
                             stdout=subprocess.DEVNULL, stderr=err.open("wb"))
     try:
         wait_port(port, proc)

@@ -12,7 +12,9 @@ def markdown(results: dict) -> str:
     out = [f"### gatewise benchmark — {m['date']} — {m['mode']} mode",
            (f"{m['cpu']}, {m['cores']} cores, Linux {m['kernel']}, Python {m['python']}, "
            f"commit {m['commit']}; {m['rounds']} interleaved rounds × {m['duration_s']} s per "
-           "level, medians. Proxy under test on core 0; wrk and nginx on core 1."), ""]
+           "level, medians. Proxy under test on core 0; wrk and nginx on core 1."
+           + (f" `@base`: the same configs served by commit {m['baseline']}."
+              if m.get("baseline") else "")), ""]
     for sc in results["scenarios"]:
         out += scenario_table(sc)
     for name, p in results.get("ui_polls", {}).items():

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import subprocess
 import sys
 import tempfile
 import time
@@ -65,11 +66,15 @@ def accesslog_config(workdir: Path) -> Path:
     return path
 
 
-def start_targets(fmt: str, up: Upstream, workdir: Path, wanted: set[str] | None) -> list[Target]:
+def start_targets(fmt: str, up: Upstream, workdir: Path, wanted: set[str] | None,
+                  baseline: Path | None = None) -> list[Target]:
     env = gateway_env(up, workdir)
     specs = [("direct", None), ("floor", None),
              ("gatewise-minimal", BENCH / "configs" / f"minimal-{fmt}.yaml"),
              ("gatewise-full", BENCH / "configs" / f"full-{fmt}.yaml")]
+    if baseline is not None:  # the same configs, served by another checkout's code
+        specs[2:2] = [("gatewise-minimal@base", BENCH / "configs" / f"minimal-{fmt}.yaml"),
+                      ("gatewise-full@base", BENCH / "configs" / f"full-{fmt}.yaml")]
     if fmt == "openai":
         specs.append(("gatewise-minimal+accesslog", accesslog_config(workdir)))
         # the page's cost: served but closed (+admin), and open, polled every 2 s (+ui)
@@ -85,7 +90,8 @@ def start_targets(fmt: str, up: Upstream, workdir: Path, wanted: set[str] | None
         elif name == "floor":
             targets.append(procs.start_floor("floor", up.url, PROXY_CPU, workdir))
         else:
-            targets.append(procs.start_gatewise(name, config, env, PROXY_CPU, workdir))
+            tree = baseline if name.endswith("@base") else None
+            targets.append(procs.start_gatewise(name, config, env, PROXY_CPU, workdir, tree))
             if name.endswith("+ui") and not targets[-1].skipped:  # the page stays open
                 targets[-1].extra["poller"] = uipoll.UiPoller(targets[-1].url)
                 targets[-1].extra["poller"].start()
@@ -174,7 +180,8 @@ def bench(args) -> dict:
     up = Upstream(workdir)
     results = {"meta": {**machine(), "mode": "quick" if args.quick else "full",
                         "rounds": args.rounds, "duration_s": args.duration,
-                        "levels": args.levels, "echo_module": upstream.has_echo_module()},
+                        "levels": args.levels, "echo_module": upstream.has_echo_module(),
+                        "baseline": baseline_commit(args.baseline)},
                "scenarios": []}
     try:
         for fmt in ("openai", "anthropic"):
@@ -182,7 +189,7 @@ def bench(args) -> dict:
                          and (not wanted_sc or s.name in wanted_sc)]
             if not scenarios:
                 continue
-            targets = start_targets(fmt, up, workdir, wanted_t)
+            targets = start_targets(fmt, up, workdir, wanted_t, args.baseline)
             if args.peers:  # started after gatewise: their installs must not skew its warm-up
                 targets += peers.start_peers(fmt, up, PROXY_CPU, workdir,
                                              gateway_env(up, workdir), wanted_t)
@@ -203,6 +210,14 @@ def bench(args) -> dict:
     finally:
         up.stop()
     return results
+
+
+def baseline_commit(tree: Path | None) -> str | None:
+    if tree is None:
+        return None
+    out = subprocess.run(["git", "-C", str(tree), "describe", "--always", "--dirty"],
+                         capture_output=True, text=True, check=False)
+    return out.stdout.strip() or str(tree)
 
 
 def save(results: dict, kind: str) -> Path:
@@ -230,6 +245,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--scale-streams", help="comma-separated stream counts, e.g. 5000")
     parser.add_argument("--scale-chunks", type=int, help="chunks per stream")
     parser.add_argument("--scale-interval-ms", type=int, help="ms between chunks")
+    parser.add_argument("--baseline", type=Path,
+                        help="also serve gatewise-minimal@base and gatewise-full@base from "
+                             "this checkout (e.g. a git worktree of an earlier commit)")
     parser.add_argument("--workers-scale", action="store_true",
                         help="full pipeline on Redis: --workers 1 vs 2, and the memory backend")
     args = parser.parse_args(argv)
