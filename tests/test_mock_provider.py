@@ -146,7 +146,9 @@ async def test_latency_option(gw):
             if chunk.choices and chunk.choices[0].delta.content:
                 stamps.append(time.monotonic())
     assert stamps[0] - started >= 0.2
-    assert stamps[-1] - stamps[0] >= 2 * 0.03  # chunk_delay_ms between the three words
+    # chunk_delay_ms between the three words; measured from the start, since a busy
+    # client may read the first chunk late and the next ones at once
+    assert stamps[-1] - started >= 0.2 + 2 * 0.03
 
 
 async def test_mock_options_validated(start_gateway):
