@@ -21,7 +21,7 @@ from collections.abc import Awaitable, Callable, Iterable
 
 from proxy.config.policies import BudgetConfig, KeyConfig
 from proxy.config.types import GatewayConfig, TargetConfig
-from proxy.core.ids import uuid4_hex
+from proxy.core.ids import time_ordered_hex
 from proxy.core.errors import GatewayError, StartupError, UpstreamError, ledger_unavailable
 from proxy.core.exchange import Attempt, BudgetBlock, Exchange, ProviderHold
 from proxy.state.ledger import LedgerStore, LedgerUnavailable, Outcome, Pending, SpendRow, period_start
@@ -33,8 +33,8 @@ from proxy.state.stores import BudgetStore, Clock, MemoryBudgetStore, wall_clock
 log = logging.getLogger("gatewise.budget")
 Alert = Callable[[dict], Awaitable[None]]
 _HINT_RANK = {None: 0, "cheaper": 1, "free_only": 2}
-#: a reservation's id: `uuid.uuid4().hex`, made cheaply
-new_id = uuid4_hex
+#: a reservation's id, its ledger row's primary key: 32 hex digits in time order
+new_id = time_ordered_hex
 
 
 def period_label(per: str, now: float) -> str:

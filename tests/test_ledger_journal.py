@@ -154,3 +154,12 @@ async def test_the_wal_starts_over_under_steady_writes(tmp_path):
     grew = sum(after > before for before, after in zip(sizes[60:], sizes[61:]))
     assert grew < 10, sizes
     assert os.path.getsize(db) > 1024 * 1024  # the rows reached the database file
+
+
+def test_reservation_ids_sort_by_time_and_stay_32_hex_digits():
+    from policies.budget import new_id
+    ids = [new_id() for _ in range(1000)]
+    assert len(set(ids)) == 1000
+    assert all(len(i) == 32 and int(i, 16) >= 0 for i in ids)
+    stamps = [int(i[:12], 16) for i in ids]
+    assert stamps == sorted(stamps)  # appended at the end of the ledger's key index
