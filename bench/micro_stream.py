@@ -6,7 +6,8 @@ bench/configs/minimal-anthropic.yaml (an Anthropic stream translated to OpenAI c
 The upstream answers with the fixed SSE body of bench/bodies/ (the one the bench's
 upstream serves), cut into reads as `READS` says: `whole` (default: one read, as the
 bench's local upstream delivers it), `event` (one read per event, as a real provider
-sends tokens) or a number of bytes. The client side is aiohttp's own StreamResponse
+sends tokens) or a number of bytes. `FLOOR=1` runs bench/floor.py's relay of the
+OpenAI body instead (one write per read), for the least this harness can cost. The client side is aiohttp's own StreamResponse
 and StreamWriter over a transport that only counts bytes, so what is measured is what
 the real server runs per stream, less the HTTP parsing and the sockets.
 """
@@ -99,10 +100,13 @@ class Socket:
     def __init__(self) -> None:
         self.writes = 0
         self.sent = 0
+        self.kept: list[bytes] | None = None  # DUMP: what the last request wrote
 
     def write(self, data) -> None:
         self.writes += 1
         self.sent += len(data)
+        if self.kept is not None:
+            self.kept.append(bytes(data))
 
     def writelines(self, chunks) -> None:
         self.write(b"".join(chunks))
@@ -177,6 +181,17 @@ async def main(cfg: str, n: int) -> None:
     socket = Socket()
     protocol = Protocol(socket)
 
+    upstream_reads = reads((BODIES / "openai.sse").read_bytes(), how)
+    raw_request = orjson.dumps({**REQ, "model": "bench-sse", "stream": True})
+
+    async def floor():  # bench/floor.py's relay: one downstream write per upstream read
+        orjson.loads(raw_request).get("stream")
+        out = web.StreamResponse(status=200, headers={"content-type": "text/event-stream"})
+        await out.prepare(client_request(app, protocol))
+        for chunk in upstream_reads:
+            await out.write(chunk)
+        await out.write_eof()
+
     async def one():
         body = orjson.loads(orjson.dumps({**REQ, "model": "bench-sse", "stream": True}))
         stream = _parse_chat(body, config.server)
@@ -190,6 +205,8 @@ async def main(cfg: str, n: int) -> None:
             raise SystemExit(f"no stream: {ex.status} {ex.response_body!r}")
         await ex.response.write_eof()
 
+    if os.environ.get("FLOOR"):
+        one = floor  # noqa: F811 - the floor's cost in the same harness
     for _ in range(int(os.environ.get("WARMUP", "2000"))):
         await one()
     socket.writes = socket.sent = 0
@@ -199,8 +216,11 @@ async def main(cfg: str, n: int) -> None:
     dt = time.process_time() - t
     print(f"{cfg} (reads: {how}): {dt / n * 1e6:.1f} us/request (our code, no sockets); "
           f"{socket.writes / n:g} writes, {socket.sent / n:g} bytes to the client each")
-    if os.environ.get("SHOW"):
-        print(os.environ["SHOW"])
+    if os.environ.get("DUMP"):  # the last stream as the client got it, for diffing
+        socket.kept = []
+        await one()
+        wire = b"".join(socket.kept)
+        Path(os.environ["DUMP"]).write_bytes(wire[wire.index(b"\r\n\r\n") + 4:])
     try:
         await gen.__anext__()
     except StopAsyncIteration:

@@ -87,6 +87,9 @@ class OpenAITranslator(OpenAIFamily):
         self._role_checked = False
         self._chat: dict[str, Any] | None = None
         self._chunks = 0  # chunks with choices: about one token each on OpenAI and vLLM
+        # A plain content delta of this stream up to its content string, learned from one
+        # parsed in full (see `_plain_run`); None until then.
+        self._head: bytes | None = None
 
     # --- request -------------------------------------------------------------------
 
@@ -158,15 +161,61 @@ class OpenAITranslator(OpenAIFamily):
             delta = choice.get("delta")
             state.has_content = isinstance(delta, dict) and any(delta.get(key)
                                                                 for key in _CONTENT_KEYS)
+        if self._head is None and not finish and usage is None:
+            self._learn_head(data, choices)
         if not self.include_usage and b'"usage"' in data:
             data = data.replace(b',"usage":null', b"").replace(b', "usage": null', b"")
         return [data], usage
+
+    def _learn_head(self, data: bytes, choices: list[Any]) -> None:
+        """Keep what precedes the content string of a chunk just parsed, if it is exactly
+        one choice with a text delta, no logprobs, no finish, `"usage":null` at the end
+        and nothing to rename: every later chunk that starts with the same bytes and
+        ends in the same way is as plain as this one."""
+        choice = choices[0]
+        delta = choice.get("delta")
+        if (len(choices) != 1 or not isinstance(delta, dict) or len(delta) != 1
+                or not isinstance(delta.get("content"), str) or choice.get("logprobs") is not None
+                or b'"reasoning"' in data or not data.endswith(_QTAIL[:-2])):
+            return
+        at = data.find(_CONTENT)
+        if at >= 0 and data.find(b'"', at + len(_CONTENT) + 1) == len(data) - len(_QTAIL) + 2:
+            self._head = b"data: " + data[:at + len(_CONTENT)]
 
     def passthrough(self, block: bytes) -> tuple[bytes, int]:
         """The leading plain content deltas: up to the first event that needs acting on
         (a finish, a key to rename, the end), each a compact content delta with a null
         finish. JSON strings escape their quotes, so these patterns can only match
         structure."""
+        head = self._head
+        if head is None or not block.startswith(head):
+            return self._plain_counted(block)
+        fast, used = self._plain_run(block, head)
+        if used == len(block):
+            return fast, used
+        more, extra = self._plain_counted(block[used:])
+        return fast + more, used + extra
+
+    def _plain_run(self, block: bytes, head: bytes) -> tuple[bytes, int]:
+        """The leading events that are `head`, a content string with no quote inside it
+        and OpenAI's plain ending: checked by a few compares and one memchr each, where
+        scanning the block for patterns costs far more."""
+        pos, end, skip = 0, len(block), len(head) + 1
+        texts = []  # each event up to its closing quote
+        while pos < end and block.startswith(head, pos):
+            quote = block.find(b'"', pos + skip)
+            if quote < 0 or block[quote - 1] == 92 or not block.startswith(_QTAIL, quote):
+                break  # an escaped quote or backslash, or another ending: look closer
+            texts.append(block[pos:quote])
+            pos = quote + len(_QTAIL)
+        if not texts:
+            return b"", 0
+        self._chunks += len(texts)
+        if self.include_usage:
+            return block[:pos], pos
+        return _QTAIL_BARE.join(texts) + _QTAIL_BARE, pos
+
+    def _plain_counted(self, block: bytes) -> tuple[bytes, int]:
         cut = len(block)
         for pattern in _NEEDS_TRANSLATION:
             found = block.find(pattern, 0, cut)
@@ -193,6 +242,10 @@ class OpenAITranslator(OpenAIFamily):
         return Usage(prompt_tokens=estimate_body(self._chat).prompt_tokens,
                      completion_tokens=max(0, self._chunks - 1), estimated=True)
 
+# How a plain content delta ends, after its content string (OpenAI's own layout).
+_QTAIL = b'"},"logprobs":null,"finish_reason":null}],"usage":null}\n\n'
+_QTAIL_BARE = _QTAIL.replace(b',"usage":null', b"")
+_CONTENT = b'"delta":{"content":'
 # Where a stream stops being plain deltas (each scanned for once per read).
 _NEEDS_TRANSLATION = (b'"finish_reason":"', b"[DONE]", b'"reasoning"')
 
