@@ -88,7 +88,7 @@ class OpenAITranslator(OpenAIFamily):
         self._chat: dict[str, Any] | None = None
         self._chunks = 0  # chunks with choices: about one token each on OpenAI and vLLM
         # A plain content delta of this stream up to its content string, learned from one
-        # parsed in full (see `_plain_run`); None until then.
+        # parsed in full (see `passthrough`); None until then.
         self._head: bytes | None = None
 
     # --- request -------------------------------------------------------------------
@@ -190,16 +190,9 @@ class OpenAITranslator(OpenAIFamily):
         head = self._head
         if head is None or not block.startswith(head):
             return self._plain_counted(block)
-        fast, used = self._plain_run(block, head)
-        if used == len(block):
-            return fast, used
-        more, extra = self._plain_counted(block[used:])
-        return fast + more, used + extra
-
-    def _plain_run(self, block: bytes, head: bytes) -> tuple[bytes, int]:
-        """The leading events that are `head`, a content string with no quote inside it
-        and OpenAI's plain ending: checked by a few compares and one memchr each, where
-        scanning the block for patterns costs far more."""
+        # Each event that is `head`, a content string with no quote inside it and
+        # OpenAI's plain ending is checked by a few compares and one memchr, where
+        # scanning the block for patterns costs far more.
         pos, end, skip = 0, len(block), len(head) + 1
         texts = []  # each event up to its closing quote
         while pos < end and block.startswith(head, pos):
@@ -209,11 +202,13 @@ class OpenAITranslator(OpenAIFamily):
             texts.append(block[pos:quote])
             pos = quote + len(_QTAIL)
         if not texts:
-            return b"", 0
+            return self._plain_counted(block)
         self._chunks += len(texts)
-        if self.include_usage:
-            return block[:pos], pos
-        return _QTAIL_BARE.join(texts) + _QTAIL_BARE, pos
+        fast = block[:pos] if self.include_usage else _QTAIL_BARE.join(texts) + _QTAIL_BARE
+        if pos == end:
+            return fast, pos
+        more, used = self._plain_counted(block[pos:])
+        return fast + more, pos + used
 
     def _plain_counted(self, block: bytes) -> tuple[bytes, int]:
         cut = len(block)

@@ -118,6 +118,7 @@ class StreamRelay:
         # time, not the gateway's (`mark`: when the last read was handled).
         clock = time.perf_counter_ns
         mark = 0
+        http = ex.http
         async with transport.open(request, timeouts) as resp:
             self.attempt.status = resp.status
             if resp.status >= 400:
@@ -139,8 +140,12 @@ class StreamRelay:
                     await resp.finish()
                     ex.upstream_ns += clock() - mark
                     return
-                if data:
-                    await self._send(data)
+                if data:  # `_send`, its common case inline: a client that keeps up
+                    sock = http.transport
+                    if sock is None or not (sock.get_write_buffer_size() or len(data) > 16384):
+                        await self.client.write(data)
+                    else:
+                        await self._send(data)
                 mark = clock()
                 now = loop.time()
                 if now >= next_slide:
