@@ -24,9 +24,10 @@ from proxy.core.framing import Event, new_framer
 from proxy.core.sse import DONE, SSE_HEADERS, encode_frames, error_frame
 from proxy.engine.relay import UNEXPECTED_SHAPE, malformed
 
+from translators.base import Translator
+
 if TYPE_CHECKING:
     from proxy.config.types import ProviderConfig
-    from translators.base import Translator
 
 log = logging.getLogger("gatewise")
 
@@ -50,8 +51,11 @@ class StreamRelay:
         self.unsent = b""  # passed-through bytes of the read an error event ended
         egress = ex.egress  # the client's wire format; None: OpenAI chat as is
         self.encode = egress.frames if egress is not None else encode_frames
+        # Only a translator that can pass events untouched gets whole raw events;
+        # the others translate each read at once.
         self.passthrough = translator.passthrough \
-            if translator.framing == "sse" and egress is None else None
+            if translator.framing == "sse" and egress is None \
+            and type(translator).passthrough is not Translator.passthrough else None
 
     async def run(self, transport: Any, request: Any, first_token: float) -> None:
         """`first_token`: the provider's first-token timeout, or less if the request's
