@@ -56,7 +56,9 @@ def test_shaped_passthrough_matches_translating_each_event(include_usage):
     events = [_chunk({"role": "assistant", "content": ""}),
               *(_chunk({"content": text}) for text in texts),
               _chunk({"tool_calls": [{"index": 0, "function": {"arguments": "{}"}}]}),
-              _chunk({"content": "after"}), _chunk({}, "stop"),
+              _chunk({"content": "after"}), _chunk({"content": "a", "reasoning": "b"}),
+              _chunk({"content": "c"}), _chunk({"content": "d"}, "length"),
+              _chunk({"content": "e"}), _chunk({}, "stop"),
               orjson.dumps({**_HEAD, "choices": [], "usage": {"prompt_tokens": 1,
                                                                 "completion_tokens": 2,
                                                                 "total_tokens": 3}}),
@@ -64,6 +66,7 @@ def test_shaped_passthrough_matches_translating_each_event(include_usage):
     fast = _client_bytes(events, include_usage, passthrough=True)
     assert fast == _client_bytes(events, include_usage, passthrough=False)
     assert (b'"usage":null' in fast[0]) == include_usage
+    assert b'"reasoning_content":"b"' in fast[0] and b'"reasoning"' not in fast[0]
 
 
 def test_a_head_is_learned_only_from_a_plain_text_delta():
@@ -102,3 +105,21 @@ def test_any_text_any_split_the_same_bytes(texts, include_usage, size):
         for event in SSEParser.parse_complete(block[used:]):
             out += encode_frames(translator.stream(event)[0])
     assert (out, translator._chunks) == expected
+
+
+_TRICKY = [{"content": "a", "reasoning": "b"}, {"content": "a", "refusal": "b"},
+           {"content": "a", "refusal": None}, {"content": None}, {"content": 'q"q'},
+           {"tool_calls": [{"index": 0, "function": {"arguments": "{}"}}]}]
+
+
+@pytest.mark.parametrize("include_usage", [False, True])
+@pytest.mark.parametrize("delta", _TRICKY)
+@pytest.mark.parametrize("finish", [None, "length"])
+def test_one_odd_event_among_plain_ones(delta, finish, include_usage):
+    """An event shaped almost like a plain delta, alone among plain ones in one read,
+    is still translated (renamed, finished) as it would be on its own."""
+    events = [_chunk({"role": "assistant", "content": ""}), _chunk({"content": "Sure"}),
+              _chunk({"content": "x"}), _chunk(delta, finish), _chunk({"content": "y"}),
+              _chunk({}, "stop"), b"[DONE]"]
+    assert _client_bytes(events, include_usage, passthrough=True) \
+        == _client_bytes(events, include_usage, passthrough=False)

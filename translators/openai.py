@@ -8,6 +8,7 @@ client gets exactly what the upstream said.
 
 from __future__ import annotations
 
+from itertools import repeat
 from typing import Any, ClassVar, Mapping
 
 import orjson
@@ -90,6 +91,7 @@ class OpenAITranslator(OpenAIFamily):
         # A plain content delta of this stream up to its content string, learned from one
         # parsed in full (see `passthrough`); None until then.
         self._head: bytes | None = None
+        self._quotes = 0
 
     # --- request -------------------------------------------------------------------
 
@@ -180,7 +182,8 @@ class OpenAITranslator(OpenAIFamily):
             return
         at = data.find(_CONTENT)
         if at >= 0 and data.find(b'"', at + len(_CONTENT) + 1) == len(data) - len(_QTAIL) + 2:
-            self._head = b"data: " + data[:at + len(_CONTENT)]
+            self._head = head = b"data: " + data[:at + len(_CONTENT)]
+            self._quotes = head.count(b'"') + 1 + _QTAIL.count(b'"')  # a plain event's
 
     def passthrough(self, block: bytes) -> tuple[bytes, int]:
         """The leading plain content deltas: up to the first event that needs acting on
@@ -190,25 +193,25 @@ class OpenAITranslator(OpenAIFamily):
         head = self._head
         if head is None or not block.startswith(head):
             return self._plain_counted(block)
-        # Each event that is `head`, a content string with no quote inside it and
-        # OpenAI's plain ending is checked by a few compares and one memchr, where
-        # scanning the block for patterns costs far more.
-        pos, end, skip = 0, len(block), len(head) + 1
-        texts = []  # each event up to its closing quote
-        while pos < end and block.startswith(head, pos):
-            quote = block.find(b'"', pos + skip)
-            if quote < 0 or block[quote - 1] == 92 or not block.startswith(_QTAIL, quote):
-                break  # an escaped quote or backslash, or another ending: look closer
-            texts.append(block[pos:quote])
-            pos = quote + len(_QTAIL)
-        if not texts:
+        # Cut at each plain ending: every piece before the last must be `head`, then a
+        # content string with no quote (so each has exactly the head's quotes and the
+        # string's opening one) and no line break. A few C-level passes over the read,
+        # where scanning it for patterns, or walking it event by event, costs more.
+        parts = block.split(_QTAIL)
+        k = len(parts) - 1
+        end = len(block) - len(parts[-1])
+        if not k or block.count(b'"', 0, end) != k * self._quotes \
+                or block.count(b"\n", 0, end) != 2 * k:
             return self._plain_counted(block)
-        self._chunks += len(texts)
-        fast = block[:pos] if self.include_usage else _QTAIL_BARE.join(texts) + _QTAIL_BARE
-        if pos == end:
-            return fast, pos
-        more, used = self._plain_counted(block[pos:])
-        return fast + more, pos + used
+        del parts[-1]
+        if not all(map(bytes.startswith, parts, repeat(head + b'"'))):
+            return self._plain_counted(block)
+        self._chunks += k
+        fast = block[:end] if self.include_usage else _QTAIL_BARE.join(parts) + _QTAIL_BARE
+        if end == len(block):
+            return fast, end
+        more, used = self._plain_counted(block[end:])
+        return fast + more, end + used
 
     def _plain_counted(self, block: bytes) -> tuple[bytes, int]:
         cut = len(block)
