@@ -163,7 +163,7 @@ class OpenAITranslator(OpenAIFamily):
             delta = choice.get("delta")
             state.has_content = isinstance(delta, dict) and any(delta.get(key)
                                                                 for key in _CONTENT_KEYS)
-        if self._head is None and not finish and usage is None:
+        if self._head is None and not finish and usage is None and self._chunks > 1:
             self._learn_head(data, choices)
         if not self.include_usage and b'"usage"' in data:
             data = data.replace(b',"usage":null', b"").replace(b', "usage": null', b"")
@@ -182,32 +182,36 @@ class OpenAITranslator(OpenAIFamily):
             return
         at = data.find(_CONTENT)
         if at >= 0 and data.find(b'"', at + len(_CONTENT) + 1) == len(data) - len(_QTAIL) + 2:
-            self._head = head = b"data: " + data[:at + len(_CONTENT)]
-            self._quotes = head.count(b'"') + 1 + _QTAIL.count(b'"')  # a plain event's
+            self._head = head = b"data: " + data[:at + len(_CONTENT) + 1]
+            self._quotes = head.count(b'"') + _QTAIL.count(b'"')  # a plain event's
 
     def passthrough(self, block: bytes) -> tuple[bytes, int]:
         """The leading plain content deltas: up to the first event that needs acting on
         (a finish, a key to rename, the end), each a compact content delta with a null
         finish. JSON strings escape their quotes, so these patterns can only match
         structure."""
-        head = self._head
+        head = self._head  # with the content string's opening quote
         if head is None or not block.startswith(head):
             return self._plain_counted(block)
         # Cut at each plain ending: every piece before the last must be `head`, then a
-        # content string with no quote (so each has exactly the head's quotes and the
-        # string's opening one) and no line break. A few C-level passes over the read,
-        # where scanning it for patterns, or walking it event by event, costs more.
+        # content string with no quote (so each has exactly the head's quotes) and no
+        # line break. A few C-level passes over the read, where scanning it for
+        # patterns, or walking it event by event, costs more.
         parts = block.split(_QTAIL)
         k = len(parts) - 1
         end = len(block) - len(parts[-1])
         if not k or block.count(b'"', 0, end) != k * self._quotes \
                 or block.count(b"\n", 0, end) != 2 * k:
             return self._plain_counted(block)
-        del parts[-1]
-        if not all(map(bytes.startswith, parts, repeat(head + b'"'))):
-            return self._plain_counted(block)
+        if k > 1:  # (the first piece is the block's start)
+            del parts[-1]
+            if not all(map(bytes.startswith, parts, repeat(head))):
+                return self._plain_counted(block)
         self._chunks += k
-        fast = block[:end] if self.include_usage else _QTAIL_BARE.join(parts) + _QTAIL_BARE
+        if self.include_usage:
+            fast = block[:end]
+        else:
+            fast = (_QTAIL_BARE.join(parts) if k > 1 else parts[0]) + _QTAIL_BARE
         if end == len(block):
             return fast, end
         more, used = self._plain_counted(block[end:])

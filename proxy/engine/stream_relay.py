@@ -115,7 +115,8 @@ class StreamRelay:
         # each read (lazily, at most every `step` seconds, never firing early).
         idle = timeouts.idle
         step = min(1.0, idle / 10)
-        next_slide = 0.0
+        step_ns = int(step * 1e9)  # (on the `clock` below: one clock read per read)
+        next_slide = 0
         state = self.state
         ex = self.ex
         # After the commit, each wait for the upstream's next read is the upstream's
@@ -151,10 +152,9 @@ class StreamRelay:
                     else:
                         await self._send(data)
                 mark = clock()
-                now = loop.time()
-                if now >= next_slide:
-                    deadline.reschedule(now + idle + step)
-                    next_slide = now + step
+                if mark >= next_slide:
+                    deadline.reschedule(loop.time() + idle + step)
+                    next_slide = mark + step_ns
             if mark:
                 ex.upstream_ns += clock() - mark
             out = self._translate(self.framer.flush())
