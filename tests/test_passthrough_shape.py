@@ -123,3 +123,24 @@ def test_one_odd_event_among_plain_ones(delta, finish, include_usage):
               _chunk({}, "stop"), b"[DONE]"]
     assert _client_bytes(events, include_usage, passthrough=True) \
         == _client_bytes(events, include_usage, passthrough=False)
+
+
+@pytest.mark.parametrize("include_usage", [False, True])
+def test_a_lookalike_head_of_the_same_length_is_not_passed(include_usage, monkeypatch):
+    """An event whose start differs from the learned head only in a key of the same
+    length (here an error where the fingerprint was) is not a plain delta to the
+    shape check (the counting scan it falls back to is checked here without)."""
+    monkeypatch.setattr(OpenAITranslator, "_plain_counted", lambda self, block: (b"", 0))
+    odd = orjson.dumps({**{k: v for k, v in _HEAD.items() if k != "system_fingerprint"},
+                        "error": "0123456789abcdefg",
+                        "choices": [{"index": 0, "delta": {"content": "z"}, "logprobs": None,
+                                     "finish_reason": None}], "usage": None})
+    assert len(odd) == len(_chunk({"content": "z"}))
+    events = [_chunk({"role": "assistant", "content": ""}), _chunk({"content": "Sure"}),
+              _chunk({"content": "x"}), odd, _chunk({"content": "y"})]
+    translator = _translator(include_usage)
+    for data in events[:2]:
+        translator.stream(Event(None, data))
+    block = b"".join(b"data: " + data + b"\n\n" for data in events[2:])
+    fast, used = translator.passthrough(block)
+    assert b'"error"' not in fast and used == 0
