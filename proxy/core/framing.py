@@ -83,14 +83,13 @@ class SSEParser:
 
 
 def _parse_block(block: bytes) -> Event | None:
-    if b"\n" not in block:
-        if block.startswith(b"data:"):  # the common case
-            data = block[5:]
-            return Event(None, data[1:] if data.startswith(b" ") else data)
-    elif block.startswith(b"event: "):  # Anthropic's: one name line, one data line
-        name, found, data = block.partition(b"\ndata: ")
-        if found and b"\n" not in name and b"\n" not in data:
-            return Event(name[7:].decode("utf-8", "replace"), data)
+    if block.startswith(b"data:") and b"\n" not in block:  # the common case
+        data = block[5:]
+        return Event(None, data[1:] if data.startswith(b" ") else data)
+    if block.startswith(b"event: "):  # Anthropic's: one name line, one data line
+        line = block.find(b"\n")
+        if block.startswith(b"data: ", line + 1) and block.find(b"\n", line + 1) < 0:
+            return Event(block[7:line].decode("utf-8", "replace"), block[line + 7:])
     name: str | None = None
     data_lines: list[bytes] = []
     for line in block.split(b"\n"):
