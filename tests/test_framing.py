@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from proxy.core.framing import Event, NDJSONParser, SSEParser, new_framer
 
@@ -142,3 +144,31 @@ def test_split_complete_hands_out_whole_events_and_keeps_the_rest():
     assert parser.feed(b"data: 5\r\n\r\n") == [Event(None, b"5")]
     assert SSEParser.parse_complete(b"data: a\n\n: c\n\nevent: e\ndata: b\n\n") == [
         Event(None, b"a"), Event("e", b"b")]
+
+
+def _by_the_grammar(block: bytes) -> Event | None:
+    """One event block read line by line, as the WHATWG grammar says."""
+    name, data = None, []
+    for line in block.split(b"\n"):
+        if not line or line.startswith(b":"):
+            continue
+        field, _, value = line.partition(b":")
+        value = value[1:] if value.startswith(b" ") else value
+        if field == b"data":
+            data.append(value)
+        elif field == b"event":
+            name = value.decode("utf-8", "replace")
+    return Event(name, b"\n".join(data)) if data else None
+
+
+_PIECES = st.sampled_from([b"event: ", b"event:", b"data: ", b"data:", b"\n", b":", b" ",
+                           b"x", b"\xff", b"id: 1", b"\ndata: "])
+
+
+@settings(max_examples=500)
+@given(st.lists(_PIECES, max_size=8).map(b"".join))
+def test_the_fast_forms_read_blocks_as_the_grammar_does(block):
+    """The one-line `data:` and the `event:`+`data:` shortcuts change nothing."""
+    if b"\n\n" not in block:
+        assert SSEParser.parse_complete(block + b"\n\n") == \
+            ([e] if (e := _by_the_grammar(block)) is not None else [])

@@ -112,7 +112,12 @@ class AnthropicTranslator(Translator):
         if machine is None:
             machine = self._machine = AnthropicStream(self.state, self.include_usage,
                                                       self._json_tool, self._event_error)
-        parsed = upstream_json(self.provider.name, event.data, "a stream event")
+        try:
+            parsed = orjson.loads(event.data)
+        except orjson.JSONDecodeError:
+            parsed = None
+        if type(parsed) is not dict:  # the protocol error upstream_json says
+            parsed = upstream_json(self.provider.name, event.data, "a stream event")
         if event.name == "error" and parsed.get("type") != "error":
             parsed = {"type": "error", "error": parsed.get("error", parsed)}
         try:

@@ -107,6 +107,15 @@ class AnthropicStream:
 
     def feed(self, event: dict[str, Any]) -> tuple[list[bytes], Usage | None]:
         kind = event.get("type")
+        if kind == "content_block_delta" and self._started:  # most of a stream: text
+            delta = event.get("delta")
+            if type(delta) is dict and delta.get("type") == "text_delta":
+                text = delta.get("text")
+                if text and type(text) is str:  # as `_content` would, one call less
+                    self.state.has_content = True
+                    body = orjson.dumps(text)
+                    self._streamed += len(body) - 2
+                    return [self._encoder.encoded(b'{"content":' + body + b"}")], None
         if not self._started and kind in _NEEDS_START:
             raise ValueError(f"'{kind}' arrived before message_start")
         if kind == "content_block_delta":

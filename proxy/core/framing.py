@@ -86,6 +86,10 @@ def _parse_block(block: bytes) -> Event | None:
     if block.startswith(b"data:") and b"\n" not in block:  # the common case
         data = block[5:]
         return Event(None, data[1:] if data.startswith(b" ") else data)
+    if block.startswith(b"event: "):  # Anthropic's: one name line, one data line
+        line = block.find(b"\n")
+        if block.startswith(b"data: ", line + 1) and block.find(b"\n", line + 1) < 0:
+            return Event(block[7:line].decode("utf-8", "replace"), block[line + 7:])
     name: str | None = None
     data_lines: list[bytes] = []
     for line in block.split(b"\n"):

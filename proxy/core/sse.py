@@ -10,7 +10,7 @@ sets an Egress that turns the same OpenAI chunk objects into its own events.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Iterable, Protocol
+from typing import TYPE_CHECKING, Protocol, Sequence
 
 import orjson
 
@@ -23,9 +23,11 @@ SSE_HEADERS = {"content-type": "text/event-stream; charset=utf-8",
                "cache-control": "no-cache", "x-accel-buffering": "no"}
 
 
-def encode_frames(chunks: Iterable[bytes]) -> bytes:
+def encode_frames(chunks: Sequence[bytes]) -> bytes:
     """OpenAI chunk JSON objects (already encoded) as SSE `data:` frames."""
-    return b"".join(b"data: " + chunk + b"\n\n" for chunk in chunks)
+    if not chunks:
+        return b""
+    return b"data: " + b"\n\ndata: ".join(chunks) + b"\n\n"
 
 
 def error_frame(error: "GatewayError") -> bytes:

@@ -24,9 +24,10 @@ from proxy.core.framing import Event, new_framer
 from proxy.core.sse import DONE, SSE_HEADERS, encode_frames, error_frame
 from proxy.engine.relay import UNEXPECTED_SHAPE, malformed
 
+from translators.base import Translator
+
 if TYPE_CHECKING:
     from proxy.config.types import ProviderConfig
-    from translators.base import Translator
 
 log = logging.getLogger("gatewise")
 
@@ -35,7 +36,7 @@ class StreamRelay:
     """The state of one attempt's stream: the framer, what is held back, the client."""
 
     __slots__ = ("attempt", "client", "encode", "ex", "framer", "passthrough", "pending",
-                 "provider", "state", "translator")
+                 "provider", "state", "translator", "unsent")
 
     def __init__(self, ex: Exchange, attempt: Attempt, translator: "Translator",
                  provider: "ProviderConfig") -> None:
@@ -47,10 +48,14 @@ class StreamRelay:
         self.state = translator.state
         self.pending: list[bytes] = []  # chunks held back until the first content
         self.client: web.StreamResponse | None = None
+        self.unsent = b""  # passed-through bytes of the read an error event ended
         egress = ex.egress  # the client's wire format; None: OpenAI chat as is
         self.encode = egress.frames if egress is not None else encode_frames
+        # Only a translator that can pass events untouched gets whole raw events;
+        # the others translate each read at once.
         self.passthrough = translator.passthrough \
-            if translator.framing == "sse" and egress is None else None
+            if translator.framing == "sse" and egress is None \
+            and type(translator).passthrough is not Translator.passthrough else None
 
     async def run(self, transport: Any, request: Any, first_token: float) -> None:
         """`first_token`: the provider's first-token timeout, or less if the request's
@@ -110,36 +115,46 @@ class StreamRelay:
         # each read (lazily, at most every `step` seconds, never firing early).
         idle = timeouts.idle
         step = min(1.0, idle / 10)
-        next_slide = 0.0
+        step_ns = int(step * 1e9)  # (on the `clock` below: one clock read per read)
+        next_slide = 0
         state = self.state
         ex = self.ex
         # After the commit, each wait for the upstream's next read is the upstream's
         # time, not the gateway's (`mark`: when the last read was handled).
         clock = time.perf_counter_ns
         mark = 0
+        http = ex.http
         async with transport.open(request, timeouts) as resp:
             self.attempt.status = resp.status
             if resp.status >= 400:
                 raise self.translator.error(resp.status, resp.headers, await resp.read())
-            async for raw in resp.iter_chunks():
+            chunks = resp.iter_chunks()
+            async for raw in chunks:
                 if mark:
                     ex.upstream_ns += clock() - mark
-                data = await self._read(raw)
-                if data is None:
-                    continue  # still held back
+                if self.client is not None:
+                    data = self._committed(raw)
+                else:
+                    data = await self._read(raw)
+                    if data is None:
+                        continue  # still held back
                 if state.complete:
                     await self._send(data + self._done())
                     mark = clock()
+                    await chunks.aclose()  # now, not by a task the loop makes for it
                     await resp.finish()
                     ex.upstream_ns += clock() - mark
                     return
-                if data:
-                    await self._send(data)
+                if data:  # `_send`, its common case inline: a client that keeps up
+                    sock = http.transport
+                    if sock is None or not (sock.get_write_buffer_size() or len(data) > 16384):
+                        await self.client.write(data)
+                    else:
+                        await self._send(data)
                 mark = clock()
-                now = loop.time()
-                if now >= next_slide:
-                    deadline.reschedule(now + idle + step)
-                    next_slide = now + step
+                if mark >= next_slide:
+                    deadline.reschedule(loop.time() + idle + step)
+                    next_slide = mark + step_ns
             if mark:
                 ex.upstream_ns += clock() - mark
             out = self._translate(self.framer.flush())
@@ -180,41 +195,58 @@ class StreamRelay:
             transport.abort()
             raise ConnectionResetError("client write timeout") from None
 
-    async def _read(self, raw: bytes) -> bytes | None:
-        """One upstream read → the bytes to write, or None while the stream is held."""
+    def _committed(self, raw: bytes) -> bytes:
+        """One upstream read of a committed stream → the bytes to write: the plain
+        events as the upstream's own bytes where the translator can pass them, the
+        rest translated."""
         block = self.framer.split_complete(raw) \
             if self.passthrough is not None and self.ex.stream_tap is None else None
         if block is None:
             out = self._translate(self.framer.feed(raw))
-            if self.client is None:
-                self.pending += out
-                if not self._ready():
-                    return None
-                await self._commit()
-                out = self.pending
             self._tap(out)
             return self.encode(out)
+        fast, used = self.passthrough(block)
+        if used == len(block):
+            return fast
+        try:
+            out = self._translate(self.framer.parse_complete(block[used:]))
+        except UpstreamError:
+            self.unsent = fast  # what came before the error goes first
+            raise
+        return fast + self.encode(out) if out else fast
+
+    async def _read(self, raw: bytes) -> bytes | None:
+        """One upstream read before the commit → the bytes to write, or None while the
+        stream is held."""
+        block = self.framer.split_complete(raw) \
+            if self.passthrough is not None and self.ex.stream_tap is None else None
+        if block is None:
+            self.pending += self._translate(self.framer.feed(raw))
+            if not self._ready():
+                return None
+            await self._commit()
+            self._tap(self.pending)
+            return self.encode(self.pending)
         # Whole events as raw bytes: translate one by one up to the first content
         # (the commit point), then let the translator pass the plain events that
         # follow as the upstream's own bytes, and translate only what is left
         # (finish, usage, the end).
         head = 0
-        prefix = b""
-        if self.client is None:
-            while head < len(block) and not self._ready():
-                end = block.index(b"\n\n", head) + 2
-                self.pending += self._translate(self.framer.parse_complete(block[head:end]))
-                head = end
-            if not self._ready():
-                return None
-            await self._commit()
-            prefix = self.encode(self.pending)
+        while head < len(block) and not self._ready():
+            end = block.index(b"\n\n", head) + 2
+            self.pending += self._translate(self.framer.parse_complete(block[head:end]))
+            head = end
+        if not self._ready():
+            return None
+        await self._commit()
+        prefix = self.encode(self.pending)
         fast, used = self.passthrough(block[head:])
+        if head + used == len(block):
+            return prefix + fast
         try:
             out = self._translate(self.framer.parse_complete(block[head + used:]))
         except UpstreamError:
-            if prefix or fast:  # what came before the error goes first
-                await self.client.write(prefix + fast)
+            self.unsent = prefix + fast  # what came before the error goes first
             raise
         return prefix + fast + self.encode(out) if out else prefix + fast
 
@@ -267,7 +299,9 @@ class StreamRelay:
             await self._commit()
         if partial:
             self._tap(partial)
-            await self._write_quietly(self.encode(partial))
+        data = self.unsent + self.encode(partial) if partial else self.unsent
+        if data:
+            await self._write_quietly(data)
         await self._fail(err)
 
     async def _fail(self, err: UpstreamError) -> None:
