@@ -163,3 +163,33 @@ def test_reservation_ids_sort_by_time_and_stay_32_hex_digits():
     assert all(len(i) == 32 and int(i, 16) >= 0 for i in ids)
     stamps = [int(i[:12], 16) for i in ids]
     assert stamps == sorted(stamps)  # appended at the end of the ledger's key index
+
+
+async def test_two_workers_starting_together_both_recover_a_crashed_journal(tmp_path):
+    """`--workers N` on one SQLite file after a kill -9 of them all: every worker reads
+    the dead segments at start; one that finds them already cleared by another must
+    start all the same (it crashed on FileNotFoundError), and the row is billed once."""
+    db = tmp_path / "l.db"
+    with open(f"{db}-begun.999999999.0", "wb") as file:  # a pid no process has
+        file.write(b'["id9","r",null,"m",0.5,0,1.0]\n')
+    first = SqliteLedger(str(db))
+    second = ledger_journal.BegunJournal(str(db))
+    assert second.left_behind() == [("id9", "r", None, "m", 0.5, 0, 1.0)]
+    assert await first.open(1.0) == 1  # recovers and deletes the segment meanwhile
+    second.clear()
+    assert second.left_behind() == []
+    real_getmtime = os.path.getmtime
+    with open(f"{db}-begun.999999999.1", "wb") as file:
+        file.write(b'["id8","r",null,"m",0.5,0,1.0]\n')
+
+    def gone_meanwhile(path):  # listed by glob, deleted before it is looked at
+        os.unlink(path)
+        return real_getmtime(path)
+    ledger_journal.os.path.getmtime = gone_meanwhile
+    try:
+        assert second.left_behind() == []
+    finally:
+        ledger_journal.os.path.getmtime = real_getmtime
+    await first.close()
+    assert rows(db) == [("id9", "recovered", 0.5, 0.5)]
+

@@ -55,20 +55,24 @@ class BegunJournal:
         gatewise on the same file) are its own business."""
         rows: list[tuple] = []
         for path in self._segments():
-            with open(path, "rb") as file:
-                for line in file:
-                    try:
-                        values = orjson.loads(line)
-                    except orjson.JSONDecodeError:  # torn by the crash: never sent
-                        continue
-                    if isinstance(values, list) and len(values) == 7:
-                        rows.append(tuple(values))
+            try:
+                with open(path, "rb") as file:
+                    lines = file.readlines()
+            except FileNotFoundError:  # another worker starting with us recovered it
+                continue
+            for line in lines:
+                try:
+                    values = orjson.loads(line)
+                except orjson.JSONDecodeError:  # torn by the crash: never sent
+                    continue
+                if isinstance(values, list) and len(values) == 7:
+                    rows.append(tuple(values))
         return rows
 
     def clear(self) -> None:
         """Forget what an earlier process left (its rows are in SQLite now)."""
         for path in self._segments():
-            os.unlink(path)
+            _unlink(path)  # (gone already: another worker starting with us cleared it)
 
     def _segments(self) -> list[str]:
         """Segments left by processes no longer running, oldest first."""
@@ -76,7 +80,10 @@ class BegunJournal:
         for path in glob.glob(glob.escape(self._base) + "[0-9]*.[0-9]*"):
             pid, _, number = path[len(self._base):].partition(".")
             if pid.isdigit() and number.isdigit() and not _running(int(pid)):
-                found.append((os.path.getmtime(path), int(number), path))
+                try:
+                    found.append((os.path.getmtime(path), int(number), path))
+                except FileNotFoundError:  # another worker starting with us cleared it
+                    continue
         return [path for _, _, path in sorted(found)]
 
     def open(self) -> None:
