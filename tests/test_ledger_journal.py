@@ -193,3 +193,23 @@ async def test_two_workers_starting_together_both_recover_a_crashed_journal(tmp_
     await first.close()
     assert rows(db) == [("id9", "recovered", 0.5, 0.5)]
 
+
+async def test_a_short_write_missing_only_its_newline_is_not_billed(tmp_path, monkeypatch):
+    """Out of space exactly before the newline: the begin was refused (503), so the
+    complete-looking line must not be recovered and billed at the next start."""
+    db = tmp_path / "l.db"
+    ledger = SqliteLedger(str(db))
+    await ledger.open(1.0)
+    await ledger.begin(Pending("id_", "r", None, "m", 0.25, False, 1.0))  # in flight: the
+    real_write = os.write  # segment stays for recovery
+    monkeypatch.setattr(ledger_journal.os, "write", lambda fd, data: real_write(fd, data[:-1]))
+    with pytest.raises(LedgerUnavailable, match="short write"):
+        await ledger.begin(Pending("id0", "r", None, "m", 0.5, False, 1.0))
+    monkeypatch.undo()
+    ledger.finish("id0", outcome())  # the budget settles a refused begin at nothing
+    await ledger.begin(Pending("id1", "r", None, "m", 0.75, False, 1.0))
+    ledger._journal = None  # a crash
+    again = SqliteLedger(str(db))
+    assert await again.open(2.0) == 2
+    assert rows(db) == [("id1", "recovered", 0.75, 0.75), ("id_", "recovered", 0.25, 0.25)]
+    await again.close()

@@ -61,6 +61,8 @@ class BegunJournal:
             except FileNotFoundError:  # another worker starting with us recovered it
                 continue
             for line in lines:
+                if not line.endswith(b"\n"):  # its write() never finished: never sent
+                    continue
                 try:
                     values = orjson.loads(line)
                 except orjson.JSONDecodeError:  # torn by the crash: never sent
