@@ -219,3 +219,30 @@ async def test_the_pipe_reads_the_url_as_redis_py_does(redis_with_password, form
     assert await pipe.run("get", ["k"], []) == b"from-redis-py"
     pipe.close()
     await client.aclose()
+
+
+async def test_a_connection_lost_during_set_up_leaves_no_unretrieved_error():
+    """Redis going away between AUTH and SELECT (a restart mid-reconnect): the call
+    fails with a ConnectionError, and the set-up's other reply is retrieved, not left
+    for asyncio to log as "Future exception was never retrieved" at every restart."""
+    import gc
+
+    async def hang_up(reader, writer):
+        await reader.read(1)
+        writer.close()
+    server = await asyncio.start_server(hang_up, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    unretrieved = []
+    loop = asyncio.get_running_loop()
+    loop.set_exception_handler(lambda _, context: unretrieved.append(context["message"]))
+    try:
+        pipe = ScriptPipe(f"redis://:pw@127.0.0.1:{port}/3", SCRIPTS)
+        with pytest.raises(RedisConnectionError):
+            await pipe.run("sum", [], [1, 1])
+        await asyncio.sleep(0)
+        gc.collect()
+        await asyncio.sleep(0)
+    finally:
+        loop.set_exception_handler(None)
+        server.close()
+    assert unretrieved == []

@@ -95,6 +95,9 @@ class ScriptPipe:
                         await reply  # a refused password: ResponseError (never echoed)
                 except BaseException:
                     protocol.fail(RedisConnectionError("closed during set-up"))
+                    for reply in setup:  # retrieved: not logged as "never retrieved"
+                        if reply.done() and not reply.cancelled():
+                            reply.exception()
                     raise
         except (OSError, asyncio.TimeoutError) as exc:
             raise RedisConnectionError(f"Error connecting to {self._host}:{self._port}: "
