@@ -213,3 +213,28 @@ async def test_a_short_write_missing_only_its_newline_is_not_billed(tmp_path, mo
     assert await again.open(2.0) == 2
     assert rows(db) == [("id1", "recovered", 0.75, 0.75), ("id_", "recovered", 0.25, 0.25)]
     await again.close()
+
+
+async def test_a_dead_unreaped_process_segments_are_recovered(tmp_path):
+    """`--workers N` killed with -9 as a group: until init reaps the workers they are
+    zombies, which `kill(pid, 0)` still finds, and the workers starting again took
+    their segments for a live process's: nothing was recovered (seen: 100 requests in
+    flight, no row after the restart)."""
+    if not os.path.exists("/proc/self/stat"):
+        pytest.skip("needs /proc")
+    db = tmp_path / "l.db"
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    try:
+        for _ in range(500):  # exited, not waited for: a zombie
+            with open(f"/proc/{dead.pid}/stat", "rb") as file:
+                if file.read().rsplit(b")", 1)[1].split()[0] == b"Z":
+                    break
+            __import__("time").sleep(0.01)
+        with open(f"{db}-begun.{dead.pid}.0", "wb") as file:
+            file.write(b'["id9","r",null,"m",0.5,0,1.0]\n')
+        ledger = SqliteLedger(str(db))
+        assert await ledger.open(1.0) == 1
+        await ledger.close()
+    finally:
+        dead.wait()
+    assert rows(db) == [("id9", "recovered", 0.5, 0.5)]

@@ -173,7 +173,19 @@ def _running(pid: int) -> bool:
         return False
     except PermissionError:
         return True
-    return True
+    return not _zombie(pid)
+
+
+def _zombie(pid: int) -> bool:
+    """Dead but not yet reaped: `kill(pid, 0)` still succeeds. A whole `--workers`
+    group killed with -9 leaves its workers so until init reaps them, and their
+    segments must be recovered by the workers starting again meanwhile."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as file:
+            stat = file.read()
+    except OSError:  # no /proc (not Linux), or gone this very moment
+        return False
+    return stat[stat.rfind(b")") + 2:stat.rfind(b")") + 3] in (b"Z", b"X")
 
 
 def _unlink(path: str) -> None:
