@@ -163,3 +163,78 @@ def test_reservation_ids_sort_by_time_and_stay_32_hex_digits():
     assert all(len(i) == 32 and int(i, 16) >= 0 for i in ids)
     stamps = [int(i[:12], 16) for i in ids]
     assert stamps == sorted(stamps)  # appended at the end of the ledger's key index
+
+
+async def test_two_workers_starting_together_both_recover_a_crashed_journal(tmp_path):
+    """`--workers N` on one SQLite file after a kill -9 of them all: every worker reads
+    the dead segments at start; one that finds them already cleared by another must
+    start all the same (it crashed on FileNotFoundError), and the row is billed once."""
+    db = tmp_path / "l.db"
+    with open(f"{db}-begun.999999999.0", "wb") as file:  # a pid no process has
+        file.write(b'["id9","r",null,"m",0.5,0,1.0]\n')
+    first = SqliteLedger(str(db))
+    second = ledger_journal.BegunJournal(str(db))
+    assert second.left_behind() == [("id9", "r", None, "m", 0.5, 0, 1.0)]
+    assert await first.open(1.0) == 1  # recovers and deletes the segment meanwhile
+    second.clear()
+    assert second.left_behind() == []
+    real_getmtime = os.path.getmtime
+    with open(f"{db}-begun.999999999.1", "wb") as file:
+        file.write(b'["id8","r",null,"m",0.5,0,1.0]\n')
+
+    def gone_meanwhile(path):  # listed by glob, deleted before it is looked at
+        os.unlink(path)
+        return real_getmtime(path)
+    ledger_journal.os.path.getmtime = gone_meanwhile
+    try:
+        assert second.left_behind() == []
+    finally:
+        ledger_journal.os.path.getmtime = real_getmtime
+    await first.close()
+    assert rows(db) == [("id9", "recovered", 0.5, 0.5)]
+
+
+async def test_a_short_write_missing_only_its_newline_is_not_billed(tmp_path, monkeypatch):
+    """Out of space exactly before the newline: the begin was refused (503), so the
+    complete-looking line must not be recovered and billed at the next start."""
+    db = tmp_path / "l.db"
+    ledger = SqliteLedger(str(db))
+    await ledger.open(1.0)
+    await ledger.begin(Pending("id_", "r", None, "m", 0.25, False, 1.0))  # in flight: the
+    real_write = os.write  # segment stays for recovery
+    monkeypatch.setattr(ledger_journal.os, "write", lambda fd, data: real_write(fd, data[:-1]))
+    with pytest.raises(LedgerUnavailable, match="short write"):
+        await ledger.begin(Pending("id0", "r", None, "m", 0.5, False, 1.0))
+    monkeypatch.undo()
+    ledger.finish("id0", outcome())  # the budget settles a refused begin at nothing
+    await ledger.begin(Pending("id1", "r", None, "m", 0.75, False, 1.0))
+    ledger._journal = None  # a crash
+    again = SqliteLedger(str(db))
+    assert await again.open(2.0) == 2
+    assert rows(db) == [("id1", "recovered", 0.75, 0.75), ("id_", "recovered", 0.25, 0.25)]
+    await again.close()
+
+
+async def test_a_dead_unreaped_process_segments_are_recovered(tmp_path):
+    """`--workers N` killed with -9 as a group: until init reaps the workers they are
+    zombies, which `kill(pid, 0)` still finds, and the workers starting again took
+    their segments for a live process's: nothing was recovered (seen: 100 requests in
+    flight, no row after the restart)."""
+    if not os.path.exists("/proc/self/stat"):
+        pytest.skip("needs /proc")
+    db = tmp_path / "l.db"
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    try:
+        for _ in range(500):  # exited, not waited for: a zombie
+            with open(f"/proc/{dead.pid}/stat", "rb") as file:
+                if file.read().rsplit(b")", 1)[1].split()[0] == b"Z":
+                    break
+            __import__("time").sleep(0.01)
+        with open(f"{db}-begun.{dead.pid}.0", "wb") as file:
+            file.write(b'["id9","r",null,"m",0.5,0,1.0]\n')
+        ledger = SqliteLedger(str(db))
+        assert await ledger.open(1.0) == 1
+        await ledger.close()
+    finally:
+        dead.wait()
+    assert rows(db) == [("id9", "recovered", 0.5, 0.5)]

@@ -178,3 +178,71 @@ async def test_a_refused_password_is_an_error_without_the_password(redis_up):
         await pipe.run("sum", [], [1, 1])
     assert "not-the-password-123" not in str(caught.value)
     assert pipe._protocol is None  # nothing kept: the next call connects again
+
+
+@pytest.fixture
+def redis_with_password(tmp_path):
+    """A private redis-server that wants a password (the shared one has none)."""
+    import shutil
+    import subprocess
+    import time
+    if shutil.which("redis-server") is None:
+        pytest.skip("redis-server is not installed")
+    port = free_port()
+    server = subprocess.Popen(["redis-server", "--port", str(port), "--save", "",
+                               "--appendonly", "no", "--requirepass", "s3cret-pw",
+                               "--dir", str(tmp_path)], stdout=subprocess.DEVNULL)
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        try:
+            __import__("socket").create_connection(("127.0.0.1", port), 0.2).close()
+            break
+        except OSError:
+            time.sleep(0.02)
+    yield port
+    server.kill()
+    server.wait()
+
+
+@pytest.mark.parametrize("form", ["redis://:s3cret-pw@127.0.0.1:{port}/3",
+                                  "redis://127.0.0.1:{port}/?db=3&password=s3cret-pw",
+                                  "redis://127.0.0.1:{port}?db=3&password=s3cret-pw"])
+async def test_the_pipe_reads_the_url_as_redis_py_does(redis_with_password, form):
+    """The stores' other commands (redis-py) and the scripts (the pipe) must reach the
+    same database with the same credentials: redis-py takes `db` and `password` from the
+    query string too, which the pipe ignored (NOAUTH on every script: Redis flapped
+    between up and degraded; or the scripts wrote database 0 while the rest used 3)."""
+    url = form.format(port=redis_with_password)
+    client = aioredis.from_url(url)
+    await client.set("k", b"from-redis-py")
+    pipe = ScriptPipe(url, SCRIPTS)
+    assert await pipe.run("get", ["k"], []) == b"from-redis-py"
+    pipe.close()
+    await client.aclose()
+
+
+async def test_a_connection_lost_during_set_up_leaves_no_unretrieved_error():
+    """Redis going away between AUTH and SELECT (a restart mid-reconnect): the call
+    fails with a ConnectionError, and the set-up's other reply is retrieved, not left
+    for asyncio to log as "Future exception was never retrieved" at every restart."""
+    import gc
+
+    async def hang_up(reader, writer):
+        await reader.read(1)
+        writer.close()
+    server = await asyncio.start_server(hang_up, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    unretrieved = []
+    loop = asyncio.get_running_loop()
+    loop.set_exception_handler(lambda _, context: unretrieved.append(context["message"]))
+    try:
+        pipe = ScriptPipe(f"redis://:pw@127.0.0.1:{port}/3", SCRIPTS)
+        with pytest.raises(RedisConnectionError):
+            await pipe.run("sum", [], [1, 1])
+        await asyncio.sleep(0)
+        gc.collect()
+        await asyncio.sleep(0)
+    finally:
+        loop.set_exception_handler(None)
+        server.close()
+    assert unretrieved == []

@@ -55,20 +55,26 @@ class BegunJournal:
         gatewise on the same file) are its own business."""
         rows: list[tuple] = []
         for path in self._segments():
-            with open(path, "rb") as file:
-                for line in file:
-                    try:
-                        values = orjson.loads(line)
-                    except orjson.JSONDecodeError:  # torn by the crash: never sent
-                        continue
-                    if isinstance(values, list) and len(values) == 7:
-                        rows.append(tuple(values))
+            try:
+                with open(path, "rb") as file:
+                    lines = file.readlines()
+            except FileNotFoundError:  # another worker starting with us recovered it
+                continue
+            for line in lines:
+                if not line.endswith(b"\n"):  # its write() never finished: never sent
+                    continue
+                try:
+                    values = orjson.loads(line)
+                except orjson.JSONDecodeError:  # torn by the crash: never sent
+                    continue
+                if isinstance(values, list) and len(values) == 7:
+                    rows.append(tuple(values))
         return rows
 
     def clear(self) -> None:
         """Forget what an earlier process left (its rows are in SQLite now)."""
         for path in self._segments():
-            os.unlink(path)
+            _unlink(path)  # (gone already: another worker starting with us cleared it)
 
     def _segments(self) -> list[str]:
         """Segments left by processes no longer running, oldest first."""
@@ -76,7 +82,10 @@ class BegunJournal:
         for path in glob.glob(glob.escape(self._base) + "[0-9]*.[0-9]*"):
             pid, _, number = path[len(self._base):].partition(".")
             if pid.isdigit() and number.isdigit() and not _running(int(pid)):
-                found.append((os.path.getmtime(path), int(number), path))
+                try:
+                    found.append((os.path.getmtime(path), int(number), path))
+                except FileNotFoundError:  # another worker starting with us cleared it
+                    continue
         return [path for _, _, path in sorted(found)]
 
     def open(self) -> None:
@@ -164,7 +173,19 @@ def _running(pid: int) -> bool:
         return False
     except PermissionError:
         return True
-    return True
+    return not _zombie(pid)
+
+
+def _zombie(pid: int) -> bool:
+    """Dead but not yet reaped: `kill(pid, 0)` still succeeds. A whole `--workers`
+    group killed with -9 leaves its workers so until init reaps them, and their
+    segments must be recovered by the workers starting again meanwhile."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as file:
+            stat = file.read()
+    except OSError:  # no /proc (not Linux), or gone this very moment
+        return False
+    return stat[stat.rfind(b")") + 2:stat.rfind(b")") + 3] in (b"Z", b"X")
 
 
 def _unlink(path: str) -> None:

@@ -21,8 +21,9 @@ from __future__ import annotations
 import asyncio
 import hashlib
 from collections import deque
-from urllib.parse import unquote, urlparse
+from urllib.parse import urlparse
 
+from redis.connection import parse_url
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoScriptError, ResponseError
 
@@ -33,11 +34,14 @@ class ScriptPipe:
     """Lua scripts by name over one pipelined connection (`redis://` URLs only)."""
 
     def __init__(self, url: str, scripts: dict[str, str]) -> None:
-        parts = urlparse(url)
-        self._host = parts.hostname or "127.0.0.1"
-        self._port = parts.port or 6379
-        self._auth = [p for p in (parts.username, parts.password) if p]
-        self._db = int(parts.path.lstrip("/") or 0)
+        # redis-py's own reading of the URL (it also takes `db` and `password` from the
+        # query string), so the scripts reach the database the other commands reach
+        parts = parse_url(url)
+        self._host = parts.get("host") or "127.0.0.1"
+        self._port = int(parts.get("port") or 6379)
+        password = parts.get("password")
+        self._auth = [a for a in (parts.get("username"), password) if a] if password else []
+        self._db = int(parts.get("db") or 0)
         self._source = {name: src.encode() for name, src in scripts.items()}
         self._sha = {name: hashlib.sha1(src).hexdigest().encode()
                      for name, src in self._source.items()}
@@ -83,7 +87,7 @@ class ScriptPipe:
                 try:
                     setup = []
                     if self._auth:
-                        setup.append(protocol.call((b"AUTH", *(unquote(a).encode()
+                        setup.append(protocol.call((b"AUTH", *(a.encode()
                                                               for a in self._auth))))
                     if self._db:
                         setup.append(protocol.call((b"SELECT", str(self._db).encode())))
@@ -91,6 +95,9 @@ class ScriptPipe:
                         await reply  # a refused password: ResponseError (never echoed)
                 except BaseException:
                     protocol.fail(RedisConnectionError("closed during set-up"))
+                    for reply in setup:  # retrieved: not logged as "never retrieved"
+                        if reply.done() and not reply.cancelled():
+                            reply.exception()
                     raise
         except (OSError, asyncio.TimeoutError) as exc:
             raise RedisConnectionError(f"Error connecting to {self._host}:{self._port}: "
