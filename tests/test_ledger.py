@@ -324,11 +324,16 @@ async def test_process_durability_checkpoints_off_the_event_loop(tmp_path, monke
     for i in range(4):
         await ledger.begin(Pending(f"id{i}", f"r{i}", "k", "m", 0.5, False, 1.0))
         await ledger.finish(f"id{i}", outcome())
-    await ledger.flush()  # the writer's thread ran the queued checkpoints first
+    await ledger.flush()
     copy = tmp_path / "copy.db"
-    copy.write_bytes(db.read_bytes())  # the database file alone, without its WAL
-    with sqlite3.connect(copy) as conn:
-        assert conn.execute("SELECT COUNT(*) FROM spend").fetchone()[0] == 4
+    for _ in range(250):  # checkpoints run on the writer's thread, soon after the rows land
+        copy.write_bytes(db.read_bytes())  # the database file alone, without its WAL
+        with sqlite3.connect(copy) as conn:
+            if conn.execute("SELECT COUNT(*) FROM spend").fetchone()[0] == 4:
+                break
+        await asyncio.sleep(0.02)
+    else:
+        raise AssertionError("the rows never reached the database file")
     await ledger.close()
 
 

@@ -4,6 +4,7 @@ segments are not recovered, and a journal that cannot be written refuses the beg
 
 from __future__ import annotations
 
+import asyncio
 import errno
 import glob
 import os
@@ -238,3 +239,28 @@ async def test_a_dead_unreaped_process_segments_are_recovered(tmp_path):
     finally:
         dead.wait()
     assert rows(db) == [("id9", "recovered", 0.5, 0.5)]
+
+
+async def test_rows_the_writer_wrote_for_the_loop_count_towards_a_checkpoint(tmp_path,
+                                                                             monkeypatch):
+    """A commit the loop could not make (the file was locked: a checkpoint, another
+    process) goes to the writer thread; its rows still bring the next checkpoint."""
+    import proxy.state.ledger_direct as ledger_direct
+    monkeypatch.setattr(ledger_direct, "CHECKPOINT_ROWS", 2)
+    db = tmp_path / "l.db"
+    ledger = SqliteLedger(str(db))
+    await ledger.open(1.0)
+    asked = []
+    ledger._direct._checkpoint = lambda: asked.append(1)
+    locker = sqlite3.connect(db, isolation_level=None)
+    locker.execute("BEGIN IMMEDIATE")
+    for i in range(2):
+        await ledger.begin(Pending(f"id{i}", "r", "k", "m", 0.5, False, 1.0))
+        ledger.finish(f"id{i}", outcome())
+    ledger._direct.commit()  # locked: handed to the writer, which waits for the lock
+    assert asked == []
+    locker.execute("COMMIT")
+    await ledger.flush()
+    await asyncio.sleep(0)
+    assert asked == [1]
+    await ledger.close()

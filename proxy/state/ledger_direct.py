@@ -106,14 +106,23 @@ class DirectWriter:
             else:
                 future.set_exception(error)
         self._commits += 1
-        self._rows += len(batch)
-        if self._rows >= CHECKPOINT_ROWS:  # by rows, not commits: a commit may hold hundreds
+        self._written(len(batch))
+
+    def _written(self, rows: int) -> None:
+        """`rows` more rows in the WAL, whoever wrote them: by rows, not commits (a commit
+        may hold hundreds), a checkpoint is asked of the writer's thread now and then."""
+        self._rows += rows
+        if self._rows >= CHECKPOINT_ROWS and self._conn is not None:
             self._rows = 0
             self._checkpoint()
 
     def _hand_over(self, batch: list) -> None:
+        last = None
         for sql, params, key, future in batch:
-            self._fallback(sql, params, key).add_done_callback(_copy_to(future))
+            last = self._fallback(sql, params, key)
+            last.add_done_callback(_copy_to(future))
+        if last is not None:  # (batches commit in order: the last one written, all are)
+            last.add_done_callback(lambda _: self._written(len(batch)))
 
     def close(self) -> None:
         """Anything still queued goes to the writer, which writes it before it closes."""
