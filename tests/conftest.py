@@ -1,4 +1,5 @@
-"""Shared fixtures: a running gatewise built from a YAML string."""
+"""Shared fixtures: a running gatewise built from a YAML string, and a faithful fake
+OpenAI upstream (`fake`; files that test another provider define their own)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import pytest
 
 from proxy.server.app import build_app
 from proxy.server.configure import parse_config
+from tests.fakes.openai_upstream import FakeOpenAI
 from tests.fakes.server import LoopbackServer
 
 StartGateway = Callable[..., Awaitable[LoopbackServer]]
@@ -29,3 +31,12 @@ async def start_gateway() -> AsyncIterator[StartGateway]:
     yield start
     for server in reversed(servers):
         await server.close()
+
+
+@pytest.fixture
+async def fake() -> AsyncIterator[FakeOpenAI]:
+    """The fake OpenAI API on a loopback port (`fake.url`), handler cancellation on."""
+    fake = FakeOpenAI()
+    async with LoopbackServer(fake.app, handler_cancellation=True) as server:
+        fake.url = server.url
+        yield fake

@@ -7,18 +7,9 @@ import aiohttp
 import orjson
 import pytest
 
-from tests.fakes.openai_upstream import API_KEY, FakeOpenAI
-from tests.fakes.server import LoopbackServer
+from tests.fakes.openai_upstream import API_KEY
 
 USER = [{"role": "user", "content": "hi"}]
-
-
-@pytest.fixture
-async def fake():
-    fake = FakeOpenAI()
-    async with LoopbackServer(fake.app, handler_cancellation=True) as server:
-        fake.url = server.url
-        yield fake
 
 
 @pytest.fixture

@@ -15,8 +15,7 @@ from proxy.server.configure import parse_config
 from proxy.config.reader import Problems
 from proxy.config.telemetry import CacheConfig, parse_cache
 from proxy.core.exchange import Exchange
-from tests.fakes.openai_upstream import API_KEY, FakeOpenAI, Reply
-from tests.fakes.server import LoopbackServer
+from tests.fakes.openai_upstream import API_KEY, Reply
 
 USER = [{"role": "user", "content": "Say hello"}]
 TOOLS = [{"type": "function", "function": {
@@ -173,14 +172,6 @@ def test_stream_chunks_assemble_round_trip():
 
 
 # --- end to end: openai SDK → gatewise → the fake OpenAI ------------------------------
-
-@pytest.fixture
-async def fake():
-    fake = FakeOpenAI()
-    async with LoopbackServer(fake.app, handler_cancellation=True) as server:
-        fake.url = server.url
-        yield fake
-
 
 @pytest.fixture
 async def client(fake, start_gateway):

@@ -8,18 +8,8 @@ import logging
 import socket
 
 import orjson
-import pytest
 
-from tests.fakes.openai_upstream import API_KEY, FakeOpenAI, Reply
-from tests.fakes.server import LoopbackServer
-
-
-@pytest.fixture
-async def fake():
-    fake = FakeOpenAI()
-    async with LoopbackServer(fake.app, handler_cancellation=True) as server:
-        fake.url = server.url
-        yield fake
+from tests.fakes.openai_upstream import API_KEY, Reply
 
 
 async def test_a_client_that_stops_reading_is_disconnected(fake, start_gateway, caplog):

@@ -15,8 +15,7 @@ import aiohttp
 import orjson
 import pytest
 
-from tests.fakes.openai_upstream import API_KEY, FakeOpenAI, Reply
-from tests.fakes.server import LoopbackServer
+from tests.fakes.openai_upstream import API_KEY, Reply
 
 ROOT = Path(__file__).parents[1]
 LONG = " ".join(f"w{i}" for i in range(400))  # ~40 s at 0.1 s a chunk: never ends by itself
@@ -75,14 +74,6 @@ class Served:
         if self.proc.returncode is None:
             self.proc.kill()
             await self.proc.wait()
-
-
-@pytest.fixture
-async def fake():
-    fake = FakeOpenAI()
-    async with LoopbackServer(fake.app, handler_cancellation=True) as server:
-        fake.url = server.url
-        yield fake
 
 
 @pytest.fixture

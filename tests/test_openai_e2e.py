@@ -8,8 +8,7 @@ import orjson
 import pytest
 from openai import AsyncOpenAI
 
-from tests.fakes.openai_upstream import API_KEY, FakeOpenAI, Reply
-from tests.fakes.server import LoopbackServer
+from tests.fakes.openai_upstream import API_KEY, Reply
 
 USER = [{"role": "user", "content": "Say hello"}]
 TOOLS = [{"type": "function", "function": {
@@ -30,14 +29,6 @@ def gateway_yaml(fake_url: str) -> str:
           timeouts: {{first_token: 2s, idle: 2s}}
           retry: {{attempts: 0}}  # one attempt: these tests look at its failure
     """
-
-
-@pytest.fixture
-async def fake():
-    fake = FakeOpenAI()
-    async with LoopbackServer(fake.app, handler_cancellation=True) as server:
-        fake.url = server.url
-        yield fake
 
 
 @pytest.fixture

@@ -6,23 +6,13 @@ import asyncio
 import logging
 
 import aiohttp
-import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from proxy.server.gateway import GATEWAY
-from tests.fakes.openai_upstream import API_KEY, FakeOpenAI, Reply
-from tests.fakes.server import LoopbackServer
+from tests.fakes.openai_upstream import API_KEY, Reply
 
 CLIENT_KEY = "client-key-0123456789"
 CHAT = {"model": "m", "messages": [{"role": "user", "content": "hi"}]}
-
-
-@pytest.fixture
-async def fake():
-    fake = FakeOpenAI()
-    async with LoopbackServer(fake.app, handler_cancellation=True) as server:
-        fake.url = server.url
-        yield fake
 
 
 def access_lines(caplog) -> list[dict]:

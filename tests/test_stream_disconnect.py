@@ -10,19 +10,11 @@ import orjson
 import pytest
 from openai import AsyncOpenAI
 
-from tests.fakes.openai_upstream import API_KEY, FakeOpenAI, Reply
+from tests.fakes.openai_upstream import API_KEY, Reply
 from tests.fakes.server import LoopbackServer
 
 USER = [{"role": "user", "content": "Tell me a long story"}]
 LONG = " ".join(f"word{i}" for i in range(200))
-
-
-@pytest.fixture
-async def fake():
-    fake = FakeOpenAI()
-    async with LoopbackServer(fake.app, handler_cancellation=True) as server:
-        fake.url = server.url
-        yield fake
 
 
 @pytest.fixture

@@ -10,20 +10,11 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.trace import SpanKind, StatusCode
 
 from proxy.server.gateway import GATEWAY
-from tests.fakes.openai_upstream import API_KEY, FakeOpenAI, Reply
-from tests.fakes.server import LoopbackServer
+from tests.fakes.openai_upstream import API_KEY, Reply
 
 TRACE = "0af7651916cd43dd8448eb211c80319c"
 PARENT = "b7ad6b7169203331"
 PROMPT = "Say hello to the tracer"
-
-
-@pytest.fixture
-async def fake():
-    fake = FakeOpenAI()
-    async with LoopbackServer(fake.app, handler_cancellation=True) as server:
-        fake.url = server.url
-        yield fake
 
 
 async def traced(start_gateway, config: str) -> tuple[str, InMemorySpanExporter]:

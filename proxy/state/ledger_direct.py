@@ -23,8 +23,10 @@ import asyncio
 import sqlite3
 from collections.abc import Callable
 
+from proxy.state.ledger_writer import resolve
+
 CHECKPOINT_ROWS = 4096  # rows written between two checkpoints (run off the event loop)
-SETTLE_GRACE_S = 0.002  # how long a settle alone waits for company (the next begin)
+SETTLE_GRACE_S = 0.002  # how long a settle alone waits for company (other writes)
 
 #: queues a write on the group-commit writer: (sql, params, key) → its future
 Fallback = Callable[[str, tuple, "str | None"], asyncio.Future]
@@ -99,12 +101,7 @@ class DirectWriter:
             self._hand_over(batch)
             return
         for (_, _, _, future), error in zip(batch, errors):
-            if future.done():
-                continue
-            if error is None:
-                future.set_result(None)
-            else:
-                future.set_exception(error)
+            resolve(future, error)
         self._commits += 1
         self._written(len(batch))
 
@@ -137,12 +134,8 @@ class DirectWriter:
 
 def _copy_to(future: asyncio.Future) -> Callable[[asyncio.Future], None]:
     def copy(source: asyncio.Future) -> None:
-        if future.done():
-            return
-        if source.cancelled():
+        if not source.cancelled():
+            resolve(future, source.exception())
+        elif not future.done():
             future.cancel()
-        elif source.exception() is not None:
-            future.set_exception(source.exception())
-        else:
-            future.set_result(None)
     return copy

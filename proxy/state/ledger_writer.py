@@ -38,6 +38,16 @@ FIRST_RETRY_S = 0.05
 MAX_RETRY_S = 5.0
 
 
+def resolve(future: asyncio.Future, error: Exception | None) -> None:
+    """Tell whoever waits for a write how it went (nobody, if they stopped waiting)."""
+    if future.done():
+        return
+    if error is None:
+        future.set_result(None)
+    else:
+        future.set_exception(error)
+
+
 class LedgerUnavailable(Exception):
     """The ledger cannot write right now; a request that needs it should be refused."""
 
@@ -146,12 +156,7 @@ class GroupWriter:
         self._delay = FIRST_RETRY_S
         for write, error in zip(batch, errors):
             for future in write.futures:
-                if future.done():
-                    continue
-                if error is None:
-                    future.set_result(None)
-                else:
-                    future.set_exception(error)
+                resolve(future, error)
 
     def _failed(self, batch: list[_Write], exc: Exception) -> None:
         for write in batch:
